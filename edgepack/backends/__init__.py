@@ -1,0 +1,1 @@
+"""Backends: one module per runtime, registered in ``registry.py``. Modules here import no framework at import time."""

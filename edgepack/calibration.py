@@ -1,0 +1,269 @@
+"""Calibration and parity data: deterministic, disjoint calibration and holdout splits from a recipe or arrays.
+
+Sources of data: scikit-learn's bundled digits images, an image folder (``root/<label>/*.png`` or flat), or
+``.npz``/``.npy`` arrays (read with ``allow_pickle=False``). Seeded synthetic data only on explicit request,
+and flagged as such in every report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.config import CalibrationRecipe, Preprocess, load_recipe
+from edgepack.errors import ConfigError, InputError
+from edgepack.feeds import Feeds, num_samples, take
+from edgepack.signature import TensorSpec
+
+SYNTHETIC_SAMPLES = 64
+
+
+@dataclass
+class CalibrationData:
+    """Calibration split (for quantizers) and holdout split (for parity), never overlapping."""
+
+    name: str
+    calibration: Feeds
+    holdout: Feeds
+    holdout_labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    synthetic: bool = False
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        return num_samples(self.calibration), num_samples(self.holdout)
+
+    def describe(self) -> dict[str, Any]:
+        n_cal, n_hold = self.sizes
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "synthetic": self.synthetic,
+            "calibration_samples": n_cal,
+            "holdout_samples": n_hold,
+            "labelled": self.holdout_labels is not None,
+            "preprocess": self.preprocess,
+        }
+
+
+# -------------------------------------------------------------------------------------------- images
+
+
+def _to_array(img, pre: Preprocess) -> np.ndarray:
+    """PIL image → float array (H, W, C) after resize/crop/scale/colour order."""
+    from PIL import Image
+
+    img = img.convert("L" if pre.color == "gray" else "RGB")
+    if pre.resize:
+        img = img.resize((pre.resize[1], pre.resize[0]), Image.BILINEAR)
+    if pre.center_crop:
+        ch, cw = pre.center_crop
+        w, h = img.size
+        left, top = (w - cw) // 2, (h - ch) // 2
+        img = img.crop((left, top, left + cw, top + ch))
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if pre.color == "bgr":
+        arr = arr[:, :, ::-1]
+    return arr
+
+
+def _normalize(batch_hwc: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """(N, H, W, C) raw pixels → scaled, mean/std-normalised, laid out and typed as the recipe says."""
+    x = batch_hwc.astype(np.float32) * pre.scale
+    c = x.shape[-1]
+    for name, vals in (("mean", pre.mean), ("std", pre.std)):
+        if len(vals) not in (1, c):
+            raise ConfigError(f"preprocess.{name} has {len(vals)} values for {c} channels")
+    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    if pre.layout == "nchw":
+        x = x.transpose(0, 3, 1, 2)
+    if pre.dtype != "float32":
+        info = np.iinfo(pre.dtype)
+        x = np.clip(np.rint(x), info.min, info.max)
+    return np.ascontiguousarray(x.astype(pre.dtype))
+
+
+def _digits(pre: Preprocess) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = []
+    for im in d.images:  # 8x8 values 0..16 → 0..255 grey images, then the recipe's own preprocessing
+        pil = Image.fromarray(np.clip(im * (255.0 / 16.0), 0, 255).astype(np.uint8), mode="L")
+        imgs.append(_to_array(pil, pre))
+    return np.stack(imgs), d.target.astype(np.int64), [str(i) for i in range(10)]
+
+
+def _image_folder(root: Path, pre: Preprocess, exts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    from PIL import Image
+
+    if not root.is_dir():
+        raise InputError(f"calibration image folder not found: {root}")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    files: list[tuple[Path, int | None]] = []
+    if subdirs:
+        for label, sub in enumerate(subdirs):
+            files += [(f, label) for f in sorted(sub.iterdir()) if f.suffix.lower() in exts]
+    else:
+        files = [(f, None) for f in sorted(root.iterdir()) if f.suffix.lower() in exts]
+    if not files:
+        raise InputError(f"no images ({', '.join(exts)}) under {root}", hint="calibration needs at least a few images")
+    imgs = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                imgs.append(_to_array(im, pre))
+        except OSError as e:
+            raise InputError(f"cannot read image {f}: {e}") from None
+    shapes = {a.shape for a in imgs}
+    if len(shapes) > 1:
+        raise InputError(f"images under {root} have different sizes {sorted(shapes)[:3]}",
+                         hint="set preprocess.resize in the recipe")
+    labels = np.asarray([lab for _, lab in files], np.int64) if subdirs else None
+    return np.stack(imgs), labels, [p.name for p in subdirs] if subdirs else None
+
+
+def _read_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[Feeds, np.ndarray | None]:
+    if not path.is_file():
+        raise InputError(f"calibration data not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            if len(inputs) != 1:
+                raise ConfigError(f"{path}: a .npy file feeds one input; the model has {len(inputs)}",
+                                  hint="use an .npz with one array per input name")
+            return {inputs[0].name: arr}, None
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read calibration arrays {path}: {e}",
+                         hint="arrays must be plain numeric .npy/.npz (no pickled objects)") from None
+    labels = data.pop("labels", None)
+    names = [t.name for t in inputs]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise InputError(f"{path} has arrays {sorted(data)} but the model's inputs are {names}",
+                         hint="key each array by its input name (np.savez(path, **{name: array}))")
+    return {n: data[n] for n in names}, labels
+
+
+# -------------------------------------------------------------------------------------------- split + checks
+
+
+def _split(n: int, n_cal: int, n_hold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if n < 2:
+        raise InputError(f"calibration data has {n} sample(s); at least 2 are needed for disjoint splits")
+    n_hold = min(n_hold, n // 2)
+    n_cal = min(n_cal, n - n_hold)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_hold:n_hold + n_cal]), np.sort(order[:n_hold])
+
+
+def split_indices(n: int, recipe: CalibrationRecipe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration, holdout and remaining (training) indices: deterministic and disjoint."""
+    cal, hold = _split(n, recipe.split.calibration, recipe.split.holdout, recipe.split.seed)
+    rest = np.setdiff1d(np.arange(n), np.concatenate([cal, hold]))
+    return cal, hold, rest
+
+
+def _check_shapes(feeds: Feeds, inputs: tuple[TensorSpec, ...], origin: str) -> Feeds:
+    out = {}
+    for t in inputs:
+        arr = feeds[t.name]
+        if arr.size == 0 or len(arr) == 0:
+            raise InputError(f"calibration data for input '{t.name}' is empty ({origin})")
+        want = t.shape[1:]
+        if len(arr.shape) - 1 != len(want) or any(w is not None and w != g for w, g in zip(want, arr.shape[1:])):
+            hint = "check resize/layout in the recipe" if len(arr.shape) == len(t.shape) else "one array row per sample"
+            raise InputError(f"calibration data for '{t.name}' has samples of shape {tuple(arr.shape[1:])}; the model "
+                             f"expects {t.shape_str()} ({origin})", hint=hint)
+        if t.dtype.startswith("float"):
+            arr = arr.astype(t.dtype, copy=False)
+        out[t.name] = np.ascontiguousarray(arr)
+    return out
+
+
+def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...]) -> CalibrationData:
+    pre = recipe.preprocess
+    labels = None
+    class_names = recipe.labels
+    if recipe.data.kind == "arrays":
+        if not recipe.data.path:
+            raise ConfigError(f"{recipe.path}: data.path is required for kind 'arrays'")
+        feeds, labels = _read_arrays(recipe.directory / recipe.data.path, inputs)
+        origin = str(recipe.directory / recipe.data.path)
+    else:
+        if recipe.data.kind == "sklearn-digits":
+            raw, labels, names = _digits(pre)
+            origin = "scikit-learn digits (bundled with scikit-learn)"
+        else:
+            if not recipe.data.path:
+                raise ConfigError(f"{recipe.path}: data.path is required for kind 'image-folder'")
+            root = recipe.directory / recipe.data.path
+            raw, labels, names = _image_folder(root, pre, recipe.data.extensions)
+            origin = str(root)
+        class_names = class_names or names
+        target = recipe.input or inputs[0].name
+        if target not in {t.name for t in inputs}:
+            raise ConfigError(f"{recipe.path}: input '{target}' is not a model input",
+                              hint=f"inputs are: {', '.join(t.name for t in inputs)}")
+        if len(inputs) > 1:
+            raise ConfigError(f"{recipe.path}: image data feeds one input; the model has {len(inputs)}",
+                              hint="use kind = 'arrays' with an .npz keyed by input name")
+        feeds = {target: _normalize(raw, pre)}
+    feeds = _check_shapes(feeds, inputs, origin)
+    cal, hold, _ = split_indices(num_samples(feeds), recipe)
+    return CalibrationData(
+        name=recipe.name,
+        calibration=take(feeds, cal),
+        holdout=take(feeds, hold),
+        holdout_labels=None if labels is None else np.asarray(labels)[hold],
+        class_names=class_names,
+        preprocess=pre.model_dump(mode="json") if recipe.data.kind != "arrays" else {},
+        origin=origin,
+    )
+
+
+def from_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> CalibrationData:
+    from edgepack.config import DataSpec
+
+    recipe = CalibrationRecipe(name=Path(path).stem, data=DataSpec(kind="arrays", path=str(Path(path).resolve())))
+    return from_recipe(recipe, inputs)
+
+
+def synthetic(inputs: tuple[TensorSpec, ...], seed: int = 0) -> CalibrationData:
+    rng = np.random.default_rng(seed)
+    feeds: Feeds = {}
+    for t in inputs:
+        shape = (2 * SYNTHETIC_SAMPLES,) + t.concrete_shape(1)[1:]
+        if t.dtype.startswith("float"):
+            feeds[t.name] = rng.standard_normal(shape).astype(t.dtype)
+        else:
+            feeds[t.name] = rng.integers(0, 10, shape).astype(t.dtype)
+    idx = np.arange(2 * SYNTHETIC_SAMPLES)
+    return CalibrationData(name="synthetic", calibration=take(feeds, idx[:SYNTHETIC_SAMPLES]),
+                           holdout=take(feeds, idx[SYNTHETIC_SAMPLES:]), synthetic=True,
+                           origin=f"seeded standard-normal noise (seed {seed})")
+
+
+def load(spec: str | None, inputs: tuple[TensorSpec, ...], *, allow_synthetic: bool = False,
+         relative_to: Path | None = None) -> CalibrationData:
+    """Calibration data from a recipe name/path, an .npz/.npy file, or (only if allowed) synthetic noise."""
+    if spec is None:
+        if allow_synthetic:
+            return synthetic(inputs)
+        raise ConfigError("no calibration data given",
+                          hint="pass --calibration RECIPE|file.npz (real data), or --synthetic-calibration to accept "
+                               "random inputs (parity on noise can hide broken models)")
+    p = Path(spec)
+    if p.suffix in (".npz", ".npy"):
+        return from_arrays(p, inputs)
+    return from_recipe(load_recipe(spec, relative_to=relative_to), inputs)

@@ -1,0 +1,247 @@
+"""Target profiles and calibration recipes: frozen pydantic models read from TOML.
+
+Unknown keys are refused with a close-match suggestion; every error names the file and the key at fault.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgepack.errors import ConfigError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParityBudget(_Model):
+    """Limits on how far a bundle's outputs may drift from the reference (unset → backend default row)."""
+
+    min_cosine: float | None = Field(None, ge=-1.0, le=1.0)
+    max_abs_error: float | None = Field(None, ge=0.0)
+    min_top1_agreement: float | None = Field(None, ge=0.0, le=1.0)
+    max_accuracy_drop: float | None = Field(
+        None, ge=0.0, le=1.0, description="max top-1 accuracy loss vs the reference on labelled data (0.01 = 1 point)"
+    )
+
+
+class Budgets(_Model):
+    max_size_mb: float | None = Field(None, gt=0)
+    max_latency_p50_ms: float | None = Field(None, gt=0)
+    max_latency_p90_ms: float | None = Field(None, gt=0)
+    parity: ParityBudget = ParityBudget()
+
+
+class LatencySettings(_Model):
+    warmup: int = Field(5, ge=0)
+    repeats: int = Field(50, ge=1)
+    threads: int = Field(1, ge=1)
+
+
+class Metadata(_Model):
+    """App-facing metadata that backends embed where their format allows it."""
+
+    author: str = ""
+    license: str = ""
+    version: str = ""
+    description: str = ""
+
+
+class TargetProfile(_Model):
+    """One deployment target: a backend, a precision, a device class and its budgets."""
+
+    name: str
+    backend: str
+    precision: str
+    device: str = "generic"
+    description: str = ""
+    calibration: str | None = None
+    min_calibration_samples: int = Field(32, ge=1)
+    layout: Literal["nchw", "nhwc"] | None = None
+    dynamic_batch: bool = False
+    budgets: Budgets = Budgets()
+    latency: LatencySettings = LatencySettings()
+    metadata: Metadata = Metadata()
+    options: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = Field(None, description="file the profile was read from (set by the loader)")
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.path).parent if self.path else Path.cwd()
+
+
+class DataSpec(_Model):
+    kind: Literal["sklearn-digits", "image-folder", "arrays"]
+    path: str | None = None
+    extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class Preprocess(_Model):
+    resize: tuple[int, int] | None = None  # (height, width)
+    center_crop: tuple[int, int] | None = None
+    scale: float = 1.0  # multiply raw pixel values first (e.g. 1/255)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: Literal["nchw", "nhwc"] = "nchw"
+    color: Literal["rgb", "bgr", "gray"] = "rgb"
+    dtype: Literal["float32", "uint8", "int8"] = "float32"
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(s == 0 for s in v):
+            raise ValueError("std values must be non-zero")
+        return v
+
+
+class Split(_Model):
+    seed: int = 0
+    calibration: int = Field(256, ge=1)
+    holdout: int = Field(256, ge=1)
+
+
+class CalibrationRecipe(_Model):
+    """Where representative data comes from and how it is preprocessed and split."""
+
+    name: str
+    description: str = ""
+    input: str | None = Field(None, description="model input the data feeds (default: the first input)")
+    data: DataSpec
+    preprocess: Preprocess = Preprocess()
+    split: Split = Split()
+    labels: list[str] | None = None
+    path: str | None = None
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.path).parent if self.path else Path.cwd()
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid field names of the (nested) model addressed by ``loc``."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def validation_message(exc: ValidationError, model: type[BaseModel], where: str, prefix: str = "") -> ConfigError:
+    """Turn pydantic's error into one ConfigError naming the key, with a close-match suggestion."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = prefix + ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        valid = [f for f in _fields_at(model, loc[:-1]) if f != "path"]
+        hint = _suggest(str(loc[-1]), valid) or f"valid keys here: {', '.join(valid)}"
+        return ConfigError(f"{where}: unknown key '{key}'", hint=hint)
+    if err["type"] == "missing":
+        return ConfigError(f"{where}: missing required key '{key}'", hint="see the profiles in targets/ for examples")
+    return ConfigError(f"{where}: invalid value for '{key}': {err['msg']}", hint=f"got {err.get('input')!r}")
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {path}", hint="check the path") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})", hint="fix the syntax at the line named") from None
+
+
+def targets_dirs(extra: Path | None = None) -> list[Path]:
+    """Where target profiles are looked up, in order."""
+    dirs = []
+    if extra:
+        dirs.append(extra)
+    if os.environ.get("EDGEPACK_TARGETS"):
+        dirs.append(Path(os.environ["EDGEPACK_TARGETS"]))
+    dirs += [Path.cwd() / "targets", REPO_ROOT / "targets"]
+    seen, out = set(), []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen and r.is_dir():
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def available_targets(extra: Path | None = None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in targets_dirs(extra):
+        for p in sorted(d.glob("*.toml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def load_profile(name_or_path: str, targets_dir: Path | None = None) -> TargetProfile:
+    """Load a target by profile name (from ``targets/``) or by path to a TOML file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        path = p
+    else:
+        found = available_targets(targets_dir)
+        if name_or_path not in found:
+            hint = _suggest(name_or_path, list(found)) or f"known targets: {', '.join(found) or 'none'}"
+            raise ConfigError(f"unknown target '{name_or_path}'", hint=hint)
+        path = found[name_or_path]
+    data = read_toml(path)
+    data.setdefault("name", path.stem)
+    data["path"] = str(path.resolve())
+    try:
+        profile = TargetProfile.model_validate(data)
+    except ValidationError as e:
+        raise validation_message(e, TargetProfile, str(path)) from None
+    from edgepack.backends.registry import validate_profile  # registry imports no framework
+
+    validate_profile(profile)
+    return profile
+
+
+def calibration_dirs() -> list[Path]:
+    return [d for d in (Path.cwd() / "calibration", REPO_ROOT / "calibration") if d.is_dir()]
+
+
+def load_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> CalibrationRecipe:
+    """Load a calibration recipe by name (``calibration/<name>.toml``) or path."""
+    p = Path(name_or_path)
+    candidates = [p]
+    if relative_to is not None and not p.is_absolute():
+        candidates.append(relative_to / p)
+    if p.suffix != ".toml":
+        candidates += [d / f"{p.name}.toml" for d in calibration_dirs()]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        known = sorted({q.stem for d in calibration_dirs() for q in d.glob("*.toml")})
+        hint = _suggest(p.stem, known) or f"known recipes: {', '.join(known) or 'none'}; or pass an .npz/.npy file"
+        raise ConfigError(f"calibration recipe not found: {name_or_path}", hint=hint)
+    data = read_toml(path)
+    data.setdefault("name", path.stem)
+    data["path"] = str(path.resolve())
+    try:
+        return CalibrationRecipe.model_validate(data)
+    except ValidationError as e:
+        raise validation_message(e, CalibrationRecipe, str(path)) from None

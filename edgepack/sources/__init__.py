@@ -1,0 +1,90 @@
+"""Sources: a trained model plus its framework. ``load_source`` inspects the command-line model argument.
+
+Every source module offers ``load(...) -> Source``, ``reference(source, feeds) -> outputs`` (run in a worker
+process) and, where it can, ``to_onnx(source, path)`` so backends that take ONNX can be bridged.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from edgepack.errors import InputError, UnsupportedConversion
+from edgepack.signature import TensorSpec
+
+KINDS = ("onnx", "torch", "tf")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A trained model, described without loading its framework into this process."""
+
+    kind: str  # onnx | torch | tf
+    format: str  # onnx | factory | torchscript | exported | keras | h5 | savedmodel
+    path: str  # file/folder, or "module:factory" / "file.py:factory"
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...] = ()
+    weights: str | None = None
+    trust_code: bool = False
+    signature: str | None = None  # SavedModel signature
+    sha256: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def with_inputs(self, inputs: tuple[TensorSpec, ...]) -> "Source":
+        return replace(self, inputs=inputs)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "format": self.format,
+            "path": self.path,
+            "name": self.name,
+            "weights": self.weights,
+            "sha256": self.sha256,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+MODULES = {"onnx": "edgepack.sources.onnx", "torch": "edgepack.sources.torch", "tf": "edgepack.sources.keras"}
+
+
+def module_for(kind: str):
+    return importlib.import_module(MODULES[kind])
+
+
+def detect_kind(model: str) -> str:
+    """Which framework a model argument belongs to, from its form alone."""
+    p = Path(model)
+    if p.suffix == ".onnx":
+        return "onnx"
+    if p.suffix in (".pt", ".pth", ".pt2", ".ts", ".torchscript"):
+        return "torch"
+    if p.suffix in (".keras", ".h5", ".hdf5"):
+        return "tf"
+    if p.is_dir() and (p / "saved_model.pb").exists():
+        return "tf"
+    if ":" in model and not p.exists():
+        return "torch"
+    if not p.exists():
+        raise InputError(f"model not found: {model}", hint="give an .onnx/.keras/.pt2 file, a SavedModel folder, "
+                         "or a PyTorch factory as package.module:function or path/to/file.py:function")
+    raise UnsupportedConversion(
+        f"cannot tell which framework '{model}' belongs to",
+        hint="supported: .onnx, .keras/.h5, SavedModel folders, .pt2/.pt TorchScript, module:factory",
+    )
+
+
+def load_source(
+    model: str,
+    *,
+    weights: str | None = None,
+    inputs: tuple[TensorSpec, ...] = (),
+    trust_code: bool = False,
+    signature: str | None = None,
+) -> Source:
+    kind = detect_kind(model)
+    mod = module_for(kind)
+    return mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
