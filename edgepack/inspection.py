@@ -1,0 +1,120 @@
+"""What is here: model signatures and op census (``inspect``), profiles (``targets``), installed backends (``doctor``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgepack.backends import registry
+from edgepack.config import available_targets, load_profile
+from edgepack.errors import EdgepackError
+
+BRIDGE_NEEDS = {"torch": ("torch", "onnxscript"), "tf": ("tensorflow", "tf2onnx")}
+
+
+def edgepack_version() -> str:
+    from edgepack import __version__
+
+    return __version__
+
+
+def _installed(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def can_take(backend, kind: str) -> tuple[bool, str]:
+    missing = backend.missing()
+    if missing:
+        return False, f"not installed: {', '.join(missing)}"
+    if kind in backend.accepts:
+        return True, f"direct ({kind})"
+    if "onnx" in backend.accepts and kind in BRIDGE_NEEDS:
+        need = [m for m in BRIDGE_NEEDS[kind] if not _installed(m)]
+        if need:
+            return False, f"{kind} → onnx bridge needs {', '.join(need)}"
+        return True, f"via {kind} → onnx"
+    return False, f"takes {', '.join(sorted(backend.accepts))}, not {kind}"
+
+
+def inspect_model(model: str, **kwargs: Any) -> dict[str, Any]:
+    from edgepack.sources import load_source
+
+    src = load_source(model, **kwargs)
+    info: dict[str, Any] = {**src.describe(), "ops": {}}
+    if src.kind == "onnx":
+        from edgepack.sources.onnx import op_census, read_model
+
+        info["ops"] = op_census(read_model(Path(src.path), load_weights=False))
+    rows = []
+    for name, path in available_targets().items():
+        try:
+            p = load_profile(str(path))
+            ok, why = can_take(registry.get(p.backend), src.kind)
+        except EdgepackError as e:
+            rows.append({"target": name, "backend": "?", "precision": "?", "ok": False, "why": e.message})
+            continue
+        custom = [op for op in info["ops"] if "::" in op and not op.startswith("com.microsoft::")]
+        if ok and custom and p.backend != "ort_mobile":
+            ok, why = False, f"custom ops: {', '.join(custom)}"
+        rows.append({"target": name, "backend": p.backend, "precision": p.precision, "ok": ok, "why": why})
+    info["targets"] = rows
+    return info
+
+
+def _budget_text(p) -> str:
+    b = p.budgets
+    parts = []
+    if b.max_size_mb is not None:
+        parts.append(f"size ≤ {b.max_size_mb} MB")
+    if b.max_latency_p50_ms is not None:
+        parts.append(f"p50 ≤ {b.max_latency_p50_ms} ms")
+    if b.max_latency_p90_ms is not None:
+        parts.append(f"p90 ≤ {b.max_latency_p90_ms} ms")
+    for k, v in b.parity.model_dump().items():
+        if v is not None:
+            parts.append(f"{k} {v}")
+    return ", ".join(parts) or "defaults"
+
+
+def list_targets(targets_dir: Path | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for name, path in available_targets(targets_dir).items():
+        p = load_profile(str(path))
+        missing = registry.get(p.backend).missing()
+        rows.append({"target": name, "backend": p.backend, "precision": p.precision, "device": p.device,
+                     "budgets": _budget_text(p), "available": not missing,
+                     "why": f"missing {', '.join(missing)}" if missing else "", "path": str(path)})
+    return rows
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+DIST_OF = {"onnxruntime": "onnxruntime", "onnx": "onnx", "tensorflow": "tensorflow", "ai_edge_litert": "ai-edge-litert",
+           "litert_torch": "litert-torch", "openvino": "openvino", "nncf": "nncf", "coremltools": "coremltools",
+           "torch": "torch", "tf2onnx": "tf2onnx", "onnxscript": "onnxscript"}
+
+
+def doctor() -> list[dict[str, Any]]:
+    rows = []
+    for name in registry.names():
+        b = registry.get(name)
+        missing = b.missing()
+        vers = ", ".join(f"{m} {_version(DIST_OF.get(m, m)) or 'missing'}" for m in b.requires)
+        rows.append({"backend": name, "ready": not missing, "versions": vers,
+                     "install": "" if not missing else f"pip install -c constraints.txt -e '.[{b.extra}]'"})
+    for kind, mods in BRIDGE_NEEDS.items():
+        missing = [m for m in mods if not _installed(m)]
+        vers = ", ".join(f"{m} {_version(DIST_OF.get(m, m)) or 'missing'}" for m in mods)
+        rows.append({"backend": f"({kind} source)", "ready": not missing, "versions": vers,
+                     "install": "" if not missing else f"pip install -c constraints.txt -e '.[{kind}]'"})
+    return rows
