@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "ort_mobile": "edgepack.backends.ort_mobile:OrtMobileBackend",
+    "coreml": "edgepack.backends.coreml:CoreMLBackend",
 }
 
 

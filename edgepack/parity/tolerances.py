@@ -34,6 +34,31 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "static QDQ int8 (per-channel weights, calibrated activations): mission goal is ≥98 % top-1 agreement and "
         "≤1 point accuracy loss on real data",
     ),
+    ("coreml", "fp32"): Tolerance(
+        1e-4, 0.99999, 0.99, None,
+        "fp32 ML program checked by edgepack's numpy evaluator on the host: same arithmetic as the reference up to "
+        "summation order (seen ≤ 1e-7 on the example CNN and transformer block); 1e-4 still catches a swapped "
+        "activation variant such as exact vs tanh GELU on a unit-scale layer",
+    ),
+    ("coreml", "fp16"): Tolerance(
+        None, 0.999, 0.98, 0.01,
+        "fp16 weights and activations, every op's output rounded to fp16 (2^-11 relative per op), growing with "
+        "depth; seen cosine > 0.99999 on the example CNN",
+    ),
+    ("coreml", "w8"): Tolerance(
+        None, 0.995, 0.98, 0.01,
+        "int8 symmetric per-channel weights (step = max|w|/127) on an fp16 program; activations stay fp16, so "
+        "errors are a weight-rounding effect only; digits CNN keeps top-1 ≥ 99 %",
+    ),
+    ("coreml", "palette6"): Tolerance(
+        None, 0.99, 0.98, 0.01,
+        "64-entry k-means table per weight tensor: error close to 8-bit linear on smooth weight distributions",
+    ),
+    ("coreml", "palette4"): Tolerance(
+        None, 0.95, 0.95, 0.02,
+        "16-entry table per weight tensor: coarse, noticeably lossy without fine-tuning; cosine and top-1 only "
+        "guard against broken tables, accuracy must be judged on labelled data",
+    ),
 }
 
 

@@ -137,9 +137,7 @@ class Evaluator:
                                   f"the program declares {len(outputs)}")
         got: dict[str, np.ndarray] = {}
         for (name, tt), v in zip(outputs, values):
-            if tt is None:
-                raise EvaluationError(f"op '{o.name}' ({o.type}) output '{name}' is not a tensor")
-            if tt.dtype == "string":
+            if tt is None or tt.dtype == "string":  # classifier labels / probability dictionaries
                 got[name] = v
                 continue
             arr = np.asarray(v)
@@ -166,8 +164,12 @@ class Evaluator:
     def feed_types(self) -> dict[str, TensorType]:
         return dict(self.program.inputs)
 
-    def run(self, feeds: dict[str, np.ndarray], trace: bool = False) -> dict[str, np.ndarray]:
-        """Outputs by program name, in the program's declared dtypes (fp16 stays fp16)."""
+    def run(self, feeds: dict[str, np.ndarray], trace: bool = False, extra: list[str] | tuple[str, ...] = ()
+            ) -> dict[str, np.ndarray]:
+        """Outputs by program name, in the program's declared dtypes (fp16 stays fp16).
+
+        ``extra`` names intermediate variables to return as well (e.g. the scores a ``classify`` op reads).
+        """
         self.ensure_supported()
         env = dict(self._constants())
         for name, tt in self.program.inputs:
@@ -185,7 +187,8 @@ class Evaluator:
             env.update(got)
             if trace:
                 self.last_trace.append(TraceEntry(i, o.type, o.name, got, dict(o.outputs)))
-        missing = [n for n in self.program.outputs if n not in env]
+        wanted = list(self.program.outputs) + [n for n in extra if n not in self.program.outputs]
+        missing = [n for n in wanted if n not in env]
         if missing:
-            raise EvaluationError(f"program outputs never computed: {missing}")
-        return {n: env[n] for n in self.program.outputs}
+            raise EvaluationError(f"program variables never computed: {missing}")
+        return {n: env[n] for n in wanted}

@@ -197,8 +197,10 @@ class ValueReader:
     def read(self, value: Any) -> Any:
         kind = value.WhichOneof("value")
         tt = tensor_type(value.type)
-        if tt is None:
-            return None  # lists/dicts appear only in metadata attributes
+        if tt is None:  # lists (classify's class names); dicts/tuples appear only in metadata
+            if kind == "immediateValue" and value.immediateValue.WhichOneof("value") == "list":
+                return [self.read(v) for v in value.immediateValue.list.values]
+            return None
         if kind == "immediateValue":
             if value.immediateValue.WhichOneof("value") != "tensor":
                 return None

@@ -1,0 +1,11 @@
+"""edgepack's own Core ML program evaluator: runs a saved ``.mlpackage`` with numpy on any OS.
+
+coremltools converts on Linux but cannot predict there, so edgepack reads the MIL program and its weight blobs
+itself and executes them op by op (fp32, or fp16 emulated per op). Imports numpy and protobuf only.
+"""
+
+from edgepack.backends.coreml_eval.evaluator import Evaluator, TraceEntry
+from edgepack.backends.coreml_eval.program import Program, load_program
+from edgepack.backends.coreml_eval.registry import OPS, EvaluationError
+
+__all__ = ["Evaluator", "TraceEntry", "Program", "load_program", "OPS", "EvaluationError"]
