@@ -68,8 +68,8 @@ def build(
     model: Annotated[str, typer.Argument(help="an .onnx file, a PyTorch factory (pkg.module:fn or file.py:fn), "
                                               "a .pt2/TorchScript file (needs --trust-model-code), a .keras file "
                                               "or a SavedModel folder")],
-    target: Annotated[list[str], typer.Option("--target", "-t", help="target profile name (see `edgepack targets`) "
-                                                                      "or path to a profile .toml; repeatable")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="target profile name (see `edgepack targets`), "
+                                                                      "path to a profile .toml, or `all`; repeatable")],
     calibration: Annotated[Optional[str], typer.Option("--calibration", "-c", help="calibration recipe (name in "
                            "calibration/ or .toml path) or an .npz/.npy file with arrays keyed by input name")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output root: bundles go to OUT/<model>/<target>/")] = Path("dist"),
@@ -78,6 +78,8 @@ def build(
     weights: Annotated[Optional[str], typer.Option(help="PyTorch state dict, loaded with torch.load(weights_only=True)")] = None,
     trust_model_code: Annotated[bool, typer.Option("--trust-model-code", help="allow model files that carry code "
                                 "(.pt2, TorchScript, Keras Lambda/custom objects, .h5)")] = False,
+    signature: Annotated[Optional[str], typer.Option(help="SavedModel signature to convert "
+                                                         "(default serving_default)")] = None,
     synthetic_calibration: Annotated[bool, typer.Option("--synthetic-calibration", help="use seeded random inputs when "
                                      "no calibration data is given (flagged in every report)")] = False,
     archive: Annotated[bool, typer.Option("--archive", help="also write a deterministic OUT/<model>/<target>.zip")] = False,
@@ -102,7 +104,7 @@ def build(
 
         results = pipeline.build(
             model, target, calibration=calibration, out=out, inputs=_parse_inputs(input_spec), weights=weights,
-            trust_code=trust_model_code, synthetic=synthetic_calibration, archive=archive,
+            trust_code=trust_model_code, signature=signature, synthetic=synthetic_calibration, archive=archive,
             skip_unavailable=skip_unavailable, targets_dir=targets_dir, progress=progress,
         )
     reports.render(console, results)

@@ -71,7 +71,8 @@ def _host_worker(backend_name: str, artifact: dict, bundle_dir: str, feeds: Feed
     with runner:
         outputs = run_batched(runner.infer, feeds, runner.max_batch)
         one = take(feeds, slice(0, runner.max_batch or 1))
-        latency = measure_latency(lambda: runner.infer(one), warmup, repeats)
+        timed = getattr(runner, "infer_for_latency", runner.infer)  # a runner may time a deployment-style compile
+        latency = measure_latency(lambda: timed(one), warmup, repeats)
         return {"outputs": outputs, "latency": latency, "facts": runner.facts}
 
 
@@ -79,9 +80,15 @@ def _host_worker(backend_name: str, artifact: dict, bundle_dir: str, feeds: Feed
 
 
 def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[TargetProfile]:
+    """Profiles for the given names or paths; ``all`` expands to every profile found in the targets folders."""
     if not names:
         raise EdgepackError("no target given", hint="add --target NAME (see `edgepack targets`)")
-    return [load_profile(n, targets_dir) for n in names]
+    from edgepack.config import available_targets
+
+    expanded: list[str] = []
+    for n in names:
+        expanded += [str(p) for p in available_targets(targets_dir).values()] if n == "all" else [n]
+    return [load_profile(n, targets_dir) for n in dict.fromkeys(expanded)]
 
 
 def load_data(spec: str | None, profiles: list[TargetProfile], source: Source, synthetic: bool) -> CalibrationData:
@@ -268,6 +275,7 @@ def build(
     inputs: tuple[TensorSpec, ...] = (),
     weights: str | None = None,
     trust_code: bool = False,
+    signature: str | None = None,
     synthetic: bool = False,
     archive: bool = False,
     skip_unavailable: bool = False,
@@ -289,7 +297,7 @@ def build(
         return results
     out_root = bundles.prepare_parent(out)
     progress(f"loading source {model}")
-    source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code)
+    source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
     progress("preparing calibration and holdout data")
     data = load_data(calibration, runnable, source, synthetic)
     progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
