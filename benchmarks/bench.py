@@ -87,8 +87,14 @@ def main() -> None:
     wanted_backends = set(filter(None, args.backends.split(","))) or set(registry.names())
     wanted_targets = set(filter(None, args.targets.split(",")))
     profiles = []
+    from edgepack.errors import EdgepackError
+
     for name in available_targets():
-        p = load_profile(name)
+        try:
+            p = load_profile(name)
+        except EdgepackError as e:
+            print(f"skip {name}: {e.message}")
+            continue
         if p.backend in wanted_backends and (not wanted_targets or name in wanted_targets):
             if registry.get(p.backend).missing():
                 print(f"skip {name}: {p.backend} not installed")

@@ -84,7 +84,12 @@ def _budget_text(p) -> str:
 def list_targets(targets_dir: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for name, path in available_targets(targets_dir).items():
-        p = load_profile(str(path))
+        try:
+            p = load_profile(str(path))
+        except EdgepackError as e:  # one broken profile must not hide the others
+            rows.append({"target": name, "backend": "?", "precision": "?", "device": "?", "budgets": "",
+                         "available": False, "why": f"invalid profile: {e.message}", "path": str(path)})
+            continue
         missing = registry.get(p.backend).missing()
         rows.append({"target": name, "backend": p.backend, "precision": p.precision, "device": p.device,
                      "budgets": _budget_text(p), "available": not missing,

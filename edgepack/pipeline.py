@@ -193,11 +193,12 @@ def evaluate(profile: TargetProfile, artifact: Artifact, bundle_dir: Path, input
 
 
 def _primary_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
-    """The primary model file, or every file under it when it is a folder (.mlpackage)."""
-    p = bundle_dir / artifact.primary
-    if p.is_dir():
-        return [q.relative_to(bundle_dir).as_posix() for q in p.rglob("*") if q.is_file()]
-    return [artifact.primary]
+    """The shipped model files, folders (.mlpackage) expanded to the files under them."""
+    out: list[str] = []
+    for rel in artifact.shipped():
+        p = bundle_dir / rel
+        out += [q.relative_to(bundle_dir).as_posix() for q in p.rglob("*") if q.is_file()] if p.is_dir() else [rel]
+    return out
 
 
 def _write_golden(staging: Path, data: CalibrationData, golden: Feeds) -> dict[str, Any]:

@@ -43,6 +43,11 @@ class Artifact:
     quantization: dict[str, dict[str, Any]] = field(default_factory=dict)  # tensor name → scale/zero_point/dtype
     info: dict[str, Any] = field(default_factory=dict)  # converter notes (versions, quantized share, …)
     warnings: list[str] = field(default_factory=list)
+    model_files: list[str] = field(default_factory=list)  # what the app ships (size budget); default: primary
+
+    def shipped(self) -> list[str]:
+        """Files that make up the deployable model (e.g. .xml + .bin), for the size budget."""
+        return list(self.model_files) or [self.primary]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +61,7 @@ class Artifact:
             "quantization": self.quantization,
             "info": self.info,
             "warnings": list(self.warnings),
+            "model_files": list(self.model_files),
         }
 
     @classmethod
@@ -71,6 +77,7 @@ class Artifact:
             quantization=d.get("quantization", {}),
             info=d.get("info", {}),
             warnings=list(d.get("warnings", [])),
+            model_files=list(d.get("model_files", [])),
         )
 
 
