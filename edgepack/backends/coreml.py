@@ -189,6 +189,8 @@ def _register_overrides() -> None:
 
     * ``gelu(approximate="tanh")``: through torch.export the approximation arrives as a keyword argument, which
       coremltools ignores, silently producing exact GELU. The override reads it.
+    * ``prelu`` with per-channel slopes on inputs that are not rank 4 (e.g. after a Linear layer): Core ML's
+      ``prelu`` op refuses them; the override writes ``relu(x) + alpha * min(x, 0)`` with alpha on axis 1.
     """
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.frontend.torch.ops import _get_inputs, _get_kwinputs
@@ -201,6 +203,21 @@ def _register_overrides() -> None:
         approx = getattr(approx, "val", approx)
         mode = "TANH_APPROXIMATION" if approx == "tanh" else "EXACT"
         context.add(mb.gelu(x=inputs[0], mode=mode, name=node.name))
+
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+
+    original_prelu = torch_ops.prelu
+
+    @register_torch_op(override=True)
+    def prelu(context, node):  # noqa: ANN001
+        inputs = _get_inputs(context, node, expected=2)
+        x, alpha = inputs
+        slopes = np.asarray(alpha.val, np.float32).ravel() if alpha.val is not None else None
+        if slopes is None or slopes.size == 1 or x.rank == 4:
+            return original_prelu(context, node)
+        shape = (1, slopes.size) + (1,) * max(x.rank - 2, 0)
+        neg = mb.mul(x=mb.minimum(x=x, y=np.float32(0.0)), y=slopes.reshape(shape))
+        context.add(mb.add(x=mb.relu(x=x), y=neg, name=node.name))
 
 
 _UNSUPPORTED = [re.compile(r"Unsupported fx node (?P<node>\S+), kind (?P<op>[^\s,]+)"),

@@ -1,0 +1,407 @@
+"""Core ML backend: tiny PyTorch models converted at test time, checked on Linux by edgepack's evaluator.
+
+One worker process converts every case (coremltools + torch import once, ~15 s) and computes the PyTorch
+references; the checks then run the saved packages with the numpy evaluator in this process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepack.config import TargetProfile
+from edgepack.errors import ConfigError, EdgepackError, RuntimeUnavailable, UnsupportedConversion
+from edgepack.feeds import run_batched
+from edgepack.parity.compare import compare
+from edgepack.parity.tolerances import default
+from edgepack.signature import TensorSpec
+from edgepack.sources import Source
+
+pytest.importorskip("coremltools")
+pytest.importorskip("torch")
+
+MODELS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class CNN(nn.Module):
+        """Conv (plain, depthwise, grouped) + BN + ReLU/SiLU/ReLU6/sigmoid + max/avg pool + linear → logits."""
+
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.SiLU(),
+                nn.Conv2d(16, 32, 3, stride=2, padding=1, groups=4), nn.ReLU6(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 1), nn.Sigmoid(), nn.AvgPool2d(2))
+            self.head = nn.Linear(64 * 2 * 2, 10)
+
+        def forward(self, x):
+            return self.head(torch.flatten(self.f(x), 1))
+
+
+    class Block(nn.Module):
+        """Pre-norm transformer block: layer norm, 4-head attention, GELU MLP, residuals, mean pool."""
+
+        def __init__(self, d=32, h=4, approximate="none"):
+            super().__init__()
+            self.h = h
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+            self.act = nn.GELU(approximate=approximate)
+
+        def forward(self, x):
+            b, t, d = x.shape
+            q, k, v = self.qkv(self.ln1(x)).chunk(3, dim=-1)
+            q, k, v = (z.reshape(b, t, self.h, d // self.h).transpose(1, 2) for z in (q, k, v))
+            a = torch.softmax(q @ k.transpose(-2, -1) / (d // self.h) ** 0.5, dim=-1) @ v
+            x = x + self.proj(a.transpose(1, 2).reshape(b, t, d))
+            x = x + self.fc2(self.act(self.fc1(self.ln2(x))))
+            return x.mean(dim=1)
+
+
+    class GeluTanh(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 64)
+
+        def forward(self, x):
+            return nn.functional.gelu(3.0 * self.fc(x), approximate="tanh")
+
+
+    class PReLUHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(16, 8), nn.PReLU(8)
+
+        def forward(self, x):
+            return self.act(self.fc(x))
+
+
+    class Bessel(nn.Module):
+        def forward(self, x):
+            return torch.special.i0(x) + 1.0
+
+
+    def _seeded(cls, **kw):
+        torch.manual_seed(0)
+        m = cls(**kw)
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+            if isinstance(mod, nn.PReLU):
+                mod.weight.data.uniform_(0.05, 0.5)
+        return m.eval()
+
+
+    def cnn():
+        return _seeded(CNN)
+
+
+    def block():
+        return _seeded(Block)
+
+
+    def gelu_tanh():
+        return _seeded(GeluTanh)
+
+
+    def prelu_head():
+        return _seeded(PReLUHead)
+
+
+    def bessel():
+        return Bessel().eval()
+''')
+
+SHAPES = {"cnn": ((1, 3, 16, 16), (1, 10)), "block": ((1, 8, 32), (1, 32)), "gelu_tanh": ((1, 16), (1, 64)),
+          "prelu_head": ((1, 16), (1, 8)), "bessel": ((1, 8), (1, 8))}
+CASES = [  # (id, model, precision, options)
+    ("cnn-fp32", "cnn", "fp32", {}),
+    ("cnn-fp16", "cnn", "fp16", {}),
+    ("cnn-w8", "cnn", "w8", {"weight_threshold": 256}),
+    ("cnn-palette6", "cnn", "palette6", {"weight_threshold": 256}),
+    ("cnn-palette4", "cnn", "palette4", {"weight_threshold": 256}),
+    ("cnn-image", "cnn", "fp32", {"input_type": "image", "image_scale": 1 / 255, "image_bias": [-0.5, -0.4, -0.3]}),
+    ("cnn-labels", "cnn", "fp16", {"class_labels": [f"c{i}" for i in range(10)], "fp32_io": True}),
+    ("block-fp32", "block", "fp32", {}),
+    ("block-fp16", "block", "fp16", {}),
+    ("block-w8", "block", "w8", {"weight_threshold": 256}),
+    ("block-palette6", "block", "palette6", {"weight_threshold": 256}),
+    ("gelu_tanh-fp32", "gelu_tanh", "fp32", {}),
+    ("prelu_head-fp32", "prelu_head", "fp32", {}),
+    ("bessel-fp32", "bessel", "fp32", {}),
+]
+SAMPLES = 8
+
+
+def _source(path: Path, model: str) -> Source:
+    shape_in, shape_out = SHAPES[model]
+    name_in = "x" if model != "cnn" else "input"
+    return Source(kind="torch", format="factory", path=f"{path}:{model}", name=model,
+                  inputs=(TensorSpec(name_in, shape_in),), outputs=(TensorSpec("logits", shape_out),))
+
+
+def _feeds(src: Source) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    t = src.inputs[0]
+    return {t.name: rng.standard_normal((SAMPLES,) + t.shape[1:]).astype(np.float32)}
+
+
+def _build_all(cases: list, root: str) -> dict:
+    """Worker: convert every case and compute the PyTorch references (one process, one import of each framework)."""
+    import torch
+
+    from edgepack.backends.coreml import CoreMLBackend
+    from edgepack.sources.torch import build_module
+
+    backend = CoreMLBackend()
+    out: dict = {"artifacts": {}, "reference": {}}
+    for cid, src, profile in cases:
+        try:
+            out["artifacts"][cid] = backend.convert(src, profile, None, Path(root) / cid)
+        except EdgepackError as e:
+            out["artifacts"][cid] = e
+        if src.name not in out["reference"]:
+            feeds = _feeds(src)
+            with torch.no_grad():
+                try:
+                    y = build_module(src)(torch.from_numpy(feeds[src.inputs[0].name]))
+                    out["reference"][src.name] = {"logits": y.numpy()}
+                except Exception:  # noqa: BLE001 - bessel's reference is not needed
+                    pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from edgepack.isolation import run_isolated
+
+    root = tmp_path_factory.mktemp("coreml")
+    models = root / "models.py"
+    models.write_text(MODELS)
+    cases = [(cid, _source(models, m), TargetProfile(name=cid, backend="coreml", precision=p, options=o))
+             for cid, m, p, o in CASES]
+    result = run_isolated(_build_all, cases, str(root / "bundles"), what="coreml test builds")
+    result["root"] = root / "bundles"
+    result["sources"] = {cid: src for cid, src, _ in cases}
+    return result
+
+
+def _run(built, cid: str, bundle: Path | None = None) -> dict[str, np.ndarray]:
+    from edgepack.backends.coreml import CoreMLBackend
+
+    artifact = built["artifacts"][cid]
+    assert not isinstance(artifact, Exception), artifact
+    with CoreMLBackend().runner(artifact, bundle or built["root"] / cid) as runner:
+        return run_batched(runner.infer, _feeds(built["sources"][cid]), runner.max_batch)
+
+
+def _parity(built, cid: str, got: dict[str, np.ndarray]):
+    src = built["sources"][cid]
+    return compare(built["reference"][src.name], got, default("coreml", built["artifacts"][cid].precision))
+
+
+# ------------------------------------------------------------------------------------------ artifacts
+
+
+def test_artifact_lists_every_file_and_keeps_source_names(built):
+    a = built["artifacts"]["cnn-fp32"]
+    root = built["root"] / "cnn-fp32"
+    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert a.primary == "model.mlpackage" and a.files == on_disk
+    assert "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin" in a.files
+    assert [t.name for t in a.inputs] == ["input"] and [t.name for t in a.outputs] == ["logits"]
+    assert a.info["route"] == "torch.export" and a.info["converter"]["coremltools"]
+    assert a.info["compute_precision"] == "fp32" and a.info["minimum_deployment_target"] == "iOS16"
+
+
+def test_metadata_is_app_ready(built):
+    from edgepack.backends.coreml_eval import load_program
+
+    desc = load_program(built["root"] / "cnn-labels" / "model.mlpackage").description
+    assert desc.metadata.author == "edgepack" and desc.metadata.shortDescription
+    assert desc.metadata.userDefined["edgepack.precision"] == "fp16"
+    assert {f.name: f.shortDescription for f in desc.input}["input"]
+    assert desc.predictedFeatureName == "classLabel"
+
+
+@pytest.mark.parametrize("cid", ["cnn-w8", "cnn-palette6", "cnn-palette4"])
+def test_compression_shrinks_weights_and_emits_constexpr_ops(built, cid):
+    fp16 = built["artifacts"]["cnn-fp16"].info["package_bytes"]
+    a = built["artifacts"][cid]
+    assert a.info["package_bytes"] < fp16
+    ops = a.info["ops"]
+    expected = "constexpr_affine_dequantize" if cid.endswith("w8") else "constexpr_lut_to_dense"
+    assert ops.get(expected, 0) >= 3, ops
+
+
+# ------------------------------------------------------------------------------------------ parity on Linux
+
+
+@pytest.mark.parametrize("cid", ["cnn-fp32", "cnn-fp16", "cnn-w8", "cnn-palette6", "cnn-palette4", "cnn-image",
+                                 "block-fp32", "block-fp16", "block-w8", "block-palette6", "prelu_head-fp32"])
+def test_evaluator_matches_pytorch_within_the_tolerance_row(built, cid):
+    got = _run(built, cid)
+    result = _parity(built, cid, got)
+    assert result, result.to_dict()
+    err = result.metrics["logits"]["max_abs_error"]
+    if cid.endswith("fp32") or cid == "cnn-image":
+        assert err <= 1e-4, err
+
+
+def test_fp16_program_is_emulated_in_fp16(built):
+    from edgepack.backends.coreml_eval import Evaluator
+
+    ev = Evaluator(built["root"] / "cnn-fp16" / "model.mlpackage")
+    assert dict(ev.program.inputs)["input"].dtype == "fp16"  # fp16 I/O from iOS16 on
+    x = _feeds(built["sources"]["cnn-fp16"])["input"][:1]
+    out = ev.run({"input": x}, trace=True)
+    assert out["logits"].dtype == np.float16
+    assert all(v.dtype == np.float16 for e in ev.last_trace for v in e.outputs.values() if v.dtype.kind == "f")
+    err16 = _parity(built, "cnn-fp16", _run(built, "cnn-fp16")).metrics["logits"]["max_abs_error"]
+    err32 = _parity(built, "cnn-fp32", _run(built, "cnn-fp32")).metrics["logits"]["max_abs_error"]
+    assert err16 > 10 * err32  # fp16 rounding is visible, not hidden by computing in fp32
+
+
+def test_classifier_bundle_returns_the_scores(built):
+    result = _parity(built, "cnn-labels", _run(built, "cnn-labels"))
+    assert result and result.metrics["logits"]["top1_agreement"] == 1.0
+
+
+def test_trace_keeps_every_op_in_program_order(built):
+    from edgepack.backends.coreml_eval import Evaluator
+
+    ev = Evaluator(built["root"] / "block-fp32" / "model.mlpackage")
+    ev.run({"x": _feeds(built["sources"]["block-fp32"])["x"][:1]}, trace=True)
+    kinds = [e.op_type for e in ev.last_trace]
+    for needed in ("layer_norm", "linear", "matmul", "softmax", "gelu", "reduce_mean"):
+        assert needed in kinds
+    assert [e.index for e in ev.last_trace] == sorted(e.index for e in ev.last_trace)
+    assert ev.last_trace[-1].summary()["outputs"]["logits"]["type"] == "fp32[1,32]"
+
+
+def test_gelu_tanh_survives_conversion_and_parity_would_catch_exact_gelu(built):
+    from edgepack.backends.coreml_eval import Evaluator
+
+    got = _run(built, "gelu_tanh-fp32")
+    assert _parity(built, "gelu_tanh-fp32", got), "edgepack's converter override keeps the tanh approximation"
+    ev = Evaluator(built["root"] / "gelu_tanh-fp32" / "model.mlpackage")
+    gelu = next(o for o in ev.program.ops if o.type == "gelu")
+    assert ev._constants()[gelu.inputs["mode"][0].name] == "TANH_APPROXIMATION"
+    # what coremltools 9.0 emits without the override: exact GELU. Parity must fail on it.
+    ev._consts = dict(ev._constants()) | {gelu.inputs["mode"][0].name: "EXACT"}
+    x = _feeds(built["sources"]["gelu_tanh-fp32"])["x"]
+    wrong = {"logits": np.concatenate([ev.run({"x": x[i:i + 1]})["logits"] for i in range(len(x))])}
+    assert not _parity(built, "gelu_tanh-fp32", wrong)
+
+
+def test_altered_weight_blob_fails_parity(built, tmp_path):
+    bundle = tmp_path / "broken"
+    shutil.copytree(built["root"] / "cnn-fp32", bundle)
+    weights = bundle / "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin"
+    data = bytearray(weights.read_bytes())
+    _, _, size, offset, _ = struct.unpack_from("<IIQQQ", data, 64)  # first blob's metadata
+    patch = np.frombuffer(bytes(data[offset: offset + size]), np.float32) * 1.05  # +5 % on one weight tensor
+    data[offset: offset + size] = patch.tobytes()
+    weights.write_bytes(bytes(data))
+    assert not _parity(built, "cnn-fp32", _run(built, "cnn-fp32", bundle))
+
+
+def test_unknown_op_defers_parity_naming_the_op(built, tmp_path):
+    from edgepack.backends.coreml import CoreMLBackend
+    from edgepack.backends.coreml_eval.proto import modules
+
+    bundle = tmp_path / "unknown"
+    shutil.copytree(built["root"] / "cnn-fp32", bundle)
+    spec_file = bundle / "model.mlpackage/Data/com.apple.CoreML/model.mlmodel"
+    model_pb2, _ = modules()
+    spec = model_pb2.Model()
+    spec.ParseFromString(spec_file.read_bytes())
+    block = spec.mlProgram.functions["main"].block_specializations["CoreML6"]
+    op = next(o for o in block.operations if o.type == "silu")
+    op.type = "fancy_new_activation"
+    spec_file.write_bytes(spec.SerializeToString())
+    with pytest.raises(RuntimeUnavailable, match="fancy_new_activation.*silu"):
+        CoreMLBackend().runner(built["artifacts"]["cnn-fp32"], bundle).activate()
+
+
+# ------------------------------------------------------------------------------------------ refusals
+
+
+def test_unsupported_torch_op_is_named_with_its_node(built):
+    err = built["artifacts"]["bessel-fp32"]
+    assert isinstance(err, UnsupportedConversion)
+    assert "special_i0" in err.message and "node" in err.message
+
+
+def test_keras_sources_are_refused_naming_what_works(tmp_path):
+    from edgepack.backends.coreml import CoreMLBackend
+
+    src = Source(kind="tf", format="keras", path="m.keras", name="m", inputs=(TensorSpec("x", (1, 4)),))
+    with pytest.raises(UnsupportedConversion, match="PyTorch") as e:
+        CoreMLBackend().convert(src, TargetProfile(name="t", backend="coreml", precision="fp16"), None, tmp_path)
+    assert "TF 2.12" in e.value.hint
+
+
+def test_compression_needs_ios16(tmp_path):
+    from edgepack.backends.coreml import CoreMLBackend
+
+    src = Source(kind="torch", format="factory", path="m.py:f", name="f", inputs=(TensorSpec("x", (1, 4)),),
+                 outputs=(TensorSpec("y", (1, 2)),))
+    target = TargetProfile(name="t", backend="coreml", precision="w8",
+                           options={"minimum_deployment_target": "iOS15"})
+    with pytest.raises(ConfigError, match="iOS16"):
+        CoreMLBackend().convert(src, target, None, tmp_path)
+
+
+def test_profiles_validate_and_unknown_options_are_refused(tmp_path):
+    from edgepack.config import load_profile
+
+    for name in ("ios-coreml-fp32", "ios-coreml-fp16", "ios-coreml-w8", "ios-coreml-palette6"):
+        p = load_profile(name)
+        assert p.backend == "coreml" and default("coreml", p.precision)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('backend = "coreml"\nprecision = "fp16"\n[options]\ncompute_unit = "ALL"\n')
+    with pytest.raises(ConfigError, match="compute_unit"):
+        load_profile(str(bad))
+
+
+# ------------------------------------------------------------------------------------------ digits example
+
+
+def _build_digits(source, profiles, root: str) -> dict:
+    from edgepack.backends.coreml import CoreMLBackend
+
+    return {p.name: CoreMLBackend().convert(source, p, None, Path(root) / p.name) for p in profiles}
+
+
+@pytest.mark.slow
+def test_digits_fp16_and_w8_keep_top1_agreement(trained_digits, tmp_path):
+    from edgepack import calibration
+    from edgepack.backends.coreml import CoreMLBackend
+    from edgepack.config import load_profile
+    from edgepack.isolation import run_isolated
+    from edgepack.sources.torch import load, reference
+
+    source = load("examples/digits.py:make_cnn", weights=str(trained_digits / "cnn.pt"),
+                  inputs=(TensorSpec("input", (1, 1, 32, 32)),))
+    data = calibration.load("digits", source.inputs)
+    gold = reference(source, data.holdout)
+    profiles = [load_profile("ios-coreml-fp16"), load_profile("ios-coreml-w8")]
+    artifacts = run_isolated(_build_digits, source, profiles, str(tmp_path), what="coreml digits builds")
+    for p in profiles:
+        with CoreMLBackend().runner(artifacts[p.name], tmp_path / p.name) as runner:
+            got = run_batched(runner.infer, data.holdout, runner.max_batch)
+        result = compare(gold, got, default("coreml", p.precision), p.budgets.parity, labels=data.holdout_labels)
+        m = next(iter(result.metrics.values()))
+        assert result, result.to_dict()
+        assert m["top1_agreement"] >= 0.99, (p.name, m)
