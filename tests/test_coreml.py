@@ -1,11 +1,14 @@
 """Core ML backend: tiny PyTorch models converted at test time, checked on Linux by edgepack's evaluator.
 
 One worker process converts every case (coremltools + torch import once, ~15 s) and computes the PyTorch
-references; the checks then run the saved packages with the numpy evaluator in this process.
+references; the checks then run the saved packages with the numpy evaluator in this process. Keras sources get their
+own TensorFlow-only worker. Frameworks are only looked up here (find_spec), never imported: coremltools imports every
+framework it finds, and the workers import this module to run its functions.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import struct
 import textwrap
@@ -22,8 +25,16 @@ from edgepack.parity.tolerances import default
 from edgepack.signature import TensorSpec
 from edgepack.sources import Source
 
-pytest.importorskip("coremltools")
-pytest.importorskip("torch")
+
+def _need(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
+
+
+if importlib.util.find_spec("coremltools") is None:
+    pytest.skip("needs coremltools", allow_module_level=True)
+
 
 MODELS = textwrap.dedent('''
     import torch
@@ -183,6 +194,7 @@ def _build_all(cases: list, root: str) -> dict:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    _need("torch")
     from edgepack.isolation import run_isolated
 
     root = tmp_path_factory.mktemp("coreml")
@@ -343,13 +355,26 @@ def test_unsupported_torch_op_is_named_with_its_node(built):
     assert "special_i0" in err.message and "node" in err.message
 
 
-def test_keras_sources_are_refused_naming_what_works(tmp_path):
+def test_onnx_sources_are_refused_naming_what_works(tmp_path):
     from edgepack.backends.coreml import CoreMLBackend
 
-    src = Source(kind="tf", format="keras", path="m.keras", name="m", inputs=(TensorSpec("x", (1, 4)),))
-    with pytest.raises(UnsupportedConversion, match="PyTorch") as e:
+    src = Source(kind="onnx", format="onnx", path="m.onnx", name="m", inputs=(TensorSpec("x", (1, 4)),))
+    with pytest.raises(UnsupportedConversion, match="PyTorch and Keras/TensorFlow") as e:
         CoreMLBackend().convert(src, TargetProfile(name="t", backend="coreml", precision="fp16"), None, tmp_path)
-    assert "TF 2.12" in e.value.hint
+    assert "original model" in e.value.hint
+
+
+def test_keras_image_inputs_and_nchw_layout_are_refused(tmp_path):
+    from edgepack.backends.coreml import CoreMLBackend
+
+    src = Source(kind="tf", format="keras", path="m.keras", name="m", inputs=(TensorSpec("x", (1, 8, 8, 3)),),
+                 outputs=(TensorSpec("y", (1, 2)),))
+    image = TargetProfile(name="t", backend="coreml", precision="fp16", options={"input_type": "image"})
+    with pytest.raises(ConfigError, match="PyTorch"):
+        CoreMLBackend().convert(src, image, None, tmp_path)
+    with pytest.raises(UnsupportedConversion, match="NHWC"):
+        CoreMLBackend().convert(src, TargetProfile(name="t", backend="coreml", precision="fp16", layout="nchw"),
+                                None, tmp_path)
 
 
 def test_compression_needs_ios16(tmp_path):
@@ -373,6 +398,122 @@ def test_profiles_validate_and_unknown_options_are_refused(tmp_path):
     bad.write_text('backend = "coreml"\nprecision = "fp16"\n[options]\ncompute_unit = "ALL"\n')
     with pytest.raises(ConfigError, match="compute_unit"):
         load_profile(str(bad))
+
+
+# ------------------------------------------------------------------------------------------ Keras/TensorFlow sources
+
+KERAS_CASES = [("fp32", {}), ("w8", {"weight_threshold": 64})]  # + an fp16 classifier and an unknown op
+
+
+def _keras_sources(root: Path) -> tuple[Source, Source, Source]:
+    ins = (TensorSpec("image", (1, 32, 32, 1)),)
+    cnn = Source(kind="tf", format="keras", path=str(root / "cnn.keras"), name="cnn", inputs=ins,
+                 outputs=(TensorSpec("logits", (1, 10)), TensorSpec("probs", (1, 10))))
+    classifier = Source(kind="tf", format="keras", path=str(root / "classifier.keras"), name="classifier",
+                        inputs=ins, outputs=(TensorSpec("probs", (1, 10)),))
+    bessel = Source(kind="tf", format="savedmodel", path=str(root / "bessel"), name="bessel", inputs=(
+        TensorSpec("x", (1, 8)),), outputs=(TensorSpec("y", (1, 8)),), signature="serving_default")
+    return cnn, classifier, bessel
+
+
+def _build_keras(root: str) -> dict:
+    """Worker (TensorFlow only): save a tiny Keras CNN and a SavedModel, convert them, compute the references."""
+    import sys
+
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    from edgepack.backends.coreml import CoreMLBackend
+
+    keras.utils.set_random_seed(0)
+    x = inp = keras.Input((32, 32, 1), name="image")
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(x)))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.DepthwiseConv2D(3, padding="same")(x)))
+    x = layers.MaxPooling2D()(layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x))
+    logits = layers.Dense(10, name="logits")(layers.Flatten()(x))
+    probs = layers.Softmax(name="probs")(logits)
+    model = keras.Model(inp, [logits, probs])
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.moving_mean.assign(rng.uniform(-0.5, 0.5, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+    model.save(str(Path(root) / "cnn.keras"))
+    keras.Model(inp, probs).save(str(Path(root) / "classifier.keras"))  # same layers, one output
+
+    bessel = tf.Module()
+    bessel.f = tf.function(lambda x: {"y": tf.math.bessel_i0(x)}, input_signature=[tf.TensorSpec((None, 8), name="x")])
+    tf.saved_model.save(bessel, str(Path(root) / "bessel"), signatures={"serving_default": bessel.f})
+
+    cnn, classifier, bessel_src = _keras_sources(Path(root))
+    feed = _feeds(cnn)["image"]
+    reference = {name: np.concatenate([np.asarray(model(feed[i:i + 1], training=False)[k]) for i in range(len(feed))])
+                 for k, name in enumerate(["logits", "probs"])}
+    out: dict = {"reference": reference, "artifacts": {}}
+    labels = {"class_labels": [f"c{i}" for i in range(10)], "fp32_io": True}
+    for cid, src, precision, options in [(c, cnn, c, o) for c, o in KERAS_CASES] + [
+            ("fp16-labels", classifier, "fp16", labels), ("bessel", bessel_src, "fp32", {})]:
+        profile = TargetProfile(name=cid, backend="coreml", precision=precision, options=options)
+        try:
+            out["artifacts"][cid] = CoreMLBackend().convert(src, profile, None, Path(root) / cid)
+        except EdgepackError as e:
+            out["artifacts"][cid] = e
+    out["torch_imported"] = "torch" in sys.modules
+    return out
+
+
+@pytest.fixture(scope="module")
+def keras_built(tmp_path_factory):
+    _need("tensorflow", "keras")
+    from edgepack.isolation import run_isolated
+
+    root = tmp_path_factory.mktemp("coreml-keras")
+    result = run_isolated(_build_keras, str(root), what="coreml keras builds")
+    result["root"] = root
+    return result
+
+
+def _keras_run(keras_built, cid: str) -> dict[str, np.ndarray]:
+    from edgepack.backends.coreml import CoreMLBackend
+
+    artifact = keras_built["artifacts"][cid]
+    assert not isinstance(artifact, Exception), artifact
+    with CoreMLBackend().runner(artifact, keras_built["root"] / cid) as runner:
+        return run_batched(runner.infer, _feeds(artifact), runner.max_batch)
+
+
+def test_keras_cnn_converts_through_one_concrete_function(keras_built):
+    a = keras_built["artifacts"]["fp32"]
+    assert a.info["route"] == "tf.function" and a.info["converter"]["tensorflow"] and a.layout == "nhwc"
+    assert [t.name for t in a.inputs] == ["image"] and [t.name for t in a.outputs] == ["logits", "probs"]
+    assert a.info["io_dtypes"] == {"image": "fp32", "logits": "fp32", "probs": "fp32"}
+    assert {"conv", "softmax"} <= set(a.info["ops"])
+    assert not keras_built["torch_imported"], "coremltools must not pull torch into a TensorFlow worker"
+
+
+@pytest.mark.parametrize("cid", ["fp32", "w8"])
+def test_keras_evaluator_matches_tensorflow_within_the_tolerance_row(keras_built, cid):
+    got = _keras_run(keras_built, cid)
+    result = compare(keras_built["reference"], got, default("coreml", cid))
+    assert result, result.to_dict()
+    if cid == "fp32":
+        assert max(m["max_abs_error"] for m in result.metrics.values()) <= 1e-4, result.metrics
+
+
+def test_keras_classifier_bundle_returns_the_scores(keras_built):
+    a = keras_built["artifacts"]["fp16-labels"]
+    assert not isinstance(a, Exception), a
+    assert a.info["classifier_probabilities"] == "probs" and a.info["classifier_output"] != "probs"
+    got = _keras_run(keras_built, "fp16-labels")
+    result = compare({"probs": keras_built["reference"]["probs"]}, got, default("coreml", "fp16"))
+    assert result and result.metrics["probs"]["top1_agreement"] == 1.0
+
+
+def test_unsupported_tensorflow_op_is_named(keras_built):
+    err = keras_built["artifacts"]["bessel"]
+    assert isinstance(err, UnsupportedConversion), err
+    assert "BesselI0" in err.message
 
 
 # ------------------------------------------------------------------------------------------ digits example

@@ -1,4 +1,4 @@
-"""Core ML backend: PyTorch → ``.mlpackage`` (ML program), checked on any OS by edgepack's own evaluator.
+"""Core ML backend: PyTorch or Keras/TensorFlow → ``.mlpackage`` (ML program), checked on any OS by our evaluator.
 
 Precisions
     ``fp32``       fp32 weights and compute.
@@ -9,9 +9,16 @@ Precisions
 Compression is data-free (``coremltools.optimize.coreml``); calibration data is not used. Compressed weights need
 ``minimum_deployment_target`` iOS16 or later.
 
-Route: ``torch.export`` (ATen dialect) → ``coremltools.convert(convert_to="mlprogram")``; if export or its conversion
-fails, the TorchScript trace is converted instead and the artifact says so. Keras/TensorFlow sources are refused:
-coremltools' TF2 frontend is untested past TF 2.12 and fails with the pinned TF 2.21.
+Routes
+    torch  ``torch.export`` (ATen dialect) → ``coremltools.convert(convert_to="mlprogram")``; if export or its
+           conversion fails, the TorchScript trace is converted instead and the artifact says so.
+    tf     one explicit concrete function (batch 1, the source's input names; see ``sources.keras.tf_function``) →
+           coremltools' TF2 frontend. Works with the pinned TF 2.21 although coremltools only tests up to TF 2.12
+           (the artifact records the versions). Passing a SavedModel folder instead fails ("Only a single concrete
+           function is supported": Keras exports carry two endpoints). Inputs stay channel-last (NHWC);
+           ``input_type = "image"`` is PyTorch-only for now.
+coremltools imports every framework it finds; the worker hides the one it does not need (TensorFlow and torch in one
+process have crashed here).
 
 Parity: coremltools cannot predict off macOS, so the host runner executes the saved program with
 ``edgepack.backends.coreml_eval`` (numpy; fp16 emulated op by op). On macOS, ``MLModel.predict`` is used.
@@ -19,8 +26,10 @@ Parity: coremltools cannot predict off macOS, so the host runner executes the sa
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -133,7 +142,9 @@ class CoreMLBackend(Backend):
     name: ClassVar[str] = "coreml"
     requires: ClassVar[tuple[str, ...]] = ("coremltools",)
     extra: ClassVar[str] = "coreml"
-    accepts: ClassVar[frozenset[str]] = frozenset({"torch"})
+    accepts: ClassVar[frozenset[str]] = frozenset({"torch", "tf"})
+    refusals: ClassVar[dict[str, str]] = {
+        "onnx": "Core ML converts PyTorch and Keras/TensorFlow models: give the original model, not its ONNX export"}
     precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "fp16", *COMPRESSED})
     Options: ClassVar[type[BaseModel]] = CoreMLOptions
     description: ClassVar[str] = "Core ML ML programs (.mlpackage) for iOS/macOS; parity checked on any OS"
@@ -143,7 +154,10 @@ class CoreMLBackend(Backend):
         """Convert in this (worker) process; writes ``out_dir/model.mlpackage``. Calibration data is not used."""
         opts = CoreMLOptions.model_validate(target.options)
         _refuse_unsupported(source, target, opts)
-        return _convert_torch(source, target, opts, Path(out_dir))
+        if source.kind == "tf":
+            return _convert_tf(source, target, opts, Path(out_dir))
+        with _hidden("tensorflow", "keras"):  # coremltools imports every framework it finds; TF + torch segfault here
+            return _convert_torch(source, target, opts, Path(out_dir))
 
     def runner(self, artifact: Artifact, bundle_dir: Path, threads: int = 1) -> Runner:
         return CoreMLRunner(artifact, bundle_dir, threads)
@@ -153,12 +167,16 @@ class CoreMLBackend(Backend):
 
 
 def _refuse_unsupported(source: "Source", target: "TargetProfile", opts: CoreMLOptions) -> None:
-    if source.kind != "torch":
+    if source.kind not in CoreMLBackend.accepts:
         raise UnsupportedConversion(
-            f"the coreml backend converts PyTorch sources, not {source.kind}",
-            hint="coremltools' TensorFlow 2 frontend is untested past TF 2.12 and fails with the pinned TF 2.21; "
-                 "convert the PyTorch model, or use the tflite/ort_mobile targets for Keras/ONNX models",
-        )
+            f"the coreml backend converts PyTorch and Keras/TensorFlow sources, not {source.kind}",
+            hint=CoreMLBackend.refusals.get(source.kind))
+    if source.kind == "tf" and opts.input_type == "image":
+        raise ConfigError(f"{target.name}: input_type 'image' is supported for PyTorch (NCHW) sources only",
+                          hint="use input_type = 'tensor' for Keras/TensorFlow models")
+    if source.kind == "tf" and target.layout == "nchw":
+        raise UnsupportedConversion("Keras/TensorFlow models are channel-last (NHWC); Core ML keeps their layout",
+                                    hint='drop layout = "nchw" from the target profile')
     ios = int(re.sub(r"\D", "", opts.minimum_deployment_target))
     ios = ios + 3 if opts.minimum_deployment_target.startswith("macOS") else ios  # macOS12 ≙ iOS15
     if target.precision in COMPRESSED and ios < 16:
@@ -221,7 +239,8 @@ def _register_overrides() -> None:
 
 
 _UNSUPPORTED = [re.compile(r"Unsupported fx node (?P<node>\S+), kind (?P<op>[^\s,]+)"),
-                re.compile(r"convert function for op '(?P<op>[^']+)' not implemented")]
+                re.compile(r"convert function for op '(?P<op>[^']+)' not implemented"),
+                re.compile(r"Conversion for TF op '(?P<op>[^']+)' not implemented\.\s*(?:name: \"(?P<node>[^\"]+)\")?")]
 
 
 def _explain_unsupported(err: Exception, program: Any) -> UnsupportedConversion | None:
@@ -235,7 +254,10 @@ def _explain_unsupported(err: Exception, program: Any) -> UnsupportedConversion 
         node_name = m.groupdict().get("node")
         where = ""
         graph = getattr(program, "graph", None)
-        for node in getattr(graph, "nodes", []):
+        nodes = getattr(graph, "nodes", [])
+        for node in nodes() if callable(nodes) else nodes:
+            if not hasattr(node, "meta"):  # TorchScript nodes (trace route) carry no names to report
+                continue
             target = str(getattr(node, "target", ""))
             if node.name == node_name or (node_name is None and op_name in (node.name, target.split(".")[-1])):
                 node_name = node.name
@@ -251,6 +273,108 @@ def _explain_unsupported(err: Exception, program: Any) -> UnsupportedConversion 
             hint="rewrite that part of the model with supported ops, or use another target (e.g. ort_mobile)",
         )
     return None
+
+
+@contextlib.contextmanager
+def _hidden(*packages: str):
+    """Make packages unimportable (only those not imported yet) while coremltools loads and converts.
+
+    A ``None`` entry in sys.modules makes ``import`` raise ModuleNotFoundError and ``importlib.util.find_spec``
+    return None (torch._dynamo probes optional packages that way), so coremltools skips that framework.
+    """
+    hidden = [p for p in packages if p not in sys.modules]
+    for p in hidden:
+        sys.modules[p] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for p in hidden:
+            if sys.modules.get(p, 0) is None:
+                del sys.modules[p]
+
+
+def _rename(spec: Any, names: dict[str, str]) -> None:
+    """Rename I/O features and the program variables behind them in one pass (so swaps and classifiers work)."""
+    taken = {o.name for f in spec.mlProgram.functions.values() for b in f.block_specializations.values()
+             for op in b.operations for o in op.outputs} - set(names)
+    clash = sorted(set(names.values()) & taken)
+    if clash:
+        raise ConversionFailed(f"Core ML program already has variable(s) named {', '.join(clash)}",
+                               hint="rename those model outputs")
+    for f in list(spec.description.input) + list(spec.description.output):
+        f.name = names.get(f.name, f.name)
+    spec.description.predictedProbabilitiesName = names.get(spec.description.predictedProbabilitiesName,
+                                                            spec.description.predictedProbabilitiesName)
+    for fn in spec.mlProgram.functions.values():
+        for nvt in fn.inputs:
+            nvt.name = names.get(nvt.name, nvt.name)
+        for block in fn.block_specializations.values():
+            block.outputs[:] = [names.get(n, n) for n in block.outputs]
+            for op in block.operations:
+                for arg in op.inputs.values():
+                    for binding in arg.arguments:
+                        if binding.HasField("name"):
+                            binding.name = names.get(binding.name, binding.name)
+                for nvt in op.outputs:
+                    nvt.name = names.get(nvt.name, nvt.name)
+
+
+def _convert_tf(source: "Source", target: "TargetProfile", opts: CoreMLOptions, out_dir: Path) -> Artifact:
+    """Keras model or SavedModel signature → one concrete function → coremltools' TF2 frontend (worker side)."""
+    import tensorflow as tf
+
+    from edgepack.sources.keras import tf_function
+
+    started = time.perf_counter()
+    fn, _model = tf_function(source, batch=1)  # named inputs, dict of named outputs; keeps the model alive
+    in_names = [t.name for t in source.inputs]
+
+    @tf.function(input_signature=fn.input_signature)
+    def serve(*args):  # noqa: ANN002 - a list in the source's output order (a dict would flatten sorted)
+        out = fn(*args)
+        return [out[t.name] for t in source.outputs]
+
+    concrete = serve.get_concrete_function()
+    graph_in = [t.name.split(":")[0] for t in concrete.inputs[:len(source.inputs)]]  # then captured variables
+    graph_out = [t.name.split(":")[0] for t in concrete.outputs]  # "Identity", "Identity_1", …
+    fp32 = target.precision == "fp32"
+    io_dtype = np.float32 if (fp32 or opts.fp32_io) else None
+    with _hidden("torch"):
+        import coremltools as ct
+
+        kwargs = dict(
+            inputs=[ct.TensorType(name=g, shape=t.concrete_shape(1), dtype=io_dtype)
+                    for g, t in zip(graph_in, source.inputs)],
+            outputs=[ct.TensorType(name=g, dtype=io_dtype) for g in graph_out],
+            source="tensorflow", convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT32 if fp32 else ct.precision.FLOAT16,
+            minimum_deployment_target=getattr(ct.target, opts.minimum_deployment_target),
+            compute_units=ct.ComputeUnit[opts.compute_units],
+            classifier_config=ct.ClassifierConfig(list(opts.class_labels)) if opts.class_labels else None,
+            skip_model_load=True)
+        try:
+            mlmodel = ct.convert([concrete], **kwargs)
+        except Exception as e:  # noqa: BLE001 - converter errors are arbitrary
+            explained = _explain_unsupported(e, None)
+            if explained is not None:
+                raise explained from None
+            line = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise ConversionFailed(f"Core ML conversion of the TensorFlow function failed ({type(e).__name__}: {line})",
+                                   hint="coremltools tests its TF2 frontend up to TF 2.12 only; if an op is the "
+                                        "problem, export the PyTorch original or use the tflite target") from None
+        spec = mlmodel.get_spec()
+        _rename(spec, dict(zip(graph_in + graph_out, in_names + [t.name for t in source.outputs])))
+        mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+        compression: dict[str, Any] = {}
+        if target.precision in COMPRESSED:
+            mlmodel, compression = _compress(mlmodel, target.precision, opts.weight_threshold)
+        route = "tf.function"
+        _describe(mlmodel, source, target, opts, route)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mlmodel.save(str(out_dir / PRIMARY))
+    seconds = time.perf_counter() - started
+    return _artifact(source, target, opts, out_dir, route, compression, [], seconds,
+                     versions={"coremltools": ct.__version__, "tensorflow": tf.__version__})
 
 
 def _convert_torch(source: "Source", target: "TargetProfile", opts: CoreMLOptions, out_dir: Path) -> Artifact:
@@ -404,7 +528,8 @@ def _artifact(source: "Source", target: "TargetProfile", opts: CoreMLOptions, ou
         warnings.append(f"edgepack's Core ML evaluator lacks op(s) {', '.join(missing)}: host parity will be "
                         "deferred to a device")
     return Artifact(backend="coreml", precision=target.precision, primary=PRIMARY, files=files,
-                    inputs=list(source.inputs), outputs=list(source.outputs), layout="nchw", info=info,
+                    inputs=list(source.inputs), outputs=list(source.outputs),
+                    layout="nhwc" if source.kind == "tf" else "nchw", info=info,
                     warnings=warnings)
 
 
