@@ -122,7 +122,8 @@ class _Bridges:
         if "onnx" not in backend.accepts:
             raise UnsupportedConversion(
                 f"backend '{backend.name}' cannot take {self.source.kind} sources",
-                hint=f"it accepts: {', '.join(sorted(backend.accepts))}",
+                hint=getattr(backend, "refusals", {}).get(self.source.kind)
+                or f"it accepts: {', '.join(sorted(backend.accepts))}",
             )
         if "onnx" not in self.cache:
             path = self.dir / f"{self.source.name}.onnx"

@@ -131,7 +131,9 @@ def signature_specs(source: Source, model=None) -> tuple[tuple[TensorSpec, ...],
         return ins, outs
     in_names, out_names = _keras_names(model)
     ins = tuple(TensorSpec(n, tuple(t.shape), _dtype(t.dtype)) for n, t in zip(in_names, model.inputs))
-    outs = tuple(TensorSpec(n, tuple(t.shape), _dtype(t.dtype)) for n, t in zip(out_names, model.outputs))
+    struct = getattr(model, "_outputs_struct", None)  # a functional model's outputs as declared (dict/list/tensor)
+    pairs = sorted(struct.items()) if isinstance(struct, dict) else list(zip(out_names, model.outputs))
+    outs = tuple(TensorSpec(n, tuple(t.shape), _dtype(t.dtype)) for n, t in pairs)
     return ins, outs
 
 
@@ -176,6 +178,30 @@ def tf_function(source: Source, batch: int | None = 1, model=None):
         return call(dict(zip(names, args)))
 
     return serve, model
+
+
+def stage_savedmodel(source: Source, path: Path, batch: int | None = 1) -> Path:
+    """Write a SavedModel whose ``serving_default`` signature takes and returns the source's names (worker side).
+
+    Converters read it (variables frozen the standard way); Keras models go through ``keras.export.ExportArchive``.
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    model = build_model(source)
+    fn, _ = tf_function(source, batch=batch, model=model)
+    if source.format == "savedmodel":
+        tf.saved_model.save(_KEEP_ALIVE[-1], str(path), signatures={DEFAULT_SIGNATURE: fn.get_concrete_function()})
+        return path
+    import keras
+
+    call = callable_model(source, model)
+    names = [t.name for t in source.inputs]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(DEFAULT_SIGNATURE, lambda *args: call(dict(zip(names, args))), input_signature=fn.input_signature)
+    archive.write_out(str(path), verbose=False)
+    return path
 
 
 def _run(source: Source, feeds: Feeds) -> Feeds:
