@@ -225,7 +225,7 @@ def build_target(profile: TargetProfile, source: Source, bridges: _Bridges, data
     try:
         progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
         t0 = time.perf_counter()
-        calib = data if backend.needs_calibration(profile) else None
+        calib = data  # quantizers read calib.calibration; others may use class names for app metadata
         art = Artifact.from_dict(run_isolated(_convert_worker, backend.name, src, profile, calib, str(staging),
                                               what=f"{profile.name} conversion"))
         build_s = time.perf_counter() - t0
@@ -239,7 +239,7 @@ def build_target(profile: TargetProfile, source: Source, bridges: _Bridges, data
         warnings = list(art.warnings) + report["warnings"]
         if data.synthetic:
             warnings.insert(0, "parity ran on SYNTHETIC random inputs, not real data: it cannot vouch for accuracy")
-        if calib is not None and n_cal < profile.min_calibration_samples:
+        if backend.needs_calibration(profile) and n_cal < profile.min_calibration_samples:
             warnings.append(f"calibration used {n_cal} samples, fewer than the profile's minimum "
                             f"{profile.min_calibration_samples}")
         report.update(build_time_s=round(build_s, 3), warnings=warnings, notes=notes + art.info.pop("notes", []),

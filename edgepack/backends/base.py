@@ -169,7 +169,11 @@ class Backend(abc.ABC):
     def convert(
         self, source: "Source", target: "TargetProfile", calib: "CalibrationData | None", out_dir: Path
     ) -> Artifact:
-        """Write the artifact's files into ``out_dir`` and describe them. Prints nothing, installs nothing."""
+        """Write the artifact's files into ``out_dir`` and describe them. Prints nothing, installs nothing.
+
+        ``calib`` is the build's data: ``calib.calibration`` (for quantizers; never the holdout split),
+        ``calib.class_names`` (for app metadata). It is None only when a backend is driven directly.
+        """
 
     @abc.abstractmethod
     def runner(self, artifact: Artifact, bundle_dir: Path, threads: int = 1) -> Runner:
