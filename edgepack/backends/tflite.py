@@ -11,7 +11,8 @@ Routes (each runs inside the conversion worker, which imports only its own frame
 
 Select-TF ("Flex") and custom ops are refused unless the profile allows them. After an int8 build the share of
 compute ops that really run in int8 is measured; a build that came out float fails. Calibration data that looks
-scaled differently from what the model expects is reported as warnings.
+scaled differently from what the model expects is reported as warnings. Profile metadata, input normalization and
+class names go into the file as TFLite Support metadata (``tflite_metadata``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgepack.backends import tflite_metadata
 from edgepack.backends.base import Artifact, Backend, Runner
 from edgepack.backends.tflite_model import (  # noqa: F401 - re-exported for runners and tests
     SIGNATURE_KEY,
@@ -301,6 +303,14 @@ class TFLiteBackend(Backend):
                                            "applies_to": "raw 0-255 pixel values: (x - mean) / std"}
         if calib is not None:
             warnings += calibration_warnings(calib, source, opts, io_in)
+        app = tflite_metadata.app_metadata(target, info["model_name"], opts.input_mean, opts.input_std,
+                                           getattr(calib, "class_names", None))
+        if app:  # the profile gave metadata, normalization or class names: embed them for apps
+            try:
+                buf, info["metadata"], more = tflite_metadata.embed(buf, app, nhwc=nhwc, signature_key=SIGNATURE_KEY)
+                warnings += more
+            except ValueError as e:
+                warnings.append(f"METADATA: not written into {PRIMARY}: {e}")
         (out_dir / PRIMARY).write_bytes(buf)
         import shutil
 
