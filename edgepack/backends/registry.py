@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 BACKENDS: dict[str, str] = {
     "ort_mobile": "edgepack.backends.ort_mobile:OrtMobileBackend",
+    "openvino": "edgepack.backends.openvino:OpenVINOBackend",
+    "tflite": "edgepack.backends.tflite:TFLiteBackend",
     "coreml": "edgepack.backends.coreml:CoreMLBackend",
 }
 

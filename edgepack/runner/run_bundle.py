@@ -56,7 +56,76 @@ def _load_ort(bundle: Path, art: dict, threads: int):
     return (lambda feed: dict(zip(names, sess.run(names, feed)))), {"runtime": f"onnxruntime {ort.__version__}"}
 
 
-LOADERS = {"ort_mobile": _load_ort}
+def _load_openvino(bundle: Path, art: dict, threads: int):
+    """OpenVINO IR on the CPU plugin (OPENVINO_DEVICE=GPU/NPU to try another), f32 inference precision forced."""
+    import os
+
+    import openvino as ov
+
+    device = os.environ.get("OPENVINO_DEVICE", "CPU")
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
+    if device == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(str(bundle / art["primary"] / "model.xml")), device, config)
+    request = compiled.create_infer_request()
+    in_names = [t["name"] for t in art["inputs"]]
+    out_names = [t["name"] for t in art["outputs"]]
+
+    def infer(feed):
+        res = request.infer({n: np.ascontiguousarray(feed[n]) for n in in_names})
+        return {n: np.array(res[compiled.output(n)]) for n in out_names}
+
+    facts = {"runtime": f"openvino {ov.__version__}", "device": device}
+    for key, prop in (("inference_precision", "INFERENCE_PRECISION_HINT"), ("execution_devices", "EXECUTION_DEVICES")):
+        try:
+            value = compiled.get_property(prop)
+            if isinstance(value, (list, tuple)):
+                facts[key] = list(value)
+            else:
+                facts[key] = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+        except RuntimeError:  # not every plugin reports every property
+            pass
+    return infer, facts
+
+
+def _load_tflite(bundle: Path, art: dict, threads: int):
+    """LiteRT (ai_edge_litert, else tflite_runtime) with XNNPACK; transposes NHWC I/O and (de)quantizes int I/O."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        runtime = "ai_edge_litert"
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+        runtime = "tflite_runtime"
+    io = art["info"]["io"]
+    it = Interpreter(model_path=str(bundle / art["primary"]), num_threads=threads)
+    sig = it.get_signature_runner(io.get("signature", "serving_default"))
+    ins = list(zip([t["name"] for t in art["inputs"]], io["inputs"]))
+    outs = list(zip([t["name"] for t in art["outputs"]], io["outputs"]))
+
+    def infer(feed):
+        args = {}
+        for name, rec in ins:
+            x = np.asarray(feed[name])
+            if rec.get("transpose"):
+                x = np.moveaxis(x, 1, -1)
+            if rec["dtype"] in ("int8", "uint8", "int16") and rec.get("scale"):
+                info = np.iinfo(rec["dtype"])
+                x = np.clip(np.round(x / rec["scale"]) + rec["zero_point"], info.min, info.max)
+            args[rec["tflite_name"]] = np.ascontiguousarray(x.astype(rec["dtype"]))
+        got = sig(**args)
+        result = {}
+        for name, rec in outs:
+            y = np.asarray(got[rec["tflite_name"]])
+            if rec["dtype"] in ("int8", "uint8", "int16") and rec.get("scale"):
+                y = (y.astype(np.float32) - rec["zero_point"]) * np.float32(rec["scale"])
+            result[name] = np.moveaxis(y, -1, 1) if rec.get("transpose") else y
+        return result
+
+    return infer, {"runtime": runtime, "threads": threads}
+
+
+LOADERS = {"ort_mobile": _load_ort, "openvino": _load_openvino, "tflite": _load_tflite}
 
 
 # ------------------------------------------------------------------------------------- checks

@@ -1,0 +1,245 @@
+"""OpenVINO backend: IR bundles from ONNX, PyTorch and Keras sources in fp32/fp16/int8, parity on the host CPU,
+app metadata in rt_info, int8 no-op detection, accuracy control on a trained digits model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgepack import bundle as bundles
+from edgepack.errors import ConfigError, ConversionFailed
+from tinymodels import make_tiny_onnx
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+pytest.importorskip("onnx")
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = ("intel-openvino-fp32", "intel-openvino-fp16", "intel-openvino-int8")
+
+
+def _build(model: str, targets, out: Path, *extra: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from edgepack.cli import app
+
+    args = ["build", model, "--out", str(out), *extra]
+    for t in targets:
+        args += ["-t", t]
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    return res.exit_code, res.stdout
+
+
+def _report(bundle: Path) -> dict:
+    return json.loads((bundle / "report.json").read_text())
+
+
+def _check_bundle(b: Path, output: str = "logits") -> dict:
+    """The common must-haves: files, integrity, host parity passed, facts recorded, shipped runner agrees."""
+    for f in ("ir/model.xml", "ir/model.bin", "manifest.json", "report.json", "run_bundle.py", "golden/inputs.npz"):
+        assert (b / f).is_file(), f
+    assert bundles.verify(b)
+    rep = _report(b)
+    assert rep["passed"], rep["checks"]
+    assert rep["parity"]["metrics"][output]["top1_agreement"] >= 0.98
+    rt = rep["latency"]["runtime"]
+    assert rt["parity"]["inference_precision"] == "f32" and rt["execution_devices"] == ["CPU"]
+    assert rt["inference_precision"] and rt["performance_hint"] == "LATENCY"
+    run = subprocess.run([sys.executable, str(b / "run_bundle.py"), "--repeats", "2", "--warmup", "0"],
+                         capture_output=True, text=True, cwd=b)
+    out = json.loads(run.stdout)
+    assert run.returncode == 0 and out["passed"], run.stdout + run.stderr
+    assert out["runtime"]["inference_precision"] == "f32"
+    return rep
+
+
+# ------------------------------------------------------------------------------------------- no conversion
+
+
+def test_profiles_load_and_bad_options_are_refused(tmp_path):
+    from edgepack.config import load_profile
+
+    for name in (*TARGETS, "intel-openvino-int8-acc"):
+        p = load_profile(name)
+        assert p.backend == "openvino"
+    acc = load_profile("intel-openvino-int8-acc")
+    assert acc.options["accuracy_control"]["max_drop"] < 0.01
+    bad = tmp_path / "bad.toml"
+    bad.write_text('backend = "openvino"\nprecision = "int8"\n[options]\npreset = "fast"\n')
+    with pytest.raises(ConfigError, match="options.preset"):
+        load_profile(str(bad))
+    bad.write_text('backend = "openvino"\nprecision = "int8"\n[options.ignored_scope]\nname = ["x"]\n')
+    with pytest.raises(ConfigError, match="options.ignored_scope.name") as e:
+        load_profile(str(bad))
+    assert "names" in e.value.hint
+    bad.write_text('backend = "openvino"\nprecision = "int4"\n')
+    with pytest.raises(ConfigError, match="precision 'int4'") as e:
+        load_profile(str(bad))
+    assert e.value.hint == "allowed precisions: fp16, fp32, int8"
+
+
+def test_app_metadata_uses_model_api_convention():
+    from edgepack.backends.openvino.ir import app_metadata
+    from edgepack.signature import TensorSpec
+
+    pre = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "layout": "nchw",
+           "color": "bgr", "resize": [224, 224]}
+    md = app_metadata(pre, ["cat", "dog"], (TensorSpec("image", (1, 3, 224, 224)),),
+                      (TensorSpec("scores", (1, 2)),), {"precision": "int8"})
+    assert md[("model_info", "mean_values")] == "123.675 116.28 103.53"
+    assert md[("model_info", "scale_values")] == "58.395 57.12 57.375"
+    assert md[("model_info", "reverse_input_channels")] == "True"
+    assert md[("model_info", "layout")] == "image:NCHW"
+    assert md[("model_info", "labels")] == "cat dog" and md[("model_info", "model_type")] == "Classification"
+    assert json.loads(md[("edgepack", "preprocess")])["color"] == "bgr"
+    assert app_metadata({}, None, (), (), {}) == {}
+
+
+# ------------------------------------------------------------------------------------------- ONNX source
+
+
+@pytest.fixture(scope="module")
+def onnx_built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ov")
+    model = make_tiny_onnx(root / "tiny.onnx", width=48)
+    code, out = _build(str(model), TARGETS, root / "dist", "-c", "digits")
+    assert code == 0, out
+    return root / "dist" / "tiny"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_onnx_bundles_pass_verify_parity_and_shipped_runner(onnx_built, target):
+    rep = _check_bundle(onnx_built / target)
+    manifest = json.loads((onnx_built / target / "manifest.json").read_text())
+    assert manifest["artifact"]["primary"] == "ir" and manifest["labels"] == [str(i) for i in range(10)]
+    assert manifest["preprocessing"]["mean"] == [0.5]
+    if target.endswith("fp32"):
+        assert rep["parity"]["metrics"]["logits"]["max_abs_error"] < 1e-4
+
+
+def test_rt_info_carries_preprocessing_and_labels(onnx_built):
+    from edgepack.backends.openvino.ir import read_rt_info
+
+    info = read_rt_info(onnx_built / "intel-openvino-int8" / "ir" / "model.xml")
+    assert info["model_info"]["mean_values"] == "127.5" and info["model_info"]["scale_values"] == "127.5"
+    assert info["model_info"]["labels"] == "0 1 2 3 4 5 6 7 8 9"
+    assert info["model_info"]["reverse_input_channels"] == "False"
+    assert info["model_info"]["layout"] == "input:NCHW"
+    assert info["edgepack"]["precision"] == "int8"
+    assert json.loads(info["edgepack"]["preprocess"])["color"] == "gray"
+
+
+def test_sizes_and_int8_census(onnx_built):
+    def size(t):
+        return sum(p.stat().st_size for p in (onnx_built / t / "ir").iterdir())
+
+    assert size("intel-openvino-fp16") < 0.6 * size("intel-openvino-fp32")
+    assert size("intel-openvino-int8") < 0.5 * size("intel-openvino-fp32")
+    info = _report(onnx_built / "intel-openvino-int8")["artifact_info"]
+    assert info["quantized_compute_ops"] == info["compute_ops"] == 3
+    assert info["int8_runtime_ops"] == 3 and info["preset"] == "performance"
+    facts = _report(onnx_built / "intel-openvino-int8")["latency"]["runtime"]
+    assert facts["int8_runtime_ops"] == 3
+    assert _report(onnx_built / "intel-openvino-fp32")["latency"]["runtime"]["int8_runtime_ops"] == 0
+
+
+def test_int8_that_quantizes_nothing_fails(tmp_path):
+    """Silent no-op detection: every compute op ignored → no int8 kernel on the CPU plugin → ConversionFailed."""
+    from edgepack import calibration
+    from edgepack.backends import registry
+    from edgepack.config import load_profile
+    from edgepack.isolation import run_isolated
+    from edgepack.sources import onnx as onnx_src
+
+    profile = tmp_path / "noop.toml"
+    profile.write_text('backend = "openvino"\nprecision = "int8"\n'
+                       '[options.ignored_scope]\ntypes = ["Convolution", "MatMul"]\n')
+    source = onnx_src.load(str(make_tiny_onnx(tmp_path / "tiny.onnx")))
+    data = calibration.load("digits", source.inputs)
+    backend = registry.get("openvino")
+    with pytest.raises(ConversionFailed, match="runs no compute op in int8"):
+        run_isolated(backend.convert, source, load_profile(str(profile)), data, tmp_path / "out", what="noop")
+
+
+# ------------------------------------------------------------------------------------------- torch and Keras
+
+
+@pytest.mark.slow
+def test_torch_factory_builds_all_precisions(tmp_path):
+    pytest.importorskip("torch")
+    model = tmp_path / "net.py"
+    model.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "def make():\n"
+        "    torch.manual_seed(0)  # no --weights: every process must build the same network\n"
+        "    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),\n"
+        "                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(32, 10))\n")
+    code, out = _build(f"{model}:make", TARGETS, tmp_path / "dist", "-c", "digits", "--input", "input=1x1x32x32")
+    assert code == 0, out
+    for t in TARGETS:
+        rep = _check_bundle(tmp_path / "dist" / "make" / t, output="output")
+        assert rep["artifact_info"]["route"].startswith("torch")
+
+
+@pytest.mark.slow
+def test_keras_model_builds_all_precisions(tmp_path):
+    pytest.importorskip("tensorflow")
+    script = (
+        "import keras\n"
+        "inp = keras.Input((32, 32, 1), batch_size=1, name='image')\n"
+        "x = keras.layers.Conv2D(16, 3, padding='same', activation='relu')(inp)\n"
+        "x = keras.layers.MaxPooling2D()(x)\n"
+        "x = keras.layers.Conv2D(32, 3, padding='same', activation='relu')(x)\n"
+        "x = keras.layers.GlobalAveragePooling2D()(x)\n"
+        f"keras.Model(inp, keras.layers.Dense(10, name='scores')(x)).save(r'{tmp_path / 'tiny.keras'}')\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)  # TensorFlow stays out of pytest
+    recipe = tmp_path / "digits-nhwc.toml"
+    recipe.write_text((REPO / "calibration" / "digits.toml").read_text().replace('layout = "nchw"', 'layout = "nhwc"'))
+    code, out = _build(str(tmp_path / "tiny.keras"), TARGETS, tmp_path / "dist", "-c", str(recipe))
+    assert code == 0, out
+    for t in TARGETS:
+        rep = _check_bundle(tmp_path / "dist" / "tiny" / t, output="scores")
+        assert rep["artifact_info"]["route"].startswith("tf")
+    manifest = json.loads((tmp_path / "dist" / "tiny" / TARGETS[0] / "manifest.json").read_text())
+    assert manifest["artifact"]["layout"] == "nhwc"
+    assert manifest["artifact"]["inputs"][0]["shape"] == [1, 32, 32, 1]
+
+
+# ------------------------------------------------------------------------------------------- trained digits
+
+
+@pytest.mark.slow
+def test_digits_int8_and_accuracy_control(trained_digits, tmp_path):
+    """Trained CNN: int8 within 1 point and ≥ 98 % agreement; accuracy control with a user metric function meets a
+    target plain int8 misses (80 % of plain int8's logit error) and says which layers it kept in float."""
+    code, out = _build(str(trained_digits / "cnn.onnx"), ["intel-openvino-int8"], tmp_path / "plain", "-c", "digits")
+    assert code == 0, out
+    plain = _report(tmp_path / "plain" / "cnn" / "intel-openvino-int8")
+    m = plain["parity"]["metrics"]["logits"]
+    assert m["accuracy_drop"] <= 0.01 and m["top1_agreement"] >= 0.98
+    metric = tmp_path / "metric.py"
+    metric.write_text(
+        "import numpy as np\n"
+        "def closeness(outputs, reference, labels):\n"
+        "    return 1.0 - float(np.abs(outputs['logits'] - reference['logits']).mean())\n")
+    target = 0.8 * m["mean_abs_error"]
+    strict = tmp_path / "acc.toml"
+    strict.write_text(
+        (REPO / "targets" / "intel-openvino-int8-acc.toml").read_text()
+        .replace('metric = "top1_agreement"', f'metric = "{metric}:closeness"')
+        .replace("max_drop = 0.001", f"max_drop = {target:.6f}"))
+    code, out = _build(str(trained_digits / "cnn.onnx"), [str(strict)], tmp_path / "acc", "-c", "digits")
+    assert code == 0, out
+    rep = _report(tmp_path / "acc" / "cnn" / "acc")
+    acc = rep["artifact_info"]["accuracy_control"]
+    assert acc["fp32_metric"] > acc["plain_int8_metric"] + target  # plain int8 misses the stricter target
+    assert acc["reached"] and acc["final_drop"] <= target, acc
+    assert acc["reverted_to_float"] and set(acc["reverted_to_float"]) <= set(rep["artifact_info"]["float_compute_ops"])
+    assert rep["parity"]["metrics"]["logits"]["mean_abs_error"] < m["mean_abs_error"]
+    assert 0 < rep["artifact_info"]["int8_runtime_ops"] < plain["artifact_info"]["int8_runtime_ops"]
