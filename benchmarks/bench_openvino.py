@@ -5,7 +5,7 @@ accuracy control, and the INT8/FP32 host latency ratio of the ResNet-shaped exam
     python benchmarks/bench_openvino.py [--work /tmp/ov-bench] [--models cnn dwcnn resnet] [--rounds 7]
 
 Trains the example models on the digits data when ``WORK/<model>.onnx`` is missing (examples/digits.py), builds
-every openvino target from the ONNX export with the digits recipe, and writes ``benchmarks/openvino.csv`` plus a
+every openvino target from the ONNX export with the digits recipe, and writes ``benchmarks/results/openvino.csv`` plus a
 Markdown table on stdout. Latency is measured again after the builds in one worker that alternates fp32 and int8
 in ``--rounds`` blocks (a shared, busy host drifts; interleaving keeps the ratio fair) and reports medians.
 Figures are host figures: OpenVINO CPU plugin on the build machine, never a device number.
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["cnn", "dwcnn", "resnet"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--block", type=int, default=40)
-    ap.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "openvino.csv")
+    ap.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "openvino.csv")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     defaults = args.work / "openvino-int8-nncf-defaults.toml"

@@ -107,6 +107,8 @@ def run_on_device(device: Device, bundle: Path, repeats: int = 20) -> dict:
         verdict = {"passed": False, "error": f"runner printed no verdict (exit {proc.returncode}): "
                                              f"{(proc.stderr or proc.stdout).strip()[-500:]}"}
     verdict.update(device=device.name, bundle=str(bundle), exit_code=proc.returncode)
+    unavailable = proc.returncode == 2 and str(verdict.get("error", "")).startswith("runtime unavailable")
+    verdict["status"] = "passed" if verdict.get("passed") else ("skipped" if unavailable else "failed")
     return verdict
 
 
@@ -133,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = run_all(load_inventory(args.inventory), bundles, args.repeats)
     for r in results:
-        status = "PASS" if r.get("passed") else "FAIL"
+        status = r.get("status", "failed").upper()
         lat = r.get("latency_ms", {})
         extra = f"p50 {lat['p50']:.3f} ms" if lat else r.get("error", "")
         print(f"{status}  {r['device']:<12} {r['bundle']}  {extra}")
     if args.report:
         args.report.write_text(json.dumps(results, indent=2) + "\n")
-    return 0 if results and all(r.get("passed") for r in results) else 1
+    ran = [r for r in results if r.get("status") != "skipped"]
+    return 0 if ran and all(r.get("passed") for r in ran) else 1
 
 
 if __name__ == "__main__":

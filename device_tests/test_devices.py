@@ -34,7 +34,7 @@ def bundles(tmp_path_factory) -> list[Path]:
     for name in available_targets():
         p = load_profile(name)
         backend = registry.get(p.backend)
-        if p.backend == "ort_mobile" and not backend.missing():
+        if "onnx" in backend.accepts and not backend.missing():  # ort_mobile, openvino (where installed)
             targets += ["-t", name]
     res = CliRunner().invoke(app, ["build", str(model), "--out", str(root / "dist"), "-c", "digits", *targets])
     assert res.exit_code == 0, res.stdout + res.stderr
@@ -50,6 +50,7 @@ def test_local_host_runs_every_bundle(bundles):
     devices = [d for d in load_inventory(Path(__file__).with_name("inventory.toml")) if d.kind == "local"]
     results = run_all(devices, bundles, repeats=5)
     assert len(results) == len(bundles) >= 3
+    assert {json.loads((b / "manifest.json").read_text())["artifact"]["backend"] for b in bundles} >= {"ort_mobile"}
     for r in results:
         assert r["passed"], json.dumps(r, indent=2)
         assert r["integrity"]["passed"] and r["parity"]["checks"] and r["latency_ms"]["p50"] > 0
@@ -69,6 +70,19 @@ def test_device_run_catches_a_tampered_bundle(bundles, tmp_path):
     assert not r["passed"] and r["exit_code"] == 1
     assert not r["integrity"]["passed"]  # the sha256 no longer matches the manifest
     assert any(not c["passed"] for c in r["parity"]["checks"])
+
+
+def test_runtime_missing_on_device_is_skipped_not_passed(bundles, tmp_path):
+    """A device without the bundle's runtime reports 'skipped' (exit 2), never a pass."""
+    b = tmp_path / bundles[0].name
+    shutil.copytree(bundles[0], b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["artifact"]["backend"] = "coreml"  # Core ML runs only on macOS/iOS
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    r = run_on_device(Device(name="local"), b, repeats=1)
+    if sys.platform != "darwin":
+        assert r["status"] == "skipped" and r["exit_code"] == 2 and not r["passed"]
+        assert "macOS" in r["error"]
 
 
 def test_command_transport(bundles, tmp_path):

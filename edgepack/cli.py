@@ -179,7 +179,7 @@ def inspect(
         console.print("  ops: " + ", ".join(f"{k}×{v}" for k, v in info["ops"].items()))
     t = Table(title="targets", title_justify="left")
     for col in ("target", "backend", "precision", "can take it", "why"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("target", "backend", "precision"), overflow="fold")
     for row in info["targets"]:
         t.add_row(row["target"], row["backend"], row["precision"], "[green]yes[/]" if row["ok"] else "[red]no[/]", row["why"])
     console.print(t)
@@ -195,7 +195,7 @@ def targets(targets_dir: Annotated[Optional[Path], typer.Option(help="extra fold
 
     t = Table(title="target profiles", title_justify="left")
     for col in ("target", "backend", "precision", "device", "budgets", "available"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("target", "backend", "precision"), overflow="fold")
     for row in inspection.list_targets(targets_dir):
         avail = "[green]yes[/]" if row["available"] else f"[red]no[/] ({row['why']})"
         t.add_row(row["target"], row["backend"], row["precision"], row["device"], row["budgets"], avail)

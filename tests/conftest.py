@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,12 +46,3 @@ def cli():
 def _no_debug(monkeypatch):
     monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
     monkeypatch.chdir(REPO)
-
-
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("EDGEPACK_SLOW") == "1" or config.getoption("-m"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with EDGEPACK_SLOW=1 or -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)

@@ -125,7 +125,23 @@ def _load_tflite(bundle: Path, art: dict, threads: int):
     return infer, {"runtime": runtime, "threads": threads}
 
 
-LOADERS = {"ort_mobile": _load_ort, "openvino": _load_openvino, "tflite": _load_tflite}
+def _load_coreml(bundle: Path, art: dict, threads: int):  # noqa: ARG001 - Core ML picks its own threads
+    """Core ML through coremltools' MLModel.predict: macOS only (on a phone the app runs the .mlpackage)."""
+    if platform.system() != "Darwin":
+        raise ImportError("Core ML models run only on macOS/iOS; parity on Linux is edgepack's build-time evaluator")
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(bundle / art["primary"]))
+    in_names = [t["name"] for t in art["inputs"]]
+
+    def infer(feed):
+        outs = [model.predict({n: feed[n][i:i + 1] for n in in_names}) for i in range(len(feed[in_names[0]]))]
+        return {t["name"]: np.concatenate([np.asarray(o[t["name"]]) for o in outs]) for t in art["outputs"]}
+
+    return infer, {"runtime": f"coremltools {ct.__version__} (MLModel.predict)"}
+
+
+LOADERS = {"ort_mobile": _load_ort, "openvino": _load_openvino, "tflite": _load_tflite, "coreml": _load_coreml}
 
 
 # ------------------------------------------------------------------------------------- checks
