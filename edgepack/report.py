@@ -77,7 +77,9 @@ def render(console: "Console", results: list["TargetResult"]) -> None:
         lat = rep.get("latency") or {}
         facts = [f"size {rep.get('size_bytes', 0) / 1024 / 1024:.3f} MB ({rep.get('primary')})"]
         if lat:
-            facts.append(f"host latency p50 {lat['p50_ms']:.3f} ms / p90 {lat['p90_ms']:.3f} ms (batch 1)")
+            runtime = (lat.get("runtime") or {}).get("runtime", "")
+            facts.append(f"host latency p50 {lat['p50_ms']:.3f} ms / p90 {lat['p90_ms']:.3f} ms (batch 1"
+                         + (f", {runtime})" if runtime else ")"))
         if rep.get("build_time_s") is not None:
             facts.append(f"built in {rep['build_time_s']:.1f} s")
         console.print("  " + " · ".join(facts))
