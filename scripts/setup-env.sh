@@ -12,8 +12,9 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
 fi
 stamp="$venv/.edgepack-installed"
-want="$(cat "$repo/pyproject.toml" "$repo/constraints.txt" | sha256sum | cut -c1-16)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c "import edgepack" 2>/dev/null; then
+want="$( (echo "$repo"; cat "$repo/pyproject.toml" "$repo/constraints.txt") | sha256sum | cut -c1-16)"
+installed_at="$(cd / && "$venv/bin/python" -c "import edgepack, pathlib; print(pathlib.Path(edgepack.__file__).parents[1])" 2>/dev/null || true)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ "$installed_at" != "$repo" ]; then
   echo "installing edgepack[all] into $venv (pinned by constraints.txt)" >&2
   "$venv/bin/python" -m pip install -q -c "$repo/constraints.txt" -e "$repo[all]" >&2
   "$venv/bin/python" -m pip check >&2
