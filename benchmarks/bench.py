@@ -111,7 +111,8 @@ def main() -> None:
             continue
         rep = res.report
         m = next(iter((rep.get("parity", {}).get("metrics") or {"": {}}).values()))
-        rows.append({"target": p.name, "backend": p.backend, "precision": p.precision, "bundle": str(res.bundle),
+        rows.append({"target": p.name, "backend": p.backend, "device": p.device, "precision": p.precision,
+                     "bundle": str(res.bundle),
                      "size_bytes": rep["size_bytes"], "build_s": rep.get("build_time_s", time.perf_counter() - t0),
                      "accuracy": m.get("bundle_accuracy"), "reference_accuracy": m.get("reference_accuracy"),
                      "agreement": m.get("top1_agreement"), "cosine": m.get("cosine"), "status": res.status})
@@ -133,14 +134,14 @@ def main() -> None:
         runners["reference (onnxruntime fp32)"] = _Reference(onnx_ref, args.threads)
     med = _time_interleaved(runners, feeds, args.repeats) if runners and feeds else {}
     ref_ms = med.get("reference (onnxruntime fp32)")
-    fp32 = {r["backend"]: r for r in rows if r["precision"] == "fp32"}
+    fp32 = {(r["backend"], r["device"]): r for r in rows if r["precision"] == "fp32"}  # baseline per device class
     print(f"\nmodel {args.model}, batch 1, {args.threads} thread(s), median of {args.repeats} interleaved runs\n")
     hdr = f"{'target':<24}{'size KB':>10}{'size×fp32':>11}{'p50 ms':>9}{'lat×fp32':>10}{'lat×ref':>9}" \
           f"{'build s':>9}{'acc':>8}{'agree':>8}"
     print(hdr)
     print("-" * len(hdr))
     for row in rows:
-        base = fp32.get(row["backend"])
+        base = fp32.get((row["backend"], row["device"]))
         row["latency_ms"] = med.get(row["target"])
         row["size_ratio"] = row["size_bytes"] / base["size_bytes"] if base else None
         row["latency_ratio"] = (row["latency_ms"] / med[base["target"]]
