@@ -50,12 +50,9 @@ class _Reference:
     """onnxruntime on the fp32 ONNX export (what 'the reference runtime' means in the ratios)."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
+        from edgepack.sources.onnx import session
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.sess = session(str(path), threads, optimize=True)
         self.names = [o.name for o in self.sess.get_outputs()]
 
     def infer(self, feed):

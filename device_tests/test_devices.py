@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from harness import Device, find_bundles, load_inventory, run_all, run_on_device
 
@@ -62,7 +63,7 @@ def test_local_host_runs_every_bundle(bundles):
 def test_device_run_catches_a_tampered_bundle(bundles, tmp_path):
     b = tmp_path / bundles[0].name
     shutil.copytree(bundles[0], b)
-    golden = dict(__import__("numpy").load(b / "golden" / "outputs.npz"))
+    golden = dict(np.load(b / "golden" / "outputs.npz"))
     name = next(iter(golden))
     golden[name] = golden[name] * -1.0
     from edgepack.feeds import save_npz
@@ -89,7 +90,7 @@ def test_runtime_missing_on_device_is_skipped_not_passed(bundles, tmp_path):
 
 def test_command_transport(bundles, tmp_path):
     """The generic transport (as used for ssh devices), driven with local commands."""
-    dev = Device(name="cmd", kind="command", push=f"mkdir -p {{remote}} && cp -r {{bundle}}/. {{remote}}",
+    dev = Device(name="cmd", kind="command", push="mkdir -p {remote} && cp -r {bundle}/. {remote}",
                  run=f"{sys.executable} {{remote}}/run_bundle.py", remote=str(tmp_path / "{name}"))
     r = run_on_device(dev, bundles[0], repeats=2)
     assert r["passed"], r

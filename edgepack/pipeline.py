@@ -24,7 +24,7 @@ from edgepack.budgets import check as budget_checks
 from edgepack.budgets import measure_latency
 from edgepack.calibration import CalibrationData
 from edgepack.config import TargetProfile, load_profile
-from edgepack.errors import EdgepackError, MissingDependency, RuntimeUnavailable, UnsupportedConversion
+from edgepack.errors import EdgepackError, RuntimeUnavailable, UnsupportedConversion
 from edgepack.feeds import Feeds, load_npz, run_batched, save_npz, take
 from edgepack.isolation import run_isolated
 from edgepack.parity.compare import Check, ParityResult, compare
@@ -245,9 +245,10 @@ def build_target(profile: TargetProfile, source: Source, bridges: _Bridges, data
         report.update(build_time_s=round(build_s, 3), warnings=warnings, notes=notes + art.info.pop("notes", []),
                       artifact_info=art.info, calibration=data.describe(), source=source.describe())
         (staging / bundles.REPORT).write_text(bundles.dumps(report))
+        toolchain = bundles.toolchain_versions()
         bundles.write_manifest(staging, {
-            "edgepack_version": bundles.toolchain_versions()["edgepack"],
-            "toolchain": bundles.toolchain_versions(),
+            "edgepack_version": toolchain["edgepack"],
+            "toolchain": toolchain,
             "source": source.describe(),
             "target": profile.model_dump(mode="json", exclude={"path"}),
             "artifact": art.to_dict(),
@@ -336,5 +337,3 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetResult:
     (bundle_dir / bundles.REPORT).write_text(bundles.dumps(report))
     return TargetResult(profile.name, report["status"], bundle_dir, report)
 
-
-__all__ = ["build", "check", "TargetResult", "MissingDependency"]

@@ -82,13 +82,11 @@ def training_data(recipe: str = "digits"):
 
     from edgepack import calibration
     from edgepack.config import load_recipe
-    from edgepack.signature import TensorSpec
 
     rec = load_recipe(recipe)
     raw, labels, _ = calibration._digits(rec.preprocess)
     x = calibration._normalize(raw, rec.preprocess)
     _, _, rest = calibration.split_indices(len(x), rec)
-    del TensorSpec
     return torch.from_numpy(x[rest]), torch.from_numpy(np.asarray(labels)[rest])
 
 

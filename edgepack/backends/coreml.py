@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgepack.backends.base import Artifact, Backend, Runner
 from edgepack.errors import ConfigError, ConversionFailed, UnsupportedConversion
-from edgepack.signature import TensorSpec
 
 if TYPE_CHECKING:
     from edgepack.calibration import CalibrationData

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgepack.backends.base import Artifact, Backend, Runner
 from edgepack.errors import ConversionFailed, InputError
-from edgepack.signature import TensorSpec
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -117,6 +116,7 @@ class OrtMobileBackend(Backend):
         )
 
     def _quantize(self, model_in: Path, staged: Path, source, calib, opts: OrtOptions) -> dict:
+        import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -134,8 +134,6 @@ class OrtMobileBackend(Backend):
         extra = {"ActivationSymmetric": opts.symmetric_activations}
         if opts.calibration_method == "percentile":
             extra["CalibPercentile"] = opts.percentile
-        import onnx
-
         excluded = list(opts.exclude_nodes)
         if opts.exclude_op_types:
             excluded += [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in opts.exclude_op_types]
@@ -196,11 +194,9 @@ class OrtRunner(Runner):
     def activate_impl(self) -> None:
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        self.sess = ort.InferenceSession(str(self.bundle_dir / self.artifact.primary), so,
-                                         providers=["CPUExecutionProvider"])
+        from edgepack.sources.onnx import session
+
+        self.sess = session(str(self.bundle_dir / self.artifact.primary), self.threads, optimize=True)
         self.names = [o.name for o in self.sess.get_outputs()]
         self.facts = {"runtime": f"onnxruntime {ort.__version__}", "provider": "CPUExecutionProvider",
                       "threads": self.threads}
@@ -211,15 +207,3 @@ class OrtRunner(Runner):
     def deactivate_impl(self) -> None:
         self.sess = None
 
-
-def artifact_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs/outputs as onnxruntime sees them in a converted file (used by tests)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    conv = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}
-    ins = [TensorSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape), conv.get(i.type, i.type))
-           for i in sess.get_inputs()]
-    outs = [TensorSpec(o.name, tuple(d if isinstance(d, int) else None for d in o.shape), conv.get(o.type, o.type))
-            for o in sess.get_outputs()]
-    return ins, outs

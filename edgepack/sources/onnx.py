@@ -70,6 +70,9 @@ def signature(model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     return ins, outs
 
 
+_signature = signature  # ``load`` takes a ``signature`` argument (SavedModel API) that shadows the name
+
+
 def op_census(model) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in model.graph.node:
@@ -104,13 +107,14 @@ def merge_inputs(declared: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...]
 def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=None) -> Source:  # noqa: ARG001
     path = Path(model)
     m = read_model(path, load_weights=False)
-    ins, outs = globals()["signature"](m)
+    ins, outs = _signature(m)
     ins = merge_inputs(ins, tuple(inputs), str(path))
     return Source(kind="onnx", format="onnx", path=str(path.resolve()), name=path.stem, inputs=ins,
                   outputs=outs, sha256=sha256_file(path))
 
 
-def _session(path: str, threads: int = 1, optimize: bool = False):
+def session(path: str, threads: int = 1, optimize: bool = False):
+    """A CPU onnxruntime session: ``optimize`` False for the literal reference, True for ORT's defaults."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -124,7 +128,7 @@ def _session(path: str, threads: int = 1, optimize: bool = False):
 
 def reference(source: Source, feeds: Feeds) -> Feeds:
     """Golden outputs from onnxruntime with graph optimizations off (the most literal reading of the graph)."""
-    sess = _session(source.path, threads=2)
+    sess = session(source.path, threads=2)
     names = [o.name for o in sess.get_outputs()]
     first = source.inputs[0].shape
     max_batch = None if (not first or first[0] is None) else first[0]
@@ -134,6 +138,3 @@ def reference(source: Source, feeds: Feeds) -> Feeds:
 
     return run_batched(infer, {k: np.asarray(v) for k, v in feeds.items()}, max_batch)
 
-
-def to_onnx(source: Source, path: Path) -> Path:  # noqa: ARG001 - already ONNX
-    return Path(source.path)
