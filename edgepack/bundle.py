@@ -1,13 +1,14 @@
-"""Bundles: write (staging folder → atomic rename, manifest last), read, verify, archive.
+"""Bundles: the one writer and reader of the bundle layout; the Manifest model; verify; archive.
 
-A bundle is ``dist/<model>/<target>/`` holding the model files, ``golden/`` (inputs and reference outputs for
-device checks), ``run_bundle.py`` (a numpy-only runner for devices), ``manifest.json`` (sha256 + size of every
-file) and ``report.json`` (the latest verdict; rewritten by ``edgepack check`` and therefore not signed).
+A bundle is ``dist/<model>/<target>/`` holding the model files, ``golden/`` (inputs, reference outputs, labels),
+``labels.txt``, ``run_bundle.py`` + ``runner/edgepack_core/`` + ``runner/device.py`` (the numpy-only runner for
+devices: edgepack's own core and the backend's loader), ``report.json`` (the latest verdict; rewritten by
+``edgepack check`` and therefore not signed) and ``manifest.json`` (sha256 + size of every file), written last.
+Bundles are written to a staging folder and renamed into place.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -15,17 +16,28 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgepack import __version__
+from edgepack.artifact import Artifact
+from edgepack.config import TargetProfile
+from edgepack.core import integrity
+from edgepack.core.limits import Limits
+from edgepack.core.npz import save_npz
 from edgepack.errors import BundleError, InputError
-from edgepack.feeds import sha256_file
+from edgepack.report import TargetReport, dumps
+from edgepack.signature import TensorSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 UNSIGNED = frozenset({MANIFEST, REPORT})
-RUNNER_TEMPLATE = Path(__file__).parent / "runner" / "run_bundle.py"
+RUNNER_DIR = Path(__file__).parent / "runner"
+RUNNER_TEMPLATE = RUNNER_DIR / "run_bundle.py"
+CORE_DIR = Path(__file__).parent / "core"
 
 TOOLCHAIN_DISTS = ("numpy", "onnx", "onnxruntime", "onnxscript", "torch", "tensorflow", "keras", "tf2onnx",
                    "ai-edge-litert", "litert-torch", "openvino", "nncf", "coremltools")
@@ -42,40 +54,154 @@ def toolchain_versions() -> dict[str, str]:
     return out
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _files(bundle: Path) -> list[str]:
-    return sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
+class FileEntry(_Model):
+    path: str
+    size: int
+    sha256: str
 
 
-def write_manifest(bundle: Path, body: dict[str, Any]) -> dict[str, Any]:
-    """Sign every file now in ``bundle`` (except manifest/report) and write manifest.json; returns it."""
-    files = [
-        {"path": rel, "size": (bundle / rel).stat().st_size, "sha256": sha256_file(bundle / rel)}
-        for rel in _files(bundle)
-        if rel not in UNSIGNED
-    ]
-    manifest = {"schema_version": SCHEMA_VERSION, **body, "files": files}
-    (bundle / MANIFEST).write_text(dumps(manifest))
-    return manifest
+class GoldenInfo(_Model):
+    inputs: str = "golden/inputs.npz"
+    outputs: str = "golden/outputs.npz"
+    labels: str | None = None
+    samples: int
+    synthetic: bool = False
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    path = Path(bundle) / MANIFEST
-    if not Path(bundle).is_dir():
+class SourceInfo(_Model):
+    kind: str
+    format: str
+    path: str
+    name: str
+    weights: str | None = None
+    sha256: str = ""
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    outputs: list[TensorSpec] = Field(default_factory=list)
+
+
+class RunnerInfo(_Model):
+    launcher: str = "run_bundle.py"
+    core: str = "runner/edgepack_core"
+    device: str = "runner/device.py"
+
+
+class Manifest(_Model):
+    """Everything a bundle says about itself. Read by ``check``, ``verify``, the device harness and the runner."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    edgepack_version: str
+    toolchain: dict[str, str]
+    source: SourceInfo
+    target: TargetProfile
+    artifact: Artifact
+    golden: GoldenInfo
+    limits: Limits
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    labels: list[str] | None = None
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    runner: RunnerInfo = RunnerInfo()
+    files: list[FileEntry] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return dumps(self.model_dump(mode="json"))
+
+
+def read_manifest(bundle: Path) -> Manifest:
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not bundle.is_dir():
         raise BundleError(f"bundle folder not found: {bundle}")
     if not path.is_file():
         raise BundleError(f"{bundle} has no {MANIFEST}: not a bundle, or its build did not finish")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema version {manifest.get('schema_version')} is not {SCHEMA_VERSION}",
+        raw = path.read_bytes()
+        import json
+
+        data = json.loads(raw)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        got = data.get("schema_version") if isinstance(data, dict) else None
+        raise BundleError(f"{path}: schema version {got} is not {SCHEMA_VERSION}",
                           hint="rebuild the bundle with this edgepack")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise BundleError(f"{path}: invalid manifest at '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class BundleContent:
+    """Everything that goes into a bundle besides the model files the backend already wrote."""
+
+    artifact: Artifact
+    device_loader: Path
+    source: SourceInfo
+    target: TargetProfile
+    limits: Limits
+    golden_inputs: dict[str, np.ndarray]
+    golden_outputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    class_names: list[str] | None
+    preprocessing: dict[str, Any]
+    calibration: dict[str, Any]
+    synthetic: bool
+    report: TargetReport
+
+
+def write(staging: Path, content: BundleContent) -> Manifest:
+    """Write the bundle layout into ``staging`` (which holds the model files): golden I/O, labels, the runner
+    (launcher + numpy core + the backend's device loader), report.json, and manifest.json last."""
+    staging = Path(staging)
+    g = staging / "golden"
+    g.mkdir()
+    save_npz(g / "inputs.npz", content.golden_inputs)
+    save_npz(g / "outputs.npz", content.golden_outputs)
+    labels_file = None
+    if content.labels is not None:
+        save_npz(g / "labels.npz", {"labels": content.labels})
+        labels_file = "golden/labels.npz"
+    if content.class_names:
+        (staging / "labels.txt").write_text("\n".join(content.class_names) + "\n")
+    shutil.copyfile(RUNNER_TEMPLATE, staging / "run_bundle.py")
+    core = staging / "runner" / "edgepack_core"
+    core.mkdir(parents=True)
+    for py in sorted(CORE_DIR.glob("*.py")):
+        shutil.copyfile(py, core / py.name)
+    shutil.copyfile(content.device_loader, staging / "runner" / "device.py")
+    (staging / REPORT).write_text(content.report.to_json())
+    golden = GoldenInfo(labels=labels_file, samples=len(next(iter(content.golden_inputs.values()))),
+                        synthetic=content.synthetic)
+    toolchain = toolchain_versions()
+    files = [FileEntry(path=rel, size=(staging / rel).stat().st_size, sha256=integrity.sha256_file(staging / rel))
+             for rel in integrity.list_files(staging) if rel not in UNSIGNED]
+    manifest = Manifest(
+        edgepack_version=toolchain["edgepack"], toolchain=toolchain, source=content.source,
+        target=content.target.model_copy(update={"path": None}), artifact=content.artifact, golden=golden,
+        limits=content.limits, preprocessing=content.preprocessing, labels=content.class_names,
+        calibration=content.calibration, files=files,
+    )
+    (staging / MANIFEST).write_text(manifest.to_json())
     return manifest
+
+
+def write_report(bundle: Path, report: TargetReport) -> None:
+    """Replace a finished bundle's report.json (``edgepack check``); never follows a symlink."""
+    path = Path(bundle) / REPORT
+    tmp = path.with_name(f".{REPORT}.{os.getpid()}.tmp")
+    tmp.write_text(report.to_json())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------- verify
 
 
 @dataclass
@@ -92,22 +218,8 @@ def verify(bundle: Path) -> Verification:
     """Check every file against the manifest: changed bytes, missing files and unexpected extra files."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    result = Verification(bundle)
-    listed = {}
-    for entry in manifest.get("files", []):
-        listed[entry["path"]] = entry
-        p = bundle / entry["path"]
-        result.checked += 1
-        if not p.is_file():
-            result.problems.append(f"missing: {entry['path']}")
-        elif p.stat().st_size != entry["size"]:
-            result.problems.append(f"size changed: {entry['path']} ({p.stat().st_size} bytes, manifest says {entry['size']})")
-        elif sha256_file(p) != entry["sha256"]:
-            result.problems.append(f"content changed: {entry['path']} (sha256 mismatch)")
-    for rel in _files(bundle):
-        if rel not in listed and rel not in UNSIGNED:
-            result.problems.append(f"unexpected file: {rel}")
-    return result
+    checked, problems = integrity.verify_files(bundle, [e.model_dump() for e in manifest.files], UNSIGNED)
+    return Verification(bundle, checked, problems)
 
 
 # ----------------------------------------------------------------------------------------- staging
@@ -155,7 +267,7 @@ def archive(bundle: Path, zip_path: Path) -> Path:
     bundle = Path(bundle)
     tmp = zip_path.with_name(f".{zip_path.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for rel in _files(bundle):
+        for rel in integrity.list_files(bundle):
             if rel == REPORT:
                 continue
             info = zipfile.ZipInfo(f"{bundle.name}/{rel}", date_time=(1980, 1, 1, 0, 0, 0))

@@ -109,7 +109,7 @@ def build(
         )
     reports.render(console, results)
     built = [r for r in results if r.bundle]
-    report_path = report or (built[0].bundle.parent / "build-report.json" if built else None)
+    report_path = report or (Path(built[0].bundle).parent / "build-report.json" if built else None)
     if report_path:
         reports.write_json(results, report_path)
         console.print(f"report: {report_path}")
@@ -200,6 +200,25 @@ def targets(targets_dir: Annotated[Optional[Path], typer.Option(help="extra fold
         avail = "[green]yes[/]" if row["available"] else f"[red]no[/] ({row['why']})"
         t.add_row(row["target"], row["backend"], row["precision"], row["device"], row["budgets"], avail)
     console.print(t)
+
+
+@app.command(epilog="Example:\n\n  edgepack schema --out docs/schema")
+@_handle_errors
+def schema(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the JSON Schema files")] = Path("docs/schema"),
+    check: Annotated[bool, typer.Option("--check", help="exit 1 if the files in OUT differ from this edgepack's "
+                                        "schemas (CI)")] = False,
+) -> None:
+    """Write (or --check) the JSON Schema of manifest.json, report.json and build-report.json."""
+    from edgepack import schemas
+
+    stale = schemas.check(out) if check else schemas.write(out)
+    if check and stale:
+        for name in stale:
+            err_console.print(f"[red]✗[/] {out / name} is out of date")
+        err_console.print("[bold red]schema check failed:[/] run `edgepack schema --out " + str(out) + "`")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/] schemas in {out} " + ("match" if check else "written"))
 
 
 @app.command()

@@ -198,7 +198,10 @@ def available_targets(extra: Path | None = None) -> dict[str, Path]:
 
 
 def load_profile(name_or_path: str, targets_dir: Path | None = None) -> TargetProfile:
-    """Load a target by profile name (from ``targets/``) or by path to a TOML file."""
+    """Load a target by profile name (from ``targets/``) or by path to a TOML file.
+
+    Only the profile's own schema is checked here; its backend validates precision and options once, in
+    ``backends.registry.resolve``."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
         path = p
@@ -212,13 +215,9 @@ def load_profile(name_or_path: str, targets_dir: Path | None = None) -> TargetPr
     data.setdefault("name", path.stem)
     data["path"] = str(path.resolve())
     try:
-        profile = TargetProfile.model_validate(data)
+        return TargetProfile.model_validate(data)
     except ValidationError as e:
         raise validation_message(e, TargetProfile, str(path)) from None
-    from edgepack.backends.registry import validate_profile  # registry imports no framework
-
-    validate_profile(profile)
-    return profile
 
 
 def calibration_dirs() -> list[Path]:

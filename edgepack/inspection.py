@@ -53,8 +53,9 @@ def inspect_model(model: str, **kwargs: Any) -> dict[str, Any]:
     rows = []
     for name, path in available_targets().items():
         try:
-            p = load_profile(str(path))
-            ok, why = can_take(registry.get(p.backend), src.kind)
+            t = registry.resolve(load_profile(str(path)))
+            p = t.profile
+            ok, why = can_take(t.backend, src.kind)
         except EdgepackError as e:
             rows.append({"target": name, "backend": "?", "precision": "?", "ok": False, "why": e.message})
             continue
@@ -85,12 +86,13 @@ def list_targets(targets_dir: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for name, path in available_targets(targets_dir).items():
         try:
-            p = load_profile(str(path))
+            t = registry.resolve(load_profile(str(path)))
+            p = t.profile
         except EdgepackError as e:  # one broken profile must not hide the others
             rows.append({"target": name, "backend": "?", "precision": "?", "device": "?", "budgets": "",
                          "available": False, "why": f"invalid profile: {e.message}", "path": str(path)})
             continue
-        missing = registry.get(p.backend).missing()
+        missing = t.backend.missing()
         rows.append({"target": name, "backend": p.backend, "precision": p.precision, "device": p.device,
                      "budgets": _budget_text(p), "available": not missing,
                      "why": f"missing {', '.join(missing)}" if missing else "", "path": str(path)})
@@ -111,11 +113,17 @@ DIST_OF = {"onnxruntime": "onnxruntime", "onnx": "onnx", "tensorflow": "tensorfl
 
 def doctor() -> list[dict[str, Any]]:
     rows = []
+    plugins = registry.plugins()
     for name in registry.names():
-        b = registry.get(name)
+        try:
+            b = registry.get(name)
+        except EdgepackError as e:  # a broken plug-in must not hide the others
+            rows.append({"backend": f"{name} (plug-in)", "ready": False, "versions": "", "install": e.message})
+            continue
         missing = b.missing()
         vers = ", ".join(f"{m} {_version(DIST_OF.get(m, m)) or 'missing'}" for m in b.requires)
-        rows.append({"backend": name, "ready": not missing, "versions": vers,
+        label = f"{name} (plug-in {plugins[name]})" if name in plugins else name
+        rows.append({"backend": label, "ready": not missing, "versions": vers,
                      "install": "" if not missing else f"pip install -c constraints.txt -e '.[{b.extra}]'"})
     for kind, mods in BRIDGE_NEEDS.items():
         missing = [m for m in mods if not _installed(m)]

@@ -1,15 +1,23 @@
-"""Run heavy framework work (export, conversion, inference) in a fresh worker process.
+"""Heavy framework work (export, conversion, inference) runs in worker processes: the one place that decides which.
 
-TensorFlow and torch in one process have segfaulted here, and converters print freely; each call therefore gets
-its own spawned interpreter whose stdout/stderr go to a log file. EdgepackErrors raised in the worker come back
-as themselves; a crash or time-out becomes a ConversionFailed that quotes the end of the log.
+TensorFlow and torch in one process have segfaulted here, and converters print freely, so work runs in spawned
+interpreters whose stdout/stderr go to a log file. Within one build (``with Workers():``) each *framework family*
+keeps one warm worker, so the second target of a backend does not pay its framework's start-up again; families
+never share a process. EdgepackErrors raised in a worker come back as themselves; a crash or time-out becomes a
+one-line ConversionFailed (the worker is replaced), with the worker's log under ``EDGEPACK_DEBUG=1``.
+
+Families (:func:`family_of`): ``backend:<name>`` for a backend's conversion and host runs, and the source module's
+framework (``torch``, ``tf``, ``onnx``) for loading, reference runs and exports.
 """
 
 from __future__ import annotations
 
+import contextvars
 import multiprocessing as mp
 import os
+import sys
 import tempfile
+import threading
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -20,6 +28,21 @@ from typing import Any, Callable
 from edgepack.errors import ConversionFailed, EdgepackError
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEPACK_TIMEOUT", "1800"))
+
+_SOURCE_FAMILIES = {"edgepack.sources.torch": "torch", "edgepack.sources.keras": "tf", "edgepack.sources.onnx": "onnx"}
+
+
+def family_of(fn: Callable[..., Any], family: str | None = None) -> str:
+    """Which worker runs ``fn``: an explicit family, else the framework of the module that defines it."""
+    if family:
+        return family
+    module = getattr(fn, "__module__", "") or ""
+    if module in _SOURCE_FAMILIES:
+        return _SOURCE_FAMILIES[module]
+    parts = module.split(".")
+    if len(parts) >= 3 and parts[:2] == ["edgepack", "backends"]:
+        return f"backend:{parts[2]}"
+    return module or "default"
 
 
 def _init_worker(log_path: str) -> None:
@@ -44,57 +67,129 @@ def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         raise _WorkerBug(f"{type(e).__name__}: {e}\n{traceback.format_exc()}") from None
 
 
-def _tail(path: str, lines: int = 15) -> str:
+def _read_from(path: str, offset: int) -> str:
     try:
-        text = Path(path).read_text(errors="replace").strip().splitlines()
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text[-lines:])
 
 
-def run_isolated(
-    fn: Callable[..., Any], *args: Any, what: str, timeout: float | None = None, **kwargs: Any
-) -> Any:
-    """Call ``fn(*args, **kwargs)`` in a spawned process and return its (picklable) result.
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
 
-    ``what`` names the work in error messages ("torch → onnx export", "tflite int8 conversion").
-    Set EDGEPACK_INPROCESS=1 to run in this process (debugging only).
-    """
-    if os.environ.get("EDGEPACK_INPROCESS") == "1":
-        return fn(*args, **kwargs)
-    fd, log_path = tempfile.mkstemp(prefix="edgepack-worker-", suffix=".log")
-    os.close(fd)
-    ctx = mp.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker, initargs=(log_path,))
-    debug = os.environ.get("EDGEPACK_DEBUG") == "1"
-    try:
-        fut = ex.submit(_call, fn, args, kwargs)
+
+class _Worker:
+    def __init__(self, family: str) -> None:
+        fd, self.log = tempfile.mkstemp(prefix=f"edgepack-worker-{family.replace(':', '-')}-", suffix=".log")
+        os.close(fd)
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                        initializer=_init_worker, initargs=(self.log,))
+        self.lock = threading.Lock()
+
+    def kill(self) -> None:
+        for p in list(getattr(self.pool, "_processes", {}).values()):
+            p.kill()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
         try:
-            return fut.result(timeout=timeout or DEFAULT_TIMEOUT_S)
-        except FutureTimeout:
-            for p in list(getattr(ex, "_processes", {}).values()):
-                p.kill()
-            raise ConversionFailed(
-                f"{what} did not finish within {timeout or DEFAULT_TIMEOUT_S:.0f} s",
-                hint="raise the limit with EDGEPACK_TIMEOUT=SECONDS",
-            ) from None
-        except BrokenProcessPool:
-            raise ConversionFailed(
-                f"{what} crashed the worker process" + (f":\n{_tail(log_path)}" if debug else ""),
-                hint="rerun with EDGEPACK_DEBUG=1 to see the converter's output",
-            ) from None
-        except _WorkerBug as e:
-            detail = str(e) if debug else str(e).splitlines()[0]
-            raise ConversionFailed(f"{what} failed: {detail}") from None
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-        if debug:
-            tail = _tail(log_path, 40)
-            if tail:
-                import sys
-
-                print(f"--- worker log ({what}) ---\n{tail}", file=sys.stderr)
-        try:
-            os.unlink(log_path)
+            os.unlink(self.log)
         except OSError:
             pass
+
+
+class Workers:
+    """Warm worker processes, one per framework family, for the length of a ``with`` block (one build)."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, _Worker] = {}
+        self._lock = threading.Lock()
+        self._token: contextvars.Token | None = None
+        self.started: dict[str, int] = {}  # family → worker processes started (for tests and benchmarks)
+
+    def __enter__(self) -> "Workers":
+        self._token = _ACTIVE.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _ACTIVE.reset(self._token)
+        self.close()
+
+    def _get(self, family: str) -> _Worker:
+        with self._lock:
+            w = self._workers.get(family)
+            if w is None:
+                w = self._workers[family] = _Worker(family)
+                self.started[family] = self.started.get(family, 0) + 1
+            return w
+
+    def _drop(self, family: str, worker: _Worker) -> None:
+        with self._lock:
+            if self._workers.get(family) is worker:
+                del self._workers[family]
+        worker.kill()
+        worker.close()
+
+    def run(self, fn: Callable[..., Any], *args: Any, what: str, family: str | None = None,
+            timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``fn(*args, **kwargs)`` in the family's warm worker and return its (picklable) result."""
+        family = family_of(fn, family)
+        worker = self._get(family)
+        limit = timeout or DEFAULT_TIMEOUT_S
+        debug = os.environ.get("EDGEPACK_DEBUG") == "1"
+        with worker.lock:  # one call at a time per worker
+            start = os.path.getsize(worker.log) if os.path.exists(worker.log) else 0
+            try:
+                return worker.pool.submit(_call, fn, args, kwargs).result(timeout=limit)
+            except FutureTimeout:
+                self._drop(family, worker)
+                raise ConversionFailed(f"{what} did not finish within {limit:.0f} s",
+                                       hint="raise the limit with EDGEPACK_TIMEOUT=SECONDS") from None
+            except BrokenProcessPool:
+                log = _read_from(worker.log, start)
+                self._drop(family, worker)
+                raise ConversionFailed(
+                    f"{what} crashed the worker process" + (f":\n{_tail(log, 15)}" if debug else ""),
+                    hint="rerun with EDGEPACK_DEBUG=1 to see the converter's output",
+                ) from None
+            except _WorkerBug as e:
+                detail = str(e) if debug else str(e).splitlines()[0]
+                raise ConversionFailed(f"{what} failed: {detail}") from None
+            finally:
+                if debug:
+                    tail = _tail(_read_from(worker.log, start), 40)
+                    if tail:
+                        print(f"--- worker log ({what}) ---\n{tail}", file=sys.stderr)
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for w in workers:
+            w.close()
+
+
+_ACTIVE: contextvars.ContextVar[Workers | None] = contextvars.ContextVar("edgepack_workers", default=None)
+
+
+def run_isolated(fn: Callable[..., Any], *args: Any, what: str, family: str | None = None,
+                 timeout: float | None = None, **kwargs: Any) -> Any:
+    """Run ``fn`` in a worker process: the build's warm worker of its family when a ``Workers`` block is active
+    (in this thread's context), else a fresh one-shot worker. ``EDGEPACK_INPROCESS=1`` runs it here (debugging)."""
+    if os.environ.get("EDGEPACK_INPROCESS") == "1":
+        return fn(*args, **kwargs)
+    active = _ACTIVE.get()
+    if active is not None:
+        return active.run(fn, *args, what=what, family=family, timeout=timeout, **kwargs)
+    with Workers() as once:
+        return once.run(fn, *args, what=what, family=family, timeout=timeout, **kwargs)
+
+
+def current() -> Workers | None:
+    """The active build's workers (for code that fans work out to threads: pass it on with ``contextvars``)."""
+    return _ACTIVE.get()
+
+
+__all__ = ["DEFAULT_TIMEOUT_S", "Workers", "current", "family_of", "run_isolated"]

@@ -1,15 +1,17 @@
-"""The one place where stages are sequenced.
+"""The one place where stages are sequenced; every stage returns a value and nothing edits it afterwards.
 
-target profiles → source → calibration/holdout data → golden outputs (reference runner) → per target:
-backend.convert (worker process) → staging folder (golden I/O, runner) → host parity + latency (worker process)
-→ budgets → report.json → manifest.json (last) → atomic rename into ``<out>/<model>/<target>/``.
+target profiles → registry.resolve (Options validated once) → source → calibration/holdout data → golden outputs
+→ per target: backend.convert (warm worker per framework family; independent families convert concurrently)
+→ host parity + latency (one target at a time, so timings do not share the CPU) → budgets → TargetReport
+→ bundle.write (golden I/O, runner, report, manifest last) → atomic rename into ``<out>/<model>/<target>/``.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import contextvars
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,183 +20,103 @@ import numpy as np
 
 from edgepack import bundle as bundles
 from edgepack import calibration as calibration_mod
+from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends import registry
-from edgepack.backends.base import Artifact
+from edgepack.backends.registry import Target
 from edgepack.budgets import check as budget_checks
-from edgepack.budgets import measure_latency
 from edgepack.calibration import CalibrationData
-from edgepack.config import TargetProfile, load_profile
-from edgepack.errors import EdgepackError, RuntimeUnavailable, UnsupportedConversion
-from edgepack.feeds import Feeds, load_npz, run_batched, save_npz, take
-from edgepack.isolation import run_isolated
-from edgepack.parity.compare import Check, ParityResult, compare
-from edgepack.parity.tolerances import default as default_tolerance
-from edgepack.sources import Source, load_source, module_for
+from edgepack.config import available_targets, load_profile
+from edgepack.core.batching import first_batch, run_batched
+from edgepack.core.checks import Check
+from edgepack.core.latency import measure as measure_latency
+from edgepack.core.limits import Limits
+from edgepack.core.npz import load_npz
+from edgepack.errors import ConfigError, EdgepackError, RuntimeUnavailable
+from edgepack.feeds import Feeds
+from edgepack.isolation import Workers, run_isolated
+from edgepack.parity.compare import compare
+from edgepack.parity.tolerances import limits as parity_limits
+from edgepack.report import LatencyReport, ParityReport, TargetReport
 from edgepack.signature import TensorSpec
+from edgepack.sources import Source, load_source, module_for
+from edgepack.sources.bridge import Bridges
 
 Progress = Callable[[str], None]
+JOBS = max(1, int(os.environ.get("EDGEPACK_JOBS", "2")))  # concurrent conversions of independent backends
 
 
 def _quiet(_: str) -> None:
     return None
 
 
-@dataclass
-class TargetResult:
-    """The verdict for one target: a value, never an exception."""
-
-    target: str
-    status: str  # passed | failed | skipped
-    bundle: Path | None
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.status in ("passed", "skipped")
-
-
 # ---------------------------------------------------------------------------------------------- workers
 
 
-def _convert_worker(backend_name: str, source: Source, target: TargetProfile, calib: CalibrationData | None,
-                    out_dir: str) -> dict:
-    backend = registry.get(backend_name)
-    return backend.convert(source, target, calib, Path(out_dir)).to_dict()
+def _convert_worker(source: Source, target: Target, data: ConvertData, out_dir: str) -> Artifact:
+    return target.backend.convert(source, target.profile, target.options, data, Path(out_dir))
 
 
-def _host_worker(backend_name: str, artifact: dict, bundle_dir: str, feeds: Feeds, warmup: int, repeats: int,
-                 threads: int) -> dict:
-    """Run the artifact on the holdout feeds and time batch-1 inference (in a fresh process)."""
-    backend = registry.get(backend_name)
-    art = Artifact.from_dict(artifact)
-    runner = backend.runner(art, Path(bundle_dir), threads=threads)
+def _host_worker(target: Target, artifact: Artifact, bundle_dir: str, feeds: Feeds, warmup: int, repeats: int,
+                 threads: int) -> dict[str, Any]:
+    """Run the artifact on the holdout feeds and time one model call (in the backend's worker)."""
+    runner = target.backend.runner(artifact, Path(bundle_dir), threads=threads)
     with runner:
         outputs = run_batched(runner.infer, feeds, runner.max_batch)
-        one = take(feeds, slice(0, runner.max_batch or 1))
-        timed = getattr(runner, "infer_for_latency", runner.infer)  # a runner may time a deployment-style compile
-        latency = measure_latency(lambda: timed(one), warmup, repeats)
-        return {"outputs": outputs, "latency": latency, "facts": runner.facts}
+        one = first_batch(feeds, runner.max_batch)
+        latency = measure_latency(lambda: runner.infer_for_latency(one), warmup, repeats)
+        return {"outputs": outputs, "latency": latency, "facts": dict(runner.facts)}
 
 
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[TargetProfile]:
-    """Profiles for the given names or paths; ``all`` expands to every profile found in the targets folders."""
+def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[Target]:
+    """Validated targets for the given names or paths; ``all`` expands to every profile in the targets folders."""
     if not names:
-        raise EdgepackError("no target given", hint="add --target NAME (see `edgepack targets`)")
-    from edgepack.config import available_targets
-
+        raise ConfigError("no target given", hint="add --target NAME (see `edgepack targets`)")
     expanded: list[str] = []
     for n in names:
         expanded += [str(p) for p in available_targets(targets_dir).values()] if n == "all" else [n]
-    return [load_profile(n, targets_dir) for n in dict.fromkeys(expanded)]
+    return [registry.resolve(load_profile(n, targets_dir)) for n in dict.fromkeys(expanded)]
 
 
-def load_data(spec: str | None, profiles: list[TargetProfile], source: Source, synthetic: bool) -> CalibrationData:
+def load_data(spec: str | None, targets: list[Target], source: Source, synthetic: bool) -> CalibrationData:
+    """The build's data. Without ``--calibration`` the profiles' recipe is used only when they all name the same one."""
     relative = None
     if spec is None:
-        for p in profiles:
-            if p.calibration:
-                spec, relative = p.calibration, p.directory
-                break
+        named = {t.profile.calibration: t for t in targets if t.profile.calibration}
+        if len(named) > 1:
+            listing = ", ".join(f"{t.name} → {r}" for r, t in named.items())
+            raise ConfigError(f"no --calibration given and the targets name different recipes ({listing})",
+                              hint=f"pass --calibration RECIPE (e.g. --calibration {next(iter(named))}) or build "
+                                   "these targets separately")
+        if named:
+            spec, first = next(iter(named.items()))
+            relative = first.profile.directory
     return calibration_mod.load(spec, source.inputs, allow_synthetic=synthetic, relative_to=relative)
 
 
 def golden_outputs(source: Source, feeds: Feeds) -> Feeds:
-    mod = module_for(source.kind)
-    if source.kind == "onnx":
-        return run_isolated(mod.reference, source, feeds, what="ONNX reference run")
-    return mod.reference(source, feeds)
+    return module_for(source.kind).reference(source, feeds)
 
 
-class _Bridges:
-    """Source conversions shared by all targets of one build (e.g. one torch → ONNX export)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """Host parity, latency and budget rows for one (staged or finished) bundle."""
 
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.dir = Path(tempfile.mkdtemp(prefix="edgepack-bridge-"))
-        self.cache: dict[str, tuple[Source, list[str]]] = {}
+    size_bytes: int
+    latency: LatencyReport | None
+    parity: ParityReport
+    checks: list[Check]
+    warnings: list[str] = field(default_factory=list)
 
-    def for_backend(self, backend) -> tuple[Source, list[str]]:
-        if self.source.kind in backend.accepts:
-            return self.source, []
-        if "onnx" not in backend.accepts:
-            raise UnsupportedConversion(
-                f"backend '{backend.name}' cannot take {self.source.kind} sources",
-                hint=getattr(backend, "refusals", {}).get(self.source.kind)
-                or f"it accepts: {', '.join(sorted(backend.accepts))}",
-            )
-        if "onnx" not in self.cache:
-            path = self.dir / f"{self.source.name}.onnx"
-            notes = module_for(self.source.kind).to_onnx(self.source, path)
-            from edgepack.sources.onnx import read_model, signature
-
-            ins, outs = signature(read_model(path))
-            bridged = Source(kind="onnx", format="onnx", path=str(path), name=self.source.name,
-                             inputs=ins, outputs=outs, sha256=self.source.sha256)
-            self.cache["onnx"] = (bridged, [f"bridged {self.source.kind} → onnx", *notes])
-        return self.cache["onnx"]
-
-    def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
 
 
-def parity_limits(profile: TargetProfile) -> dict[str, float | None]:
-    tol = default_tolerance(profile.backend, profile.precision)
-    b = profile.budgets.parity
-    return {
-        "max_abs_error": b.max_abs_error if b.max_abs_error is not None else tol.max_abs_error,
-        "min_cosine": b.min_cosine if b.min_cosine is not None else tol.min_cosine,
-        "min_top1_agreement": b.min_top1_agreement if b.min_top1_agreement is not None else tol.min_top1_agreement,
-        "max_accuracy_drop": b.max_accuracy_drop if b.max_accuracy_drop is not None else tol.max_accuracy_drop,
-    }
-
-
-def evaluate(profile: TargetProfile, artifact: Artifact, bundle_dir: Path, inputs: Feeds, golden: Feeds,
-             labels: np.ndarray | None, progress: Progress) -> dict[str, Any]:
-    """Host parity + budgets for a (staged or finished) bundle; returns the report body."""
-    size = sum((bundle_dir / f).stat().st_size for f in _primary_files(bundle_dir, artifact))
-    host = None
-    deferred = None
-    progress(f"{profile.name}: running on host for parity and latency")
-    try:
-        host = run_isolated(_host_worker, profile.backend, artifact.to_dict(), str(bundle_dir), inputs,
-                            profile.latency.warmup, profile.latency.repeats, profile.latency.threads,
-                            what=f"{profile.name} host run")
-    except RuntimeUnavailable as e:
-        deferred = e.message
-    tol = default_tolerance(profile.backend, profile.precision)
-    if host is not None:
-        parity: ParityResult = compare(golden, host["outputs"], tol, profile.budgets.parity, labels)
-        parity_dict = parity.to_dict()
-        checks = list(parity.checks)
-        warnings = list(parity.warnings)
-    else:
-        parity_dict = {"passed": None, "deferred_to_device": True, "reason": deferred}
-        checks = []
-        warnings = [f"parity deferred to device: {deferred}"]
-    checks += budget_checks(profile.budgets, size, host["latency"] if host else None)
-    passed = all(c.passed for c in checks)
-    return {
-        "target": profile.name,
-        "backend": profile.backend,
-        "precision": profile.precision,
-        "device": profile.device,
-        "status": "passed" if passed else "failed",
-        "passed": passed,
-        "size_bytes": size,
-        "primary": artifact.primary,
-        "latency": {"where": "host", **host["latency"], **{"runtime": host["facts"]}} if host else None,
-        "parity": parity_dict,
-        "parity_limits": parity_limits(profile),
-        "checks": [c.to_dict() for c in checks],
-        "warnings": warnings,
-    }
-
-
-def _primary_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
-    """The shipped model files, folders (.mlpackage) expanded to the files under them."""
+def model_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
+    """The shipped model files, folders (.mlpackage, ir/) expanded to the files under them."""
     out: list[str] = []
     for rel in artifact.shipped():
         p = bundle_dir / rel
@@ -202,71 +124,119 @@ def _primary_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
     return out
 
 
-def _write_golden(staging: Path, data: CalibrationData, golden: Feeds) -> dict[str, Any]:
-    g = staging / "golden"
-    g.mkdir()
-    save_npz(g / "inputs.npz", data.holdout)
-    save_npz(g / "outputs.npz", golden)
-    info: dict[str, Any] = {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
-                            "samples": len(next(iter(data.holdout.values()))), "synthetic": data.synthetic}
-    if data.holdout_labels is not None:
-        save_npz(g / "labels.npz", {"labels": data.holdout_labels})
-        info["labels"] = "golden/labels.npz"
-    return info
-
-
-def build_target(profile: TargetProfile, source: Source, bridges: _Bridges, data: CalibrationData, golden: Feeds,
-                 out_root: Path, archive: bool, progress: Progress) -> TargetResult:
-    backend = registry.get(profile.backend)
-    backend.ensure_available()
-    src, notes = bridges.for_backend(backend)
-    final = out_root / source.name / profile.name
-    staging = bundles.staging_dir(final.parent, profile.name)
+def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds, golden: Feeds,
+             labels: np.ndarray | None, limits: Limits, progress: Progress) -> Evaluation:
+    """Run the bundle on this host (its backend's worker) against the golden outputs; judge parity and budgets."""
+    profile = target.profile
+    size = sum((bundle_dir / f).stat().st_size for f in model_files(bundle_dir, artifact))
+    progress(f"{profile.name}: running on host for parity and latency")
     try:
-        progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
-        t0 = time.perf_counter()
-        calib = data  # quantizers read calib.calibration; others may use class names for app metadata
-        art = Artifact.from_dict(run_isolated(_convert_worker, backend.name, src, profile, calib, str(staging),
-                                              what=f"{profile.name} conversion"))
-        build_s = time.perf_counter() - t0
-        progress(f"{profile.name}: converted in {build_s:.1f} s")
-        golden_info = _write_golden(staging, data, golden)
-        if data.class_names:
-            (staging / "labels.txt").write_text("\n".join(data.class_names) + "\n")
-        shutil.copyfile(bundles.RUNNER_TEMPLATE, staging / "run_bundle.py")
-        report = evaluate(profile, art, staging, data.holdout, golden, data.holdout_labels, progress)
-        n_cal = len(next(iter(data.calibration.values())))
-        warnings = list(art.warnings) + report["warnings"]
-        if data.synthetic:
-            warnings.insert(0, "parity ran on SYNTHETIC random inputs, not real data: it cannot vouch for accuracy")
-        if backend.needs_calibration(profile) and n_cal < profile.min_calibration_samples:
-            warnings.append(f"calibration used {n_cal} samples, fewer than the profile's minimum "
-                            f"{profile.min_calibration_samples}")
-        report.update(build_time_s=round(build_s, 3), warnings=warnings, notes=notes + art.info.pop("notes", []),
-                      artifact_info=art.info, calibration=data.describe(), source=source.describe())
-        (staging / bundles.REPORT).write_text(bundles.dumps(report))
-        toolchain = bundles.toolchain_versions()
-        bundles.write_manifest(staging, {
-            "edgepack_version": toolchain["edgepack"],
-            "toolchain": toolchain,
-            "source": source.describe(),
-            "target": profile.model_dump(mode="json", exclude={"path"}),
-            "artifact": art.to_dict(),
-            "golden": golden_info,
-            "parity_limits": report["parity_limits"],
-            "preprocessing": data.preprocess,
-            "labels": data.class_names,
-            "calibration": data.describe(),
-        })
-        bundles.commit(staging, final)
-        staging = None
-        report["bundle"] = str(final)
-        if archive:
-            zpath = bundles.archive(final, final.with_suffix(".zip"))
-            report["archive"] = str(zpath)
-        return TargetResult(profile.name, report["status"], final, report)
-    finally:
-        bundles.discard(staging)
+        host = run_isolated(_host_worker, target, artifact, str(bundle_dir), inputs,
+                            profile.latency.warmup, profile.latency.repeats, profile.latency.threads,
+                            what=f"{profile.name} host run", family=f"backend:{profile.backend}")
+    except RuntimeUnavailable as e:
+        parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message)
+        checks = budget_checks(profile.budgets, size, None)
+        return Evaluation(size, None, parity, checks, [f"parity deferred to device: {e.message}"])
+    outcome = compare(golden, host["outputs"], limits, labels)
+    data = outcome.to_dict()
+    parity = ParityReport(passed=bool(outcome), samples=outcome.samples, metrics=data["metrics"],
+                          warnings=list(outcome.warnings))
+    latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
+    checks = list(outcome.checks) + budget_checks(profile.budgets, size, host["latency"])
+    return Evaluation(size, latency, parity, checks, list(outcome.warnings))
+
+
+@dataclass(frozen=True)
+class Converted:
+    target: Target
+    staging: Path
+    artifact: Artifact
+    seconds: float
+    notes: list[str]
+
+
+def convert_target(target: Target, source: Source, notes: list[str], data: CalibrationData, staging: Path,
+                   progress: Progress) -> Converted:
+    backend, profile = target.backend, target.profile
+    progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
+    tunes = backend.tunes_on_data(profile, target.options)
+    convert_data = ConvertData(
+        calibration=data.calibration, class_names=data.class_names, preprocess=data.preprocess,
+        tuning=data.holdout if tunes else None, tuning_labels=data.holdout_labels if tunes else None,
+        holdout_ranges=ConvertData.ranges(data.holdout),
+    )
+    t0 = time.perf_counter()
+    art = run_isolated(_convert_worker, source, target, convert_data, str(staging),
+                       what=f"{profile.name} conversion", family=f"backend:{backend.name}")
+    seconds = time.perf_counter() - t0
+    progress(f"{profile.name}: converted in {seconds:.1f} s")
+    return Converted(target, staging, art, seconds, list(notes))
+
+
+def finish_target(c: Converted, source: Source, data: CalibrationData, golden: Feeds, out_root: Path,
+                  archive: bool, progress: Progress) -> TargetReport:
+    """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place."""
+    target, profile, art = c.target, c.target.profile, c.artifact
+    limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
+    ev = evaluate(target, art, c.staging, data.holdout, golden, data.holdout_labels, limits, progress)
+    warnings = list(art.warnings) + ev.warnings
+    if data.synthetic:
+        warnings.insert(0, "parity ran on SYNTHETIC random inputs, not real data: it cannot vouch for accuracy")
+    n_cal = len(next(iter(data.calibration.values())))
+    if target.backend.needs_calibration(profile, target.options) and n_cal < profile.min_calibration_samples:
+        warnings.append(f"calibration used {n_cal} samples, fewer than the profile's minimum "
+                        f"{profile.min_calibration_samples}")
+    report = TargetReport(
+        target=profile.name, status="passed" if ev.passed else "failed", backend=profile.backend,
+        precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
+        build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
+        warnings=warnings, notes=c.notes + list(art.notes), artifact=art.details, calibration=data.describe(),
+        source=source.describe(),
+    )
+    bundles.write(c.staging, bundles.BundleContent(
+        artifact=art, device_loader=target.backend.device_file(), source=bundles.SourceInfo(**source.describe()),
+        target=profile, limits=limits, golden_inputs=data.holdout, golden_outputs=golden,
+        labels=data.holdout_labels, class_names=data.class_names, preprocessing=data.preprocess,
+        calibration=data.describe(), synthetic=data.synthetic, report=report,
+    ))
+    final = out_root / source.name / profile.name
+    bundles.commit(c.staging, final)
+    zpath = bundles.archive(final, final.with_suffix(".zip")) if archive else None
+    return report.model_copy(update={"bundle": str(final), "archive": str(zpath) if zpath else None})
+
+
+def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[str]]], data: CalibrationData,
+                 out_parent: Path, progress: Progress) -> list[Converted]:
+    """Convert every target: one thread per backend (its warm worker), at most JOBS backends at a time."""
+    groups: dict[str, list[Target]] = {}
+    for t in targets:
+        groups.setdefault(t.backend.name, []).append(t)
+    failed: list[BaseException] = []
+    done: dict[str, Converted] = {}
+
+    def run_group(group: list[Target]) -> None:
+        for t in group:
+            if failed:
+                return
+            staging = bundles.staging_dir(out_parent, t.name)
+            try:
+                src, notes = sources[t.name]
+                done[t.name] = convert_target(t, src, notes, data, staging, progress)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                bundles.discard(staging)
+                failed.append(e)
+                return
+
+    with ThreadPoolExecutor(max_workers=min(JOBS, len(groups)) or 1) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, run_group, g) for g in groups.values()]
+        for f in futures:
+            f.result()
+    if failed:
+        for c in done.values():
+            bundles.discard(c.staging)
+        raise failed[0]
+    return [done[t.name] for t in targets]
 
 
 def build(
@@ -284,56 +254,75 @@ def build(
     skip_unavailable: bool = False,
     targets_dir: Path | None = None,
     progress: Progress = _quiet,
-) -> list[TargetResult]:
+) -> list[TargetReport]:
     """Build, check and report every target; raises EdgepackError for user errors (nothing left behind)."""
-    profiles = resolve_targets(targets, targets_dir)
-    runnable = []
-    results: list[TargetResult] = []
-    for p in profiles:
-        missing = registry.get(p.backend).missing()
+    resolved = resolve_targets(targets, targets_dir)
+    runnable: list[Target] = []
+    results: dict[str, TargetReport] = {}
+    for t in resolved:
+        missing = t.backend.missing()
         if missing and skip_unavailable:
-            results.append(TargetResult(p.name, "skipped", None, {"target": p.name, "status": "skipped",
-                                                                   "reason": f"not installed: {', '.join(missing)}"}))
+            results[t.name] = TargetReport(target=t.name, status="skipped", backend=t.profile.backend,
+                                           precision=t.profile.precision, device=t.profile.device,
+                                           reason=f"not installed: {', '.join(missing)}")
         else:
-            runnable.append(p)
+            t.backend.ensure_available()
+            runnable.append(t)
     if not runnable:
-        return results
+        return [results[t.name] for t in resolved]
     out_root = bundles.prepare_parent(out)
-    progress(f"loading source {model}")
-    source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
-    progress("preparing calibration and holdout data")
-    data = load_data(calibration, runnable, source, synthetic)
-    progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
-    golden = golden_outputs(source, data.holdout)
-    bridges = _Bridges(source)
-    try:
-        for p in runnable:
-            results.append(build_target(p, source, bridges, data, golden, out_root, archive, progress))
-    finally:
-        bridges.close()
-    return results
+    with Workers():
+        progress(f"loading source {model}")
+        source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+        progress("preparing calibration and holdout data")
+        data = load_data(calibration, runnable, source, synthetic)
+        progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
+        golden = golden_outputs(source, data.holdout)
+        bridges = Bridges(source)
+        try:
+            sources = {t.name: bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
+                       for t in runnable}
+            converted = _convert_all(runnable, sources, data, out_root / source.name, progress)
+            try:
+                for i, c in enumerate(converted):
+                    results[c.target.name] = finish_target(c, source, data, golden, out_root, archive, progress)
+                    converted[i] = None  # type: ignore[call-overload]
+            finally:
+                for c in converted:
+                    if c is not None:
+                        bundles.discard(c.staging)
+        finally:
+            bridges.close()
+    return [results[t.name] for t in resolved]
 
 
-def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetResult:
-    """Re-run host parity and budgets of an existing bundle from its golden files; rewrites report.json."""
+def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
+    """Re-run integrity, host parity and budgets of an existing bundle from its golden files; rewrites report.json."""
     bundle_dir = Path(bundle_dir)
     manifest = bundles.read_manifest(bundle_dir)
     integrity = bundles.verify(bundle_dir)
-    profile = TargetProfile.model_validate(manifest["target"])
-    registry.get(profile.backend).ensure_available()
-    art = Artifact.from_dict(manifest["artifact"])
-    g = manifest["golden"]
-    inputs = load_npz(bundle_dir / g["inputs"])
-    golden = load_npz(bundle_dir / g["outputs"])
-    labels = load_npz(bundle_dir / g["labels"])["labels"] if g.get("labels") else None
-    report = evaluate(profile, art, bundle_dir, inputs, golden, labels, progress)
-    report["checks"].insert(0, Check("integrity (sha256 of every file)", 0, len(integrity.problems),
-                                     bool(integrity), "==", "; ".join(integrity.problems)).to_dict())
-    report["passed"] = all(c["passed"] for c in report["checks"])
-    report["status"] = "passed" if report["passed"] else "failed"
-    report["bundle"] = str(bundle_dir)
-    if g.get("synthetic"):
-        report["warnings"].insert(0, "golden inputs are SYNTHETIC random data")
-    (bundle_dir / bundles.REPORT).write_text(bundles.dumps(report))
-    return TargetResult(profile.name, report["status"], bundle_dir, report)
+    target = registry.resolve(manifest.target)
+    target.backend.ensure_available()
+    g = manifest.golden
+    inputs = load_npz(bundle_dir / g.inputs)
+    golden = load_npz(bundle_dir / g.outputs)
+    labels = load_npz(bundle_dir / g.labels)["labels"] if g.labels else None
+    with Workers():
+        ev = evaluate(target, manifest.artifact, bundle_dir, inputs, golden, labels, manifest.limits, progress)
+    integrity_row = Check("integrity (sha256 of every file)", 0, len(integrity.problems), bool(integrity), "==",
+                          "; ".join(integrity.problems))
+    checks = [integrity_row, *ev.checks]
+    warnings = (["golden inputs are SYNTHETIC random data"] if g.synthetic else []) + ev.warnings
+    profile = manifest.target
+    report = TargetReport(
+        target=profile.name, status="passed" if all(c.passed for c in checks) else "failed", backend=profile.backend,
+        precision=profile.precision, device=profile.device, bundle=str(bundle_dir), size_bytes=ev.size_bytes,
+        primary=manifest.artifact.primary, latency=ev.latency, parity=ev.parity, limits=manifest.limits,
+        checks=checks, warnings=warnings, artifact=manifest.artifact.details, calibration=manifest.calibration,
+        source=manifest.source.model_dump(mode="json"),
+    )
+    bundles.write_report(bundle_dir, report)
+    return report
 
+
+__all__ = ["Evaluation", "build", "check", "evaluate", "load_data", "resolve_targets", "EdgepackError"]

@@ -1,96 +1,186 @@
-"""Reports: the terminal table (Rich), the build's report.json and JUnit XML for CI systems."""
+"""Reports: the typed TargetReport (one per target, built once), the build's JSON report, JUnit XML and the Rich
+terminal table. JSON is strict: NaN/Inf are written as null (the check rows keep their FAIL verdicts)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree as ET
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgepack.core.checks import Check
+from edgepack.core.limits import Limits
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from edgepack.pipeline import TargetResult
+REPORT_SCHEMA_VERSION = 2
+Status = Literal["passed", "failed", "skipped", "error"]
+
+
+def strict(obj: Any) -> Any:
+    """JSON-able data with NaN/Inf replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> str:
+        return dumps(self.model_dump(mode="json"))
+
+
+class LatencyReport(_Model):
+    where: Literal["host", "device"] = "host"
+    p50_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    repeats: int
+    warmup: int
+    runtime: dict[str, Any] = Field(default_factory=dict, description="what the runtime used (versions, device, …)")
+
+
+class ParityReport(_Model):
+    passed: bool | None = Field(description="None when parity was deferred to the device")
+    samples: int = 0
+    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    deferred_to_device: bool = False
+    reason: str | None = None
+
+
+class TargetReport(_Model):
+    """The verdict for one target: a value, built once (``model_copy`` makes a new one)."""
+
+    schema_version: Literal[2] = REPORT_SCHEMA_VERSION
+    target: str
+    status: Status
+    backend: str | None = None
+    precision: str | None = None
+    device: str | None = None
+    reason: str | None = Field(None, description="why a target was skipped or errored")
+    bundle: str | None = None
+    archive: str | None = None
+    size_bytes: int | None = None
+    primary: str | None = None
+    build_time_s: float | None = None
+    latency: LatencyReport | None = None
+    parity: ParityReport | None = None
+    limits: Limits | None = None
+    checks: list[Check] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    artifact: dict[str, Any] = Field(default_factory=dict, description="the converter's free-form details")
+    calibration: dict[str, Any] | None = None
+    source: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status in ("passed", "skipped")
+
+
+class BuildReport(_Model):
+    """Every target of one build (``build-report.json``)."""
+
+    schema_version: Literal[2] = REPORT_SCHEMA_VERSION
+    passed: bool
+    targets: list[TargetReport]
+
+    @classmethod
+    def of(cls, results: list[TargetReport]) -> "BuildReport":
+        return cls(passed=all(r.passed for r in results), targets=list(results))
+
+
+def read(path: Path) -> TargetReport:
+    return TargetReport.model_validate_json(Path(path).read_text())
+
+
+def write_json(results: list[TargetReport], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BuildReport.of(results).to_json())
 
 
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
     if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
         if v == 0 or 1e-3 <= abs(v) < 1e5:
             return f"{v:.6g}"
         return f"{v:.2e}"
     return str(v)
 
 
-def summary(results: list["TargetResult"]) -> dict[str, Any]:
-    return {
-        "passed": all(r.passed for r in results),
-        "targets": [{"target": r.target, "status": r.status, "bundle": str(r.bundle) if r.bundle else None,
-                     **{k: v for k, v in r.report.items() if k not in ("target", "status", "bundle")}}
-                    for r in results],
-    }
-
-
-def write_json(results: list["TargetResult"], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary(results), indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_junit(results: list["TargetResult"], path: Path) -> None:
+def write_junit(results: list[TargetReport], path: Path) -> None:
     """One <testsuite> per target, one <testcase> per budget row."""
     root = ET.Element("testsuites", name="edgepack")
     for r in results:
-        checks = r.report.get("checks", [])
-        suite = ET.SubElement(root, "testsuite", name=r.target, tests=str(max(len(checks), 1)),
-                              failures=str(sum(1 for c in checks if not c["passed"])),
+        suite = ET.SubElement(root, "testsuite", name=r.target, tests=str(max(len(r.checks), 1)),
+                              failures=str(sum(1 for c in r.checks if not c.passed)),
                               skipped="1" if r.status == "skipped" else "0")
         if r.status == "skipped":
             case = ET.SubElement(suite, "testcase", classname=r.target, name="build")
-            ET.SubElement(case, "skipped", message=r.report.get("reason", "skipped"))
+            ET.SubElement(case, "skipped", message=r.reason or "skipped")
             continue
-        for c in checks:
-            case = ET.SubElement(suite, "testcase", classname=r.target, name=c["name"])
-            if not c["passed"]:
-                ET.SubElement(case, "failure", message=f"measured {_fmt(c['measured'])}, limit {c['op']} {_fmt(c['limit'])}")
+        for c in r.checks:
+            case = ET.SubElement(suite, "testcase", classname=r.target, name=c.name)
+            if not c.passed:
+                ET.SubElement(case, "failure", message=f"measured {_fmt(c.measured)}, limit {c.op} {_fmt(c.limit)}"
+                              + (f" ({c.note})" if c.note else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def render(console: "Console", results: list["TargetResult"]) -> None:
+def render(console: "Console", results: list[TargetReport]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     for r in results:
-        rep = r.report
         if r.status == "skipped":
-            console.print(f"[yellow]skipped[/] {r.target}: {rep.get('reason', '')}")
+            console.print(f"[yellow]skipped[/] {escape(r.target)}: {escape(r.reason or '')}")
             continue
-        title = f"{r.target}  [{'green' if r.passed else 'red'}]{r.status.upper()}[/]"
+        title = f"{escape(r.target)}  [{'green' if r.passed else 'red'}]{r.status.upper()}[/]"
         t = Table(title=title, title_justify="left", show_lines=False)
         for col in ("check", "limit", "measured", "result"):
             t.add_column(col, justify="left" if col == "check" else "right")
-        for c in rep.get("checks", []):
-            ok = "[green]pass[/]" if c["passed"] else "[red]FAIL[/]"
-            t.add_row(escape(c["name"]), f"{c['op']} {_fmt(c['limit'])}", _fmt(c["measured"]), ok)
+        for c in r.checks:
+            ok = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
+            t.add_row(escape(c.name), f"{c.op} {_fmt(c.limit)}", escape(_fmt(c.measured)), ok)
         console.print(t)
-        lat = rep.get("latency") or {}
-        facts = [f"size {rep.get('size_bytes', 0) / 1024 / 1024:.3f} MB ({rep.get('primary')})"]
-        if lat:
-            runtime = (lat.get("runtime") or {}).get("runtime", "")
-            facts.append(f"host latency p50 {lat['p50_ms']:.3f} ms / p90 {lat['p90_ms']:.3f} ms (batch 1"
-                         + (f", {runtime})" if runtime else ")"))
-        if rep.get("build_time_s") is not None:
-            facts.append(f"built in {rep['build_time_s']:.1f} s")
-        console.print("  " + " · ".join(facts))
-        for name, m in (rep.get("parity", {}).get("metrics") or {}).items():
-            parts = [f"cos {m['cosine']:.6f}", f"max|Δ| {_fmt(m['max_abs_error'])}"]
-            if "top1_agreement" in m:
+        facts = [f"size {(r.size_bytes or 0) / 1024 / 1024:.3f} MB ({r.primary})"]
+        if r.latency:
+            runtime = r.latency.runtime.get("runtime", "")
+            facts.append(f"{r.latency.where} latency p50 {r.latency.p50_ms:.3f} ms / p90 {r.latency.p90_ms:.3f} ms "
+                         "(batch 1" + (f", {runtime})" if runtime else ")"))
+        if r.build_time_s is not None:
+            facts.append(f"built in {r.build_time_s:.1f} s")
+        console.print("  " + escape(" · ".join(facts)))
+        for name, m in (r.parity.metrics if r.parity else {}).items():
+            parts = [f"cos {_fmt(m.get('cosine'))}", f"max|Δ| {_fmt(m.get('max_abs_error'))}"]
+            if m.get("top1_agreement") is not None:
                 parts.append(f"top-1 agreement {m['top1_agreement'] * 100:.2f}%")
-            if "reference_accuracy" in m:
-                parts.append(f"accuracy ref {m['reference_accuracy'] * 100:.2f}% → bundle {m['bundle_accuracy'] * 100:.2f}%")
-            console.print(f"  output {escape(name)}: " + ", ".join(parts))
-        for w in rep.get("warnings", []):
+            if m.get("reference_accuracy") is not None and m.get("bundle_accuracy") is not None:
+                parts.append(f"accuracy ref {m['reference_accuracy'] * 100:.2f}% → bundle "
+                             f"{m['bundle_accuracy'] * 100:.2f}%")
+            if m.get("nonfinite_samples"):
+                parts.append(f"NaN/Inf in {int(m['nonfinite_samples'])} samples")
+            console.print(f"  output {escape(name)}: " + escape(", ".join(parts)))
+        for w in r.warnings:
             console.print(f"  [yellow]warning:[/] {escape(w)}")
         if r.bundle:
-            console.print(f"  bundle: {r.bundle}")
+            console.print(f"  bundle: {escape(r.bundle)}")

@@ -1,24 +1,29 @@
-"""The backend contract: convert a source into an artifact, and run that artifact on this host.
+"""The backend contract: every hook the pipeline calls is declared here (no duck typing).
 
-A backend module imports its framework only inside ``convert`` / ``runner`` (they run in a worker process).
+A backend lives in ``edgepack/backends/<name>/``:
+
+* ``__init__.py`` — the Backend subclass, its Options and RuntimeSpec models (no framework import);
+* ``convert.py``  — the worker side: framework imports, conversion, returns an Artifact;
+* ``runner.py``   — the host runner (parity + latency on this host);
+* ``device.py``   — numpy-only ``load(bundle, artifact, runtime, threads) -> (infer, facts)``, copied into every
+                    bundle as ``runner/device.py`` and run by the bundle's ``run_bundle.py`` on devices.
 """
 
 from __future__ import annotations
 
 import abc
 import importlib.util
-from dataclasses import dataclass, field
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgepack.errors import MissingDependency
-from edgepack.signature import TensorSpec
+from edgepack.artifact import Artifact, ConvertData, RuntimeSpec
+from edgepack.errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:
-    from edgepack.calibration import CalibrationData
     from edgepack.config import TargetProfile
     from edgepack.sources import Source
 
@@ -29,63 +34,12 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass
-class Artifact:
-    """What a backend wrote: files relative to the bundle folder plus facts the manifest records."""
-
-    backend: str
-    precision: str
-    primary: str  # the model file apps load; the size budget applies to it
-    files: list[str]
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    layout: str = "nchw"
-    quantization: dict[str, dict[str, Any]] = field(default_factory=dict)  # tensor name → scale/zero_point/dtype
-    info: dict[str, Any] = field(default_factory=dict)  # converter notes (versions, quantized share, …)
-    warnings: list[str] = field(default_factory=list)
-    model_files: list[str] = field(default_factory=list)  # what the app ships (size budget); default: primary
-
-    def shipped(self) -> list[str]:
-        """Files that make up the deployable model (e.g. .xml + .bin), for the size budget."""
-        return list(self.model_files) or [self.primary]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "precision": self.precision,
-            "primary": self.primary,
-            "files": list(self.files),
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-            "layout": self.layout,
-            "quantization": self.quantization,
-            "info": self.info,
-            "warnings": list(self.warnings),
-            "model_files": list(self.model_files),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Artifact":
-        return cls(
-            backend=d["backend"],
-            precision=d["precision"],
-            primary=d["primary"],
-            files=list(d["files"]),
-            inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
-            outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
-            layout=d.get("layout", "nchw"),
-            quantization=d.get("quantization", {}),
-            info=d.get("info", {}),
-            warnings=list(d.get("warnings", [])),
-            model_files=list(d.get("model_files", [])),
-        )
-
-
 class Runner(abc.ABC):
     """Runs an artifact: ``activate`` → ``infer`` (any number of times) → ``deactivate``.
 
     ``infer`` takes and returns float/int numpy arrays in the *reference* model's layout and dtype
-    (a runner (de)quantizes and transposes at its edges), keyed by tensor name.
+    (a runner (de)quantizes and transposes at its edges), keyed by tensor name. ``infer_for_latency`` is what the
+    latency budget times (a runner may time a deployment-style compile there); by default it is ``infer``.
     """
 
     def __init__(self, artifact: Artifact, bundle_dir: Path, threads: int = 1) -> None:
@@ -107,11 +61,12 @@ class Runner(abc.ABC):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.infer_impl(feed)
 
+    def infer_for_latency(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.infer(feed)
+
     @property
     def max_batch(self) -> int | None:
-        """Largest batch the artifact takes in one call (None = any)."""
-        first = self.artifact.inputs[0].shape if self.artifact.inputs else ()
-        return None if (first and first[0] is None) else (first[0] if first else 1)
+        return self.artifact.max_batch
 
     def __enter__(self) -> "Runner":
         self.activate()
@@ -130,8 +85,27 @@ class Runner(abc.ABC):
         return None
 
 
+class DeviceLoaderRunner(Runner):
+    """A host runner that runs the bundle's own device loader (``device.load``): host and device share one path."""
+
+    device_module: ClassVar[str]  # e.g. "edgepack.backends.ort_mobile.device"
+
+    def activate_impl(self) -> None:
+        import importlib
+
+        load = importlib.import_module(self.device_module).load
+        self._infer, self.facts = load(self.bundle_dir, self.artifact.to_dict(), dict(self.artifact.runtime),
+                                       self.threads)
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._infer(feed)
+
+    def deactivate_impl(self) -> None:
+        self._infer = None
+
+
 class Backend(abc.ABC):
-    """Converts a source into an artifact and provides a host runner for it."""
+    """Converts a source into an artifact and provides a host runner and a device loader for it."""
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]]  # import names, checked with find_spec, never imported here
@@ -139,7 +113,11 @@ class Backend(abc.ABC):
     accepts: ClassVar[frozenset[str]]  # source kinds taken directly; the pipeline bridges others to onnx
     precisions: ClassVar[frozenset[str]]
     Options: ClassVar[type[BaseModel]] = NoOptions
+    Runtime: ClassVar[type[RuntimeSpec]] = RuntimeSpec
     description: ClassVar[str] = ""
+    refusals: ClassVar[dict[str, str]] = {}  # source kind → hint when this backend cannot take it
+
+    # ---------------------------------------------------------------------------------------- availability
 
     @classmethod
     def missing(cls) -> list[str]:
@@ -162,22 +140,50 @@ class Backend(abc.ABC):
                 hint=f"pip install -c constraints.txt -e '.[{cls.extra}]'",
             )
 
-    def options(self, target: "TargetProfile") -> BaseModel:
-        return self.Options.model_validate(target.options)
+    @classmethod
+    def package_dir(cls) -> Path:
+        """The backend's folder (``backends/<name>/``)."""
+        return Path(inspect.getfile(cls)).parent
+
+    @classmethod
+    def device_file(cls) -> Path:
+        """The numpy-only device loader shipped into every bundle of this backend."""
+        return cls.package_dir() / "device.py"
+
+    # ---------------------------------------------------------------------------------------- validation
+
+    def validate(self, profile: "TargetProfile") -> BaseModel:
+        """Refuse precisions and options this backend does not support; returns the validated Options."""
+        where = profile.path or profile.name
+        if profile.precision not in self.precisions:
+            raise ConfigError(f"{where}: backend '{self.name}' does not support precision '{profile.precision}'",
+                              hint=f"allowed precisions: {', '.join(sorted(self.precisions))}")
+        try:
+            return self.Options.model_validate(profile.options)
+        except ValidationError as e:
+            from edgepack.config import validation_message
+
+            raise validation_message(e, self.Options, where, prefix="options.") from None
+
+    def needs_calibration(self, profile: "TargetProfile", options: BaseModel) -> bool:
+        """Whether convert reads ``data.calibration`` (quantizers)."""
+        return profile.precision.startswith("int8") and profile.precision != "int8-dynamic"
+
+    def tunes_on_data(self, profile: "TargetProfile", options: BaseModel) -> bool:
+        """Whether convert chooses among recipes on held-out data (it then receives ``data.tuning``)."""
+        return False
+
+    def runtime_spec(self, artifact: Artifact) -> RuntimeSpec:
+        return self.Runtime.model_validate(artifact.runtime)
+
+    # ---------------------------------------------------------------------------------------- work
 
     @abc.abstractmethod
-    def convert(
-        self, source: "Source", target: "TargetProfile", calib: "CalibrationData | None", out_dir: Path
-    ) -> Artifact:
-        """Write the artifact's files into ``out_dir`` and describe them. Prints nothing, installs nothing.
-
-        ``calib`` is the build's data: ``calib.calibration`` (for quantizers; never the holdout split),
-        ``calib.class_names`` (for app metadata). It is None only when a backend is driven directly.
-        """
+    def convert(self, source: "Source", profile: "TargetProfile", options: Any, data: ConvertData,
+                out_dir: Path) -> Artifact:
+        """Write the artifact's files into ``out_dir`` and describe them. Runs in a worker process; prints
+        nothing, installs nothing. ``options`` is the validated Options object."""
 
     @abc.abstractmethod
     def runner(self, artifact: Artifact, bundle_dir: Path, threads: int = 1) -> Runner:
         """A runner for the artifact on this host; raises RuntimeUnavailable where it cannot run here."""
-
-    def needs_calibration(self, target: "TargetProfile") -> bool:
-        return target.precision.startswith("int8") and target.precision != "int8-dynamic"

@@ -1,18 +1,21 @@
-"""The backend registry: one line per backend (name → module:class). Importing a backend imports no framework."""
+"""The backend registry: one line per built-in backend (name → module:class), plus third-party backends
+registered through the ``edgepack.backends`` entry-point group. Importing a backend imports no framework."""
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from typing import TYPE_CHECKING
-
-from pydantic import ValidationError
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 from edgepack.errors import ConfigError
 
 if TYPE_CHECKING:
     from edgepack.backends.base import Backend
     from edgepack.config import TargetProfile
+
+ENTRY_POINT_GROUP = "edgepack.backends"
 
 BACKENDS: dict[str, str] = {
     "ort_mobile": "edgepack.backends.ort_mobile:OrtMobileBackend",
@@ -22,36 +25,68 @@ BACKENDS: dict[str, str] = {
 }
 
 
+_REGISTERED: dict[str, str] = {}
+
+
+def register(name: str, target: str) -> None:
+    """Register a backend at run time (``module:Class``): for embedders and tests; packages use entry points."""
+    _REGISTERED[name] = target
+
+
+def plugins() -> dict[str, str]:
+    """Third-party backends from installed packages' ``edgepack.backends`` entry points (name → module:class)."""
+    found: dict[str, str] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in BACKENDS:
+            found[ep.name] = ep.value
+    return {**found, **{k: v for k, v in _REGISTERED.items() if k not in BACKENDS}}
+
+
+def table() -> dict[str, str]:
+    return {**BACKENDS, **plugins()}
+
+
 def names() -> list[str]:
-    return list(BACKENDS)
+    return list(table())
 
 
 def get(name: str) -> "Backend":
     """The backend registered as ``name`` (a ConfigError with a suggestion when unknown)."""
-    if name not in BACKENDS:
-        close = difflib.get_close_matches(name, BACKENDS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"known backends: {', '.join(BACKENDS)}"
+    known = table()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known backends: {', '.join(known)}"
         raise ConfigError(f"unknown backend '{name}'", hint=hint)
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    module, cls = known[name].split(":")
+    try:
+        backend = getattr(importlib.import_module(module), cls)()
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"backend '{name}' ({known[name]}) cannot be loaded: {e}",
+                          hint="reinstall the package that provides it") from None
+    if backend.name != name:
+        raise ConfigError(f"backend registered as '{name}' calls itself '{backend.name}'",
+                          hint="fix the entry point name")
+    return backend
 
 
-def validate_profile(profile: "TargetProfile") -> None:
-    """Refuse precisions and options the profile's backend does not support, naming the allowed values."""
+@dataclass(frozen=True)
+class Target:
+    """A validated target: the profile, its backend and the backend's validated Options (built once)."""
+
+    profile: "TargetProfile"
+    backend: "Backend"
+    options: Any
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+
+def resolve(profile: "TargetProfile") -> Target:
+    """Validate a profile against its backend (precision, options) and return the Target value."""
     where = profile.path or profile.name
     try:
         backend = get(profile.backend)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
-    if profile.precision not in backend.precisions:
-        allowed = ", ".join(sorted(backend.precisions))
-        raise ConfigError(
-            f"{where}: backend '{backend.name}' does not support precision '{profile.precision}'",
-            hint=f"allowed precisions: {allowed}",
-        )
-    try:
-        backend.Options.model_validate(profile.options)
-    except ValidationError as e:
-        from edgepack.config import validation_message
-
-        raise validation_message(e, backend.Options, where, prefix="options.") from None
+    return Target(profile, backend, backend.validate(profile))

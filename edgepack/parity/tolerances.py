@@ -8,6 +8,12 @@ a default where the arithmetic is the reference's own (fp32).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edgepack.core.limits import Limits
+
+if TYPE_CHECKING:
+    from edgepack.config import ParityBudget
 
 
 @dataclass(frozen=True)
@@ -101,3 +107,14 @@ def default(backend: str, precision: str) -> Tolerance:
         return TOLERANCES[(backend, precision)]
     except KeyError:
         raise KeyError(f"no tolerance row for {backend}/{precision}: add one to edgepack/parity/tolerances.py") from None
+
+
+def limits(backend: str, precision: str, budget: "ParityBudget | None" = None) -> Limits:
+    """The limits a bundle is judged against: the backend × precision row, overridden field by field by the
+    profile's ``[budgets.parity]``. The one place where tolerances and budgets merge."""
+    row = default(backend, precision)
+    merged = {}
+    for key in ("max_abs_error", "min_cosine", "min_top1_agreement", "max_accuracy_drop"):
+        override = getattr(budget, key, None) if budget is not None else None
+        merged[key] = override if override is not None else getattr(row, key)
+    return Limits(**merged)

@@ -49,6 +49,16 @@ class Source:
 
 
 MODULES = {"onnx": "edgepack.sources.onnx", "torch": "edgepack.sources.torch", "tf": "edgepack.sources.keras"}
+EXTRA_SUFFIXES: dict[str, str] = {}  # file suffix → kind, for source kinds registered at run time
+
+
+def register(kind: str, module: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Register another source kind: ``module`` offers ``load``, ``reference`` (and ``to_onnx`` where it can).
+
+    Used by embedders and by the unit tests' framework-free fake source."""
+    MODULES[kind] = module
+    for suffix in suffixes:
+        EXTRA_SUFFIXES[suffix] = kind
 
 
 def module_for(kind: str):
@@ -58,6 +68,8 @@ def module_for(kind: str):
 def detect_kind(model: str) -> str:
     """Which framework a model argument belongs to, from its form alone."""
     p = Path(model)
+    if p.suffix in EXTRA_SUFFIXES:
+        return EXTRA_SUFFIXES[p.suffix]
     if p.suffix == ".onnx":
         return "onnx"
     if p.suffix in (".pt", ".pth", ".pt2", ".ts", ".torchscript"):

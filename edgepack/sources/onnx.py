@@ -127,6 +127,13 @@ def session(path: str, threads: int = 1, optimize: bool = False):
 
 
 def reference(source: Source, feeds: Feeds) -> Feeds:
+    """Golden outputs from onnxruntime with graph optimizations off, in the onnx worker."""
+    from edgepack.isolation import run_isolated
+
+    return run_isolated(_run, source, feeds, what="ONNX reference run")
+
+
+def _run(source: Source, feeds: Feeds) -> Feeds:
     """Golden outputs from onnxruntime with graph optimizations off (the most literal reading of the graph)."""
     sess = session(source.path, threads=2)
     names = [o.name for o in sess.get_outputs()]

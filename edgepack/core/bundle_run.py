@@ -1,0 +1,73 @@
+"""The device side of a bundle check: golden inputs → the backend's device loader → parity + latency.
+
+Called by the bundle's ``run_bundle.py`` (after it has verified the bundle's files) with the backend's
+``load(bundle, artifact, runtime, threads) -> (infer, facts)`` function. Everything here is shared with the host.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .batching import first_batch, run_batched
+from .latency import measure
+from .limits import Limits
+from .metrics import parity
+from .npz import load_npz
+
+Loader = Callable[[Path, dict, dict, int], tuple[Callable[[dict], dict], dict]]
+
+
+def max_batch(artifact: dict[str, Any]) -> int | None:
+    """Largest batch the artifact takes in one call (None = any)."""
+    ins = artifact.get("inputs") or []
+    first = ins[0]["shape"] if ins else []
+    return None if (first and first[0] is None) else (first[0] if first else 1)
+
+
+def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 1, warmup: int = 5,
+        repeats: int = 50, integrity: list[str] | None = None) -> dict[str, Any]:
+    """Run the golden inputs on this device and judge them with the manifest's limits. Returns the verdict dict.
+
+    Raises ImportError when the runtime is missing on this device.
+    """
+    art = manifest["artifact"]
+    result: dict[str, Any] = {
+        "bundle": str(bundle), "target": manifest["target"]["name"], "backend": art["backend"],
+        "host": f"{platform.system()} {platform.machine()} {platform.node()}",
+        "integrity": {"passed": not integrity, "problems": list(integrity or [])},
+    }
+    infer, facts = load(bundle, art, art.get("runtime") or {}, threads)
+    result["runtime"] = facts
+    golden = manifest["golden"]
+    inputs = load_npz(bundle / golden["inputs"])
+    reference = load_npz(bundle / golden["outputs"])
+    labels = load_npz(bundle / golden["labels"])["labels"] if golden.get("labels") else None
+    batch = max_batch(art)
+    outputs = run_batched(infer, inputs, batch)
+    outcome = parity(reference, outputs, Limits.from_dict(manifest.get("limits")), labels)
+    lat = measure(lambda: infer(first_batch(inputs, batch)), warmup, repeats)
+    result["latency"] = {"where": "device", **lat}
+    result["latency_ms"] = {"p50": lat["p50_ms"], "p90": lat["p90_ms"]}
+    result["parity"] = {**outcome.to_dict(), "missing_outputs": [k for k in reference if k not in outputs]}
+    result["passed"] = bool(not integrity and outcome)
+    return result
+
+
+def dumps(result: dict[str, Any]) -> str:
+    """Strict JSON (NaN/Inf become null)."""
+    return json.dumps(_finite(result), indent=2, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
