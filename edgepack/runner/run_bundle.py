@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 
+sys.dont_write_bytecode = True  # loading the bundle's core must not add files to the bundle
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path[:] = [p for p in sys.path if p not in ("", ".", _HERE)]  # nothing is imported from the bundle folder
 
@@ -50,6 +51,10 @@ def _integrity(bundle: Path, manifest: dict) -> list[str]:
             problems.append(f"size changed: {e['path']}")
         elif _sha256(p) != e["sha256"]:
             problems.append(f"content changed: {e['path']}")
+    for p in sorted(bundle.rglob("*")):
+        rel = p.relative_to(bundle).as_posix()
+        if p.is_file() and rel not in listed and rel not in ("manifest.json", "report.json"):
+            problems.append(f"unexpected file: {rel}")
     return problems
 
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 import numpy as np
 
 from edgepack.config import ParityBudget
+from edgepack.core.limits import Limits
 from edgepack.parity.compare import compare, output_metrics
-from edgepack.parity.tolerances import Tolerance
+from edgepack.parity.tolerances import limits
 
-TOL = Tolerance(1e-3, 0.999, 0.98, 0.01, "test row")
+TOL = Limits(1e-3, 0.999, 0.98, 0.01)
 
 
 def _logits(n=200, c=10, seed=0):
@@ -28,7 +29,7 @@ def test_noise_fails_abs_but_passes_cosine():
     rows = {c.name: c for c in res.checks}
     assert not rows["parity.max_abs_error[y]"].passed
     assert rows["parity.min_cosine[y]"].passed and not res
-    relaxed = compare({"y": ref}, {"y": got}, TOL, ParityBudget(max_abs_error=0.1))
+    relaxed = compare({"y": ref}, {"y": got}, Limits(0.1, 0.999, 0.98, 0.01))
     assert relaxed, relaxed.to_dict()
 
 
@@ -62,3 +63,11 @@ def test_accuracy_drop_check():
     res = compare({"y": ref}, {"y": got}, TOL, labels=labels)
     drop = [c for c in res.checks if "accuracy_drop" in c.name][0]
     assert not drop.passed and abs(drop.measured - 0.05) < 1e-9
+
+
+def test_limits_merge_row_and_budget_once():
+    row = limits("ort_mobile", "int8")
+    assert row.max_abs_error is None and row.min_top1_agreement == 0.98
+    merged = limits("ort_mobile", "int8", ParityBudget(max_abs_error=0.5, min_cosine=0.9))
+    assert merged == Limits(0.5, 0.9, 0.98, 0.01)
+    assert Limits.from_dict(merged.to_dict()) == merged
