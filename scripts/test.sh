@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Install everything (pinned) and run the test suite plus the device harness against this host.
-# Extra arguments go to pytest (e.g. -m 'not slow' for a quick loop, -k tflite).
+# Install everything (pinned), check the architecture contracts and the JSON Schemas, then run the test suite
+# plus the device harness against this host. Extra arguments go to pytest (e.g. -m 'not slow', -k tflite).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$(bash "$repo/scripts/setup-env.sh" | tail -n 1)"
 cd "$repo"
+"$bin/lint-imports"
+"$bin/edgepack" schema --check --out docs/schema
 exec "$bin/python" -m pytest tests device_tests "$@"
