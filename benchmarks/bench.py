@@ -73,7 +73,7 @@ def main() -> None:
 
     from edgepack import pipeline
     from edgepack.backends import registry
-    from edgepack.backends.base import Artifact
+    from edgepack.bundle import read_manifest
     from edgepack.config import available_targets, load_profile
     from edgepack.feeds import load_npz
     from edgepack.signature import TensorSpec
@@ -106,11 +106,10 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - a benchmark reports failures and goes on
             print(f"{p.name}: build failed: {e}")
             continue
-        rep = res.report
-        m = next(iter((rep.get("parity", {}).get("metrics") or {"": {}}).values()))
+        m = next(iter((res.parity.metrics if res.parity else {}).values()), {})
         rows.append({"target": p.name, "backend": p.backend, "device": p.device, "precision": p.precision,
                      "bundle": str(res.bundle),
-                     "size_bytes": rep["size_bytes"], "build_s": rep.get("build_time_s", time.perf_counter() - t0),
+                     "size_bytes": res.size_bytes, "build_s": res.build_time_s or time.perf_counter() - t0,
                      "accuracy": m.get("bundle_accuracy"), "reference_accuracy": m.get("reference_accuracy"),
                      "agreement": m.get("top1_agreement"), "cosine": m.get("cosine"), "status": res.status})
     # Latency: every runner that can run here, interleaved in this one process.
@@ -118,10 +117,10 @@ def main() -> None:
     runners: dict[str, object] = {}
     for row in rows:
         b = Path(row["bundle"])
-        manifest = json.loads((b / "manifest.json").read_text())
-        feeds = feeds or {k: v[:1] for k, v in load_npz(b / manifest["golden"]["inputs"]).items()}
+        manifest = read_manifest(b)
+        feeds = feeds or {k: v[:1] for k, v in load_npz(b / manifest.golden.inputs).items()}
         try:
-            r = registry.get(row["backend"]).runner(Artifact.from_dict(manifest["artifact"]), b, threads=args.threads)
+            r = registry.get(row["backend"]).runner(manifest.artifact, b, threads=args.threads)
             r.activate()
             runners[row["target"]] = r
         except Exception as e:  # noqa: BLE001 - e.g. Core ML has no runtime here

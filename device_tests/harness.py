@@ -45,6 +45,7 @@ class Device:
     name: str
     kind: str = "local"
     python: str = sys.executable
+    unavailable: list[str] = field(default_factory=list)  # local: more modules to make unimportable (tests)
     push: str = ""
     run: str = ""
     remote: str = "/tmp/edgepack-bundles/{name}"
@@ -77,7 +78,9 @@ def find_bundles(roots: list[Path]) -> list[Path]:
 
 
 def _backend(bundle: Path) -> str:
-    return json.loads((bundle / "manifest.json").read_text())["artifact"]["backend"]
+    from edgepack.bundle import read_manifest  # the harness runs on the build host, where edgepack is installed
+
+    return read_manifest(bundle).artifact.backend
 
 
 def run_on_device(device: Device, bundle: Path, repeats: int = 20) -> dict:
@@ -88,7 +91,8 @@ def run_on_device(device: Device, bundle: Path, repeats: int = 20) -> dict:
             remote = Path(scratch) / name
             shutil.copytree(bundle, remote)
             runner = str(remote / "run_bundle.py")
-            cmd = [device.python, "-c", _GUARD.format(blocked=BLOCKED, runner=runner), "--bundle", str(remote),
+            blocked = tuple(BLOCKED) + tuple(device.unavailable)
+            cmd = [device.python, "-c", _GUARD.format(blocked=blocked, runner=runner), "--bundle", str(remote),
                    "--repeats", str(repeats)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=device.timeout_s, cwd=scratch)
         else:
