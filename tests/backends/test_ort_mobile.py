@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -50,7 +51,7 @@ def test_bundle_contents_and_parity(built, target):
     paths = {f["path"] for f in manifest["files"]}
     assert "model.ort" in paths and "report.json" not in paths
     report = json.loads((b / "report.json").read_text())
-    assert report["passed"] and report["parity"]["samples"] == 400
+    assert report["status"] == "passed" and report["parity"]["samples"] == 400
     m = report["parity"]["metrics"]["logits"]
     assert m["top1_agreement"] >= 0.98 and m["cosine"] > 0.99
     assert report["latency"]["where"] == "host" and report["latency"]["p50_ms"] > 0
@@ -64,7 +65,7 @@ def test_sizes_follow_precision(built):
     assert size["android-ort-fp16"] < 0.75 * size["android-ort-fp32"]
     int8 = json.loads((root / "dist" / "tiny" / "android-ort-int8" / "report.json").read_text())
     assert size["android-ort-int8"] < 0.4 * size["android-ort-fp32"]
-    assert int8["artifact_info"]["quantized_compute_ops"] == int8["artifact_info"]["compute_ops"] == 3
+    assert int8["artifact"]["quantized_compute_ops"] == int8["artifact"]["compute_ops"] == 3
 
 
 def test_terminal_table_and_junit(built):
@@ -107,19 +108,22 @@ def test_check_recomputes_parity_from_golden(built, tmp_path, cli):
     res = cli("check", b)
     assert res.exit_code == 0, res.stdout
     rep = json.loads((b / "report.json").read_text())
-    assert rep["passed"] and rep["parity"]["metrics"]["logits"]["max_abs_error"] < 1e-4
+    assert rep["status"] == "passed" and rep["parity"]["metrics"]["logits"]["max_abs_error"] < 1e-4
     # Corrupt the golden outputs (re-signing the manifest so integrity passes): parity must now fail.
     golden = dict(np.load(b / "golden" / "outputs.npz"))
     golden["logits"] = golden["logits"][:, ::-1].copy()
-    from edgepack.feeds import save_npz
+    from edgepack.feeds import save_npz, sha256_file
 
     save_npz(b / "golden" / "outputs.npz", golden)
     manifest = json.loads((b / "manifest.json").read_text())
-    body = {k: v for k, v in manifest.items() if k not in ("files", "schema_version")}
-    bundles.write_manifest(b, body)
+    for entry in manifest["files"]:
+        if entry["path"] == "golden/outputs.npz":
+            entry.update(size=(b / entry["path"]).stat().st_size, sha256=sha256_file(b / entry["path"]))
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    assert bundles.verify(b)
     res = cli("check", b)
     assert res.exit_code == 1 and "FAIL" in res.stdout
-    assert not json.loads((b / "report.json").read_text())["passed"]
+    assert json.loads((b / "report.json").read_text())["status"] == "failed"
 
 
 def test_archive_is_deterministic_and_excludes_report(built, tmp_path):
@@ -205,7 +209,7 @@ def test_torch_factory_source_with_weights(trained_digits, tmp_path, cli):
     assert res.exit_code == 0, res.stdout + res.stderr
     for t in ("android-ort-fp32", "android-ort-int8"):
         rep = json.loads((tmp_path / "d" / "make_cnn" / t / "report.json").read_text())
-        assert rep["passed"] and "bridged torch → onnx" in rep["notes"]
+        assert rep["status"] == "passed" and "bridged torch → onnx" in rep["notes"]
 
 
 def test_digits_int8_keeps_accuracy(trained_digits, tmp_path, cli):
@@ -221,3 +225,53 @@ def test_digits_int8_keeps_accuracy(trained_digits, tmp_path, cli):
     assert int8["top1_agreement"] >= 0.98
     print(f"digits holdout: fp32 acc {fp32['bundle_accuracy']:.4f}, int8 acc {int8['bundle_accuracy']:.4f}, "
           f"agreement {int8['top1_agreement']:.4f}")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_shipped_device_loader_matches_host_runner(built, target):
+    """The bundle's runner/device.py, loaded by path as run_bundle.py does, gives the host runner's outputs
+    bit for bit (the host runner IS that loader)."""
+    from edgepack.artifact import Artifact
+    from edgepack.backends import registry
+    from edgepack.feeds import load_npz, run_batched
+
+    root, _ = built
+    b = root / "dist" / "tiny" / target
+    art = json.loads((b / "manifest.json").read_text())["artifact"]
+    assert art["runtime"]["model"] == "model.ort" and art["runtime"]["providers"] == ["CPUExecutionProvider"]
+    spec = importlib.util.spec_from_file_location("ort_device_under_test", b / "runner" / "device.py")
+    device = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device)
+    infer, facts = device.load(b, art, art["runtime"], 1)
+    assert facts["provider"] == "CPUExecutionProvider" and facts["runtime"].startswith("onnxruntime ")
+    inputs = load_npz(b / "golden" / "inputs.npz")
+    with registry.get("ort_mobile").runner(Artifact.model_validate(art), b, threads=1) as runner:
+        host = run_batched(runner.infer, inputs, runner.max_batch)
+        assert runner.facts == facts
+    dev = run_batched(infer, inputs, 1)
+    assert host.keys() == dev.keys() == {"logits"} and len(dev["logits"]) == 400
+    assert host["logits"].dtype == dev["logits"].dtype == np.float32
+    assert np.array_equal(host["logits"], dev["logits"])
+
+
+def test_convert_returns_runtime_spec_and_details(tmp_path):
+    """convert (called directly, in this process): the runtime spec says how to open the model, details say how
+    it was made; int8 without calibration data is refused."""
+    from edgepack.artifact import ConvertData
+    from edgepack.backends import registry
+    from edgepack.config import load_profile
+    from edgepack.errors import InputError
+    from edgepack.sources import load_source
+
+    source = load_source(str(make_tiny_onnx(tmp_path / "tiny.onnx")))
+    t = registry.resolve(load_profile("linux-ort-fp32"))
+    art = t.backend.convert(source, t.profile, t.options, ConvertData(), tmp_path / "out")
+    assert art.runtime == {"model": "model.ort", "providers": ["CPUExecutionProvider"],
+                           "graph_optimization_level": "all"}
+    assert t.backend.runtime_spec(art) == t.backend.Runtime(model="model.ort")
+    assert art.details == {"target_platform": "amd64"} and art.files == ["model.onnx", "model.ort",
+                                                                       "required_operators.config"]
+    t8 = registry.resolve(load_profile("linux-ort-int8"))
+    assert t8.backend.needs_calibration(t8.profile, t8.options) and not t8.backend.tunes_on_data(t8.profile, t8.options)
+    with pytest.raises(InputError, match="int8 needs calibration data"):
+        t8.backend.convert(source, t8.profile, t8.options, ConvertData(), tmp_path / "out8")

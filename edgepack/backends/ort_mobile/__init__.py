@@ -1,0 +1,48 @@
+"""ONNX Runtime Mobile: ``.ort`` models (plus the ONNX they came from) and ``required_operators.config``.
+
+* fp32: ORT's own graph optimizations baked in for the target platform ("Fixed" style).
+* fp16: float16 weights and activations (I/O kept float32 for apps), ORT inserts casts where a kernel lacks fp16.
+* int8: static QDQ quantization (onnxruntime.quantization) calibrated on the recipe's calibration split,
+  per-channel int8 weights; fails if the result has no quantized compute op (a silent no-op).
+
+Host and device run the same loader (``device.py``): a CPU onnxruntime session over ``model.ort``.
+Modules: ``spec.py`` (Options, Runtime spec, file name; shared with ``convert.py``), ``convert.py`` (worker side),
+``runner.py`` (host runner), ``device.py`` (the loader shipped in every bundle).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from edgepack.artifact import Artifact, ConvertData, RuntimeSpec
+from edgepack.backends.base import Backend, Runner
+from edgepack.backends.ort_mobile.spec import OrtOptions, OrtRuntime
+
+if TYPE_CHECKING:
+    from edgepack.config import TargetProfile
+    from edgepack.sources import Source
+
+__all__ = ["OrtMobileBackend", "OrtOptions", "OrtRuntime"]
+
+
+class OrtMobileBackend(Backend):
+    name = "ort_mobile"
+    requires = ("onnx", "onnxruntime")
+    extra = "ort"
+    accepts = frozenset({"onnx"})
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    Options = OrtOptions
+    Runtime: ClassVar[type[RuntimeSpec]] = OrtRuntime
+    description = "ONNX Runtime Mobile (.ort + reduced-operator config) for Android/iOS apps"
+
+    def convert(self, source: "Source", profile: "TargetProfile", options: OrtOptions, data: ConvertData,
+                out_dir: Path) -> Artifact:
+        from edgepack.backends.ort_mobile.convert import convert
+
+        return convert(source, profile, options, data, Path(out_dir))
+
+    def runner(self, artifact: Artifact, bundle_dir: Path, threads: int = 1) -> Runner:
+        from edgepack.backends.ort_mobile.runner import OrtRunner
+
+        return OrtRunner(artifact, bundle_dir, threads)
