@@ -184,7 +184,8 @@ def test_a_plugin_package_registers_builds_and_passes_the_same_checks(tmp_path, 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
                     "--target", str(site), str(src)], check=True, capture_output=True)
-    env = {"PYTHONPATH": f"{site}:{REPO / 'tests'}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PYTHONPATH": f"{site}:{REPO / 'tests'}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "COLUMNS": "250"}
     doctor = subprocess.run([sys.executable, "-m", "edgepack", "doctor"], capture_output=True, text=True, env=env,
                             cwd=REPO)
     assert doctor.returncode == 0 and "plugged (plug-in edgepack_plugged:PluggedBackend)" in doctor.stdout
