@@ -52,14 +52,14 @@ def _latency_worker(bundles: dict[str, str], rounds: int, block: int, threads: i
 
     import numpy as np
 
+    from edgepack.artifact import Artifact
     from edgepack.backends import registry
-    from edgepack.backends.base import Artifact
     from edgepack.feeds import load_npz
 
     runners, feeds = {}, {}
     for key, path in bundles.items():
         manifest = json.loads((Path(path) / "manifest.json").read_text())
-        art = Artifact.from_dict(manifest["artifact"])
+        art = Artifact.model_validate(manifest["artifact"])
         r = registry.get(art.backend).runner(art, Path(path), threads=threads)
         r.activate()
         runners[key] = r
@@ -84,14 +84,14 @@ def _latency_worker(bundles: dict[str, str], rounds: int, block: int, threads: i
     return out
 
 
-def row(model: str, label: str, res, fp32_size: int | None) -> dict:
-    rep = res.report
-    m = next(iter(rep["parity"]["metrics"].values()))
-    info = rep.get("artifact_info", {})
+def row(model: str, label: str, rep, fp32_size: int | None) -> dict:
+    """One CSV row from a TargetReport (its ``artifact`` holds the converter's details)."""
+    m = next(iter(rep.parity.metrics.values()))
+    info = rep.artifact
     ac = info.get("accuracy_control") or {}
-    size = rep["size_bytes"]
+    size = rep.size_bytes
     return {
-        "model": model, "target": label, "status": rep["status"], "size_bytes": size,
+        "model": model, "target": label, "status": rep.status, "size_bytes": size,
         "size_ratio_vs_fp32": round(size / fp32_size, 3) if fp32_size else 1.0,
         "ref_accuracy": m.get("reference_accuracy"), "bundle_accuracy": m.get("bundle_accuracy"),
         "accuracy_drop_points": None if m.get("accuracy_drop") is None else round(100 * m["accuracy_drop"], 2),
@@ -103,7 +103,7 @@ def row(model: str, label: str, res, fp32_size: int | None) -> dict:
                               if k in info),
         "acc_control": (f"{ac['metric']} fp32 {ac['fp32_metric']:.4f} / plain {ac['plain_int8_metric']:.4f} / "
                         f"final {ac['final_metric']:.4f}, reverted {ac['reverted_to_float']}") if ac else "",
-        "host_p50_ms": round(rep["latency"]["p50_ms"], 3),
+        "host_p50_ms": round(rep.latency.p50_ms, 3),
     }
 
 
@@ -125,11 +125,11 @@ def main() -> None:
         targets = list(SHIPPED) + [str(defaults)] if name != "resnet" else [SHIPPED[0], SHIPPED[2]]
         results = pipeline.build(str(onnx), targets, out=args.work / "dist", calibration="digits",
                                  progress=lambda s: print("  ", s, flush=True))
-        fp32 = next(r for r in results if r.target == SHIPPED[0]).report["size_bytes"]
+        fp32 = next(r for r in results if r.target == SHIPPED[0]).size_bytes
         for r in results:
             rows.append(row(name, r.target, r, fp32))
         if name == "resnet":
-            paths = {r.target: str(r.bundle) for r in results}
+            paths = {r.target: r.bundle for r in results}
             latency = run_isolated(_latency_worker, paths, args.rounds, args.block, 1, what="latency benchmark")
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as f:

@@ -2,7 +2,8 @@
 CPU plugin), and app metadata in the IR's ``rt_info``.
 
 Only ``openvino`` is imported here at call time. TensorFlow sources are converted in a nested worker process:
-``import nncf`` imports torch, and TensorFlow and torch must never share a process.
+``import nncf`` imports torch, and TensorFlow and torch must never share a process. PyTorch sources never get here:
+the pipeline hands this backend the build's shared torch → ONNX export instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.backends.openvino import device
 from edgepack.errors import ConversionFailed, InputError, UnsupportedConversion
 from edgepack.feeds import Feeds, run_batched
 from edgepack.isolation import run_isolated
@@ -34,18 +36,6 @@ def partial_shape(spec: TensorSpec):
 
 
 # ------------------------------------------------------------------------------------------- conversion
-
-
-def _from_torch(source) -> Any:
-    import openvino as ov
-    import torch
-
-    from edgepack.sources import torch as torch_src
-
-    module = torch_src.build_module(source)
-    with torch.no_grad():
-        return ov.convert_model(module, example_input=torch_src.example_args(source),
-                                input=[partial_shape(t) for t in source.inputs])
 
 
 def _tf_to_ir(source, xml_path: str) -> str:
@@ -72,15 +62,13 @@ def read_source(source, work: Path) -> tuple[Any, str]:
         if source.kind == "onnx":
             model = ov.convert_model(source.path, input=[(t.name, partial_shape(t)) for t in source.inputs])
             route = "onnx → openvino.convert_model"
-        elif source.kind == "torch":
-            model = _from_torch(source)
-            route = f"torch ({source.format}) → openvino.convert_model (TorchScript tracing of example inputs)"
         elif source.kind == "tf":
             xml = run_isolated(_tf_to_ir, source, str(work / "from_tf.xml"), what="TensorFlow → OpenVINO conversion")
             model = ov.Core().read_model(xml)
             route = f"tf ({source.format}) → openvino.convert_model"
         else:
-            raise UnsupportedConversion(f"OpenVINO cannot take {source.kind} sources")
+            raise UnsupportedConversion(f"OpenVINO cannot take {source.kind} sources",
+                                        hint="the pipeline bridges other sources to ONNX first")
     except (UnsupportedConversion, ConversionFailed, InputError):
         raise
     except Exception as e:  # noqa: BLE001 - frontends raise assorted errors; keep the first line
@@ -92,7 +80,7 @@ def read_source(source, work: Path) -> tuple[Any, str]:
 
 def name_tensors(model, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
     """Give the IR's inputs/outputs exactly the source's tensor names: a port that already carries a source name
-    keeps its place, the others are named in order (torch/keras frontends invent their own names)."""
+    keeps its place, the others are named in order (the Keras frontend invents its own names)."""
     if len(model.inputs) != len(inputs) or len(model.outputs) != len(outputs):
         raise ConversionFailed(
             f"the converted model has {len(model.inputs)} inputs/{len(model.outputs)} outputs; the source has "
@@ -155,17 +143,12 @@ def runtime_census(compiled) -> dict[str, Any]:
     return {"compute_kernels": dict(sorted(kernels.items())), "int8_runtime_ops": int8_ops}
 
 
-def type_name(value: Any) -> str:
-    """'f32' for an ov.Type property value, str() otherwise."""
-    return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
-
-
 def compile_f32(model, threads: int = 1):
-    """Compile on the CPU plugin with full f32 inference precision (no silent bf16/f16)."""
+    """Compile on the CPU plugin exactly as the device loader's parity compile does (f32 inference precision: no
+    silent bf16/f16)."""
     import openvino as ov
 
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
-                                                  "PERFORMANCE_HINT": "LATENCY"})
+    return ov.Core().compile_model(model, "CPU", device.parity_config({"parity_precision": "f32"}, "CPU", threads))
 
 
 def run_compiled(compiled, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], feeds: Feeds) -> Feeds:

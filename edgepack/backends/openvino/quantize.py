@@ -1,18 +1,19 @@
 """Worker side: NNCF post-training int8 quantization, optionally with accuracy control.
 
-Plain int8 runs ``nncf.quantize`` on the recipe's calibration split with the profile's settings. Accuracy control
-(``nncf.quantize_with_accuracy_control``) measures a parity metric on the holdout split and reverts the most
+Plain int8 runs ``nncf.quantize`` on the recipe's calibration split (``data.calibration``) with the profile's
+settings. Accuracy control (``nncf.quantize_with_accuracy_control``) measures a parity metric on the tuning split
+(``data.tuning``, given because the backend's ``tunes_on_data`` is true for such profiles) and reverts the most
 harmful layers to float until the drop from the fp32 IR is within ``max_drop``. The metric is one of:
 
-* ``top1_agreement`` (default): share of holdout samples whose arg-max matches the fp32 IR's (computed here, forced
+* ``top1_agreement`` (default): share of tuning samples whose arg-max matches the fp32 IR's (computed here, forced
   f32 on the CPU plugin). The fp32 value is 1.0 by definition, so ``max_drop = 0.005`` means ≥ 99.5 % agreement.
-* ``accuracy``: top-1 accuracy against the holdout labels (needs a labelled recipe).
+* ``accuracy``: top-1 accuracy against the tuning labels (``data.tuning_labels``; needs a labelled recipe).
 * ``"package.module:function"`` or ``"path/to/file.py:function"``: ``fn(outputs, reference, labels) -> float``
   (higher is better) over ``{output name: array}`` dicts for the same samples; ``labels`` may be None. Its value
   for the fp32 model must not be 0 (NNCF divides by it).
 
-The holdout split then serves both the controller and the parity report, so the report's figures on it are not an
-independent estimate; the artifact info says so.
+The pipeline passes the holdout split as the tuning split, so it serves both the controller and the parity report
+and the report's figures on it are not an independent estimate; the artifact details say so.
 """
 
 from __future__ import annotations
@@ -81,14 +82,15 @@ class _LogTap(logging.Handler):
             self.lines.append(msg.strip())
 
 
-def quantize(model, source, calib, opts) -> tuple[Any, dict[str, Any]]:
-    """The int8 ov.Model (FakeQuantize + int8 weights) and facts for the artifact info."""
+def quantize(model, source, data, opts) -> tuple[Any, dict[str, Any]]:
+    """The int8 ov.Model (FakeQuantize + int8 weights) and facts for the artifact details; ``data`` is the
+    build's ConvertData (``calibration``; ``tuning``/``tuning_labels`` for accuracy control)."""
     import nncf
 
-    if calib is None:
+    if data is None or not data.calibration:
         raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
     batch = _batch(source)
-    cal_items = [feed for _, feed in _items(calib.calibration, source.inputs, batch)]
+    cal_items = [feed for _, feed in _items(data.calibration, source.inputs, batch)]
     kw = _settings(opts)
     info: dict[str, Any] = {
         "quantization": "nncf.quantize (post-training, FakeQuantize + int8 weights)",
@@ -101,11 +103,11 @@ def quantize(model, source, calib, opts) -> tuple[Any, dict[str, Any]]:
         quantized = nncf.quantize(model, nncf.Dataset(cal_items), **kw)
     except nncf.ValidationError as e:
         raise ConfigError(f"options.ignored_scope: {str(e).splitlines()[0][:300]}",
-                          hint="names are the IR's operation names (artifact_info.compute_op_names in a report)"
+                          hint="names are the IR's operation names (artifact.compute_op_names in a report)"
                           ) from None
     if opts.accuracy_control is None:
         return quantized, info
-    acc_model, acc_info = _accuracy_control(model, quantized, source, calib, opts, kw, cal_items, batch)
+    acc_model, acc_info = _accuracy_control(model, quantized, source, data, opts, kw, cal_items, batch)
     info["accuracy_control"] = acc_info
     return acc_model, info
 
@@ -152,7 +154,7 @@ def _metric(spec: str, reference: Feeds, labels: np.ndarray | None, class_output
     return None, whole
 
 
-def _accuracy_control(model, plain, source, calib, opts, kw, cal_items, batch) -> tuple[Any, dict[str, Any]]:
+def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) -> tuple[Any, dict[str, Any]]:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -163,13 +165,16 @@ def _accuracy_control(model, plain, source, calib, opts, kw, cal_items, batch) -
         raise ConfigError(f"accuracy control metric '{ac.metric}' needs a class-score output (N, C); this model has "
                           + ", ".join(f"{t.name}={t.shape_str()}" for t in source.outputs),
                           hint="give options.accuracy_control.metric = 'module:function'")
-    labels = calib.holdout_labels
+    if not data.tuning:
+        raise InputError("accuracy control needs the tuning split, which this build did not pass",
+                         hint="the backend's tunes_on_data() must be true for this profile")
+    labels = data.tuning_labels
     if ac.metric == "accuracy" and labels is None:
         raise InputError("accuracy control metric 'accuracy' needs labelled holdout data",
                          hint="use a recipe with labels, or metric = 'top1_agreement'")
-    reference = ir.run_compiled(ir.compile_f32(model), source.inputs, source.outputs, calib.holdout)
+    reference = ir.run_compiled(ir.compile_f32(model), source.inputs, source.outputs, data.tuning)
     per_sample, whole = _metric(ac.metric, reference, labels, class_output)
-    val_items = _items(calib.holdout, source.inputs, batch)
+    val_items = _items(data.tuning, source.inputs, batch)
 
     def validate(compiled, items) -> tuple[float, list[float] | None]:
         outs: dict[str, list[np.ndarray]] = {n: [] for n in names}

@@ -1,13 +1,17 @@
-"""OpenVINO backend: IR bundles from ONNX, PyTorch and Keras sources in fp32/fp16/int8, parity on the host CPU,
-app metadata in rt_info, int8 no-op detection, accuracy control on a trained digits model."""
+"""OpenVINO backend: IR bundles from ONNX, PyTorch (bridged through ONNX) and Keras sources in fp32/fp16/int8,
+parity on the host CPU, the device loader against the host runner, app metadata in rt_info, int8 no-op detection,
+accuracy control on a trained digits model."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgepack import bundle as bundles
@@ -18,8 +22,9 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 pytest.importorskip("onnx")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TARGETS = ("intel-openvino-fp32", "intel-openvino-fp16", "intel-openvino-int8")
+DEVICE_PY = REPO / "edgepack" / "backends" / "openvino" / "device.py"
 
 
 def _build(model: str, targets, out: Path, *extra: str) -> tuple[int, str]:
@@ -40,11 +45,12 @@ def _report(bundle: Path) -> dict:
 
 def _check_bundle(b: Path, output: str = "logits") -> dict:
     """The common must-haves: files, integrity, host parity passed, facts recorded, shipped runner agrees."""
-    for f in ("ir/model.xml", "ir/model.bin", "manifest.json", "report.json", "run_bundle.py", "golden/inputs.npz"):
+    for f in ("ir/model.xml", "ir/model.bin", "manifest.json", "report.json", "run_bundle.py", "golden/inputs.npz",
+              "runner/device.py"):
         assert (b / f).is_file(), f
     assert bundles.verify(b)
     rep = _report(b)
-    assert rep["passed"], rep["checks"]
+    assert rep["status"] == "passed", rep["checks"]
     assert rep["parity"]["metrics"][output]["top1_agreement"] >= 0.98
     rt = rep["latency"]["runtime"]
     assert rt["parity"]["inference_precision"] == "f32" and rt["execution_devices"] == ["CPU"]
@@ -57,29 +63,76 @@ def _check_bundle(b: Path, output: str = "logits") -> dict:
     return rep
 
 
+def _convert(source, profile_name: str, out: Path):
+    """Backend.convert in a worker, with ConvertData as the pipeline builds it (tuning split only if it tunes)."""
+    from edgepack import calibration
+    from edgepack.artifact import ConvertData
+    from edgepack.backends import registry
+    from edgepack.config import load_profile
+    from edgepack.isolation import run_isolated
+
+    t = registry.resolve(load_profile(profile_name))
+    cal = calibration.load("digits", source.inputs)
+    tunes = t.backend.tunes_on_data(t.profile, t.options)
+    data = ConvertData(calibration=cal.calibration, class_names=cal.class_names, preprocess=cal.preprocess,
+                       tuning=cal.holdout if tunes else None, tuning_labels=cal.holdout_labels if tunes else None,
+                       holdout_ranges=ConvertData.ranges(cal.holdout))
+    art = run_isolated(t.backend.convert, source, t.profile, t.options, data, out, what=f"{profile_name} conversion")
+    return t.backend, art, cal
+
+
 # ------------------------------------------------------------------------------------------- no conversion
 
 
 def test_profiles_load_and_bad_options_are_refused(tmp_path):
+    from edgepack.backends import registry
     from edgepack.config import load_profile
 
     for name in (*TARGETS, "intel-openvino-int8-acc"):
-        p = load_profile(name)
-        assert p.backend == "openvino"
-    acc = load_profile("intel-openvino-int8-acc")
-    assert acc.options["accuracy_control"]["max_drop"] < 0.01
+        t = registry.resolve(load_profile(name))
+        assert t.profile.backend == "openvino"
+    acc = registry.resolve(load_profile("intel-openvino-int8-acc"))
+    assert acc.options.accuracy_control.max_drop < 0.01
     bad = tmp_path / "bad.toml"
     bad.write_text('backend = "openvino"\nprecision = "int8"\n[options]\npreset = "fast"\n')
     with pytest.raises(ConfigError, match="options.preset"):
-        load_profile(str(bad))
+        registry.resolve(load_profile(str(bad)))
     bad.write_text('backend = "openvino"\nprecision = "int8"\n[options.ignored_scope]\nname = ["x"]\n')
     with pytest.raises(ConfigError, match="options.ignored_scope.name") as e:
-        load_profile(str(bad))
+        registry.resolve(load_profile(str(bad)))
     assert "names" in e.value.hint
     bad.write_text('backend = "openvino"\nprecision = "int4"\n')
     with pytest.raises(ConfigError, match="precision 'int4'") as e:
-        load_profile(str(bad))
+        registry.resolve(load_profile(str(bad)))
     assert e.value.hint == "allowed precisions: fp16, fp32, int8"
+
+
+def test_contract_accepts_tunes_and_runtime_spec():
+    """torch goes through the shared ONNX bridge; only accuracy control tunes on data; the runtime spec is strict."""
+    from pydantic import ValidationError
+
+    from edgepack.backends import registry
+    from edgepack.config import load_profile
+
+    backend = registry.get("openvino")
+    assert backend.accepts == frozenset({"onnx", "tf"}) and backend.refusals == {}
+    tunes = {n: backend.tunes_on_data((t := registry.resolve(load_profile(n))).profile, t.options)
+             for n in (*TARGETS, "intel-openvino-int8-acc")}
+    assert tunes == {"intel-openvino-fp32": False, "intel-openvino-fp16": False, "intel-openvino-int8": False,
+                     "intel-openvino-int8-acc": True}
+    spec = backend.Runtime()
+    assert spec.model_dump() == {"model": "ir/model.xml", "parity_precision": "f32", "performance_hint": "latency"}
+    with pytest.raises(ValidationError):
+        backend.Runtime(model="ir/model.xml", threads=4)
+
+
+def test_device_loader_is_numpy_and_openvino_only():
+    tree = ast.parse(DEVICE_PY.read_text())
+    imported = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in (n.names if isinstance(n, ast.Import) else [n])}
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))
+    assert imported <= {"__future__", "os", "pathlib", "typing", "numpy", "openvino"}, imported
 
 
 def test_app_metadata_uses_model_api_convention():
@@ -99,7 +152,76 @@ def test_app_metadata_uses_model_api_convention():
     assert app_metadata({}, None, (), (), {}) == {}
 
 
-# ------------------------------------------------------------------------------------------- ONNX source
+# ------------------------------------------------------------------------------------------- convert directly
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """The tiny ONNX classifier converted for fp32 and int8 by Backend.convert (no pipeline)."""
+    from edgepack.sources import onnx as onnx_src
+
+    root = tmp_path_factory.mktemp("ov-convert")
+    source = onnx_src.load(str(make_tiny_onnx(root / "tiny.onnx", width=48)))
+    out = {}
+    for name in ("intel-openvino-fp32", "intel-openvino-int8"):
+        backend, art, cal = _convert(source, name, root / name)
+        out[name] = (backend, art, root / name, cal)
+    return out
+
+
+@pytest.mark.parametrize("target", ["intel-openvino-fp32", "intel-openvino-int8"])
+def test_convert_splits_runtime_details_and_notes(converted, target):
+    backend, art, folder, _ = converted[target]
+    assert art.files == ["ir/model.bin", "ir/model.xml"] and art.primary == "ir" and art.layout == "nchw"
+    assert backend.runtime_spec(art).model_dump() == {"model": "ir/model.xml", "parity_precision": "f32",
+                                                      "performance_hint": "latency"}
+    assert art.details["route"] == "onnx → openvino.convert_model" and art.details["compute_ops"] == 3
+    assert art.details["rt_info"]["model_info/labels"] == "0 1 2 3 4 5 6 7 8 9"
+    assert "performance_hint" not in art.details and not (folder / ".work").exists()
+    if target.endswith("int8"):
+        assert art.details["int8_runtime_ops"] == art.details["quantized_compute_ops"] == 3
+        assert art.notes == ["openvino int8: 3 of 3 compute ops run in int8 on the CPU plugin"]
+    else:
+        assert art.notes == [] and "int8_runtime_ops" not in art.details
+
+
+@pytest.mark.parametrize("target", ["intel-openvino-fp32", "intel-openvino-int8"])
+def test_device_loader_matches_host_runner(converted, target):
+    """The bundle's device.py (loaded by path, as run_bundle.py does) gives bit-identical outputs to the host
+    runner's parity path on the CPU, with f32 inference precision; the latency compile is the profile's hint."""
+    backend, art, folder, cal = converted[target]
+    spec = importlib.util.spec_from_file_location("edgepack_device_test", DEVICE_PY)
+    device = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device)
+    infer, facts = device.load(folder, art.to_dict(), art.to_dict()["runtime"], 1)
+    assert facts["device"] == "CPU" and facts["inference_precision"] == "f32"
+    feeds = {k: v[:16] for k, v in cal.holdout.items()}
+    with backend.runner(art, folder, threads=1) as r:
+        assert r.facts["parity"] == {"inference_precision": "f32", "execution_devices": ["CPU"]}
+        assert r.facts["performance_hint"] == "LATENCY"
+        assert (r.facts["int8_runtime_ops"] > 0) == target.endswith("int8")
+        for i in range(16):
+            feed = {k: v[i:i + 1] for k, v in feeds.items()}
+            host, dev = r.infer(feed), infer(feed)
+            assert host.keys() == dev.keys() == {"logits"}
+            assert np.array_equal(host["logits"], dev["logits"]) and host["logits"].dtype == np.float32
+            timed = r.infer_for_latency(feed)
+            assert timed["logits"].shape == host["logits"].shape
+
+
+def test_int8_that_quantizes_nothing_fails(tmp_path):
+    """Silent no-op detection: every compute op ignored → no int8 kernel on the CPU plugin → ConversionFailed."""
+    from edgepack.sources import onnx as onnx_src
+
+    profile = tmp_path / "noop.toml"
+    profile.write_text('backend = "openvino"\nprecision = "int8"\n'
+                       '[options.ignored_scope]\ntypes = ["Convolution", "MatMul"]\n')
+    source = onnx_src.load(str(make_tiny_onnx(tmp_path / "tiny.onnx")))
+    with pytest.raises(ConversionFailed, match="runs no compute op in int8"):
+        _convert(source, str(profile), tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------- ONNX source (CLI)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +238,7 @@ def test_onnx_bundles_pass_verify_parity_and_shipped_runner(onnx_built, target):
     rep = _check_bundle(onnx_built / target)
     manifest = json.loads((onnx_built / target / "manifest.json").read_text())
     assert manifest["artifact"]["primary"] == "ir" and manifest["labels"] == [str(i) for i in range(10)]
+    assert manifest["artifact"]["runtime"]["model"] == "ir/model.xml"
     assert manifest["preprocessing"]["mean"] == [0.5]
     if target.endswith("fp32"):
         assert rep["parity"]["metrics"]["logits"]["max_abs_error"] < 1e-4
@@ -139,7 +262,7 @@ def test_sizes_and_int8_census(onnx_built):
 
     assert size("intel-openvino-fp16") < 0.6 * size("intel-openvino-fp32")
     assert size("intel-openvino-int8") < 0.5 * size("intel-openvino-fp32")
-    info = _report(onnx_built / "intel-openvino-int8")["artifact_info"]
+    info = _report(onnx_built / "intel-openvino-int8")["artifact"]
     assert info["quantized_compute_ops"] == info["compute_ops"] == 3
     assert info["int8_runtime_ops"] == 3 and info["preset"] == "performance"
     facts = _report(onnx_built / "intel-openvino-int8")["latency"]["runtime"]
@@ -147,29 +270,12 @@ def test_sizes_and_int8_census(onnx_built):
     assert _report(onnx_built / "intel-openvino-fp32")["latency"]["runtime"]["int8_runtime_ops"] == 0
 
 
-def test_int8_that_quantizes_nothing_fails(tmp_path):
-    """Silent no-op detection: every compute op ignored → no int8 kernel on the CPU plugin → ConversionFailed."""
-    from edgepack import calibration
-    from edgepack.backends import registry
-    from edgepack.config import load_profile
-    from edgepack.isolation import run_isolated
-    from edgepack.sources import onnx as onnx_src
-
-    profile = tmp_path / "noop.toml"
-    profile.write_text('backend = "openvino"\nprecision = "int8"\n'
-                       '[options.ignored_scope]\ntypes = ["Convolution", "MatMul"]\n')
-    source = onnx_src.load(str(make_tiny_onnx(tmp_path / "tiny.onnx")))
-    data = calibration.load("digits", source.inputs)
-    backend = registry.get("openvino")
-    with pytest.raises(ConversionFailed, match="runs no compute op in int8"):
-        run_isolated(backend.convert, source, load_profile(str(profile)), data, tmp_path / "out", what="noop")
-
-
 # ------------------------------------------------------------------------------------------- torch and Keras
 
 
 @pytest.mark.slow
 def test_torch_factory_builds_all_precisions(tmp_path):
+    """PyTorch reaches OpenVINO as the build's one shared ONNX export (same tensor names as the torch source)."""
     pytest.importorskip("torch")
     model = tmp_path / "net.py"
     model.write_text(
@@ -184,7 +290,11 @@ def test_torch_factory_builds_all_precisions(tmp_path):
     assert code == 0, out
     for t in TARGETS:
         rep = _check_bundle(tmp_path / "dist" / "make" / t, output="output")
-        assert rep["artifact_info"]["route"].startswith("torch")
+        assert rep["artifact"]["route"].startswith("onnx")
+        assert "bridged torch → onnx" in rep["notes"]
+        manifest = json.loads((tmp_path / "dist" / "make" / t / "manifest.json").read_text())
+        assert [i["name"] for i in manifest["artifact"]["inputs"]] == ["input"]
+        assert [o["name"] for o in manifest["artifact"]["outputs"]] == ["output"]
 
 
 @pytest.mark.slow
@@ -205,7 +315,7 @@ def test_keras_model_builds_all_precisions(tmp_path):
     assert code == 0, out
     for t in TARGETS:
         rep = _check_bundle(tmp_path / "dist" / "tiny" / t, output="scores")
-        assert rep["artifact_info"]["route"].startswith("tf")
+        assert rep["artifact"]["route"].startswith("tf")
     manifest = json.loads((tmp_path / "dist" / "tiny" / TARGETS[0] / "manifest.json").read_text())
     assert manifest["artifact"]["layout"] == "nhwc"
     assert manifest["artifact"]["inputs"][0]["shape"] == [1, 32, 32, 1]
@@ -237,9 +347,10 @@ def test_digits_int8_and_accuracy_control(trained_digits, tmp_path):
     code, out = _build(str(trained_digits / "cnn.onnx"), [str(strict)], tmp_path / "acc", "-c", "digits")
     assert code == 0, out
     rep = _report(tmp_path / "acc" / "cnn" / "acc")
-    acc = rep["artifact_info"]["accuracy_control"]
+    acc = rep["artifact"]["accuracy_control"]
+    assert "not independent" in acc["measured_on"]
     assert acc["fp32_metric"] > acc["plain_int8_metric"] + target  # plain int8 misses the stricter target
     assert acc["reached"] and acc["final_drop"] <= target, acc
-    assert acc["reverted_to_float"] and set(acc["reverted_to_float"]) <= set(rep["artifact_info"]["float_compute_ops"])
+    assert acc["reverted_to_float"] and set(acc["reverted_to_float"]) <= set(rep["artifact"]["float_compute_ops"])
     assert rep["parity"]["metrics"]["logits"]["mean_abs_error"] < m["mean_abs_error"]
-    assert 0 < rep["artifact_info"]["int8_runtime_ops"] < plain["artifact_info"]["int8_runtime_ops"]
+    assert 0 < rep["artifact"]["int8_runtime_ops"] < plain["artifact"]["int8_runtime_ops"]
