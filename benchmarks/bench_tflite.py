@@ -1,7 +1,8 @@
 """TFLite rows: size ratio, INT8/FP32 host latency ratio, build time and accuracy on the digits example.
 
 Builds the digits CNN from PyTorch (litert-torch) and from Keras (.keras) for every android-tflite-* target, then
-prints one row per bundle and writes the figures as JSON. Latency is measured on the build host (XNNPACK, batch 1,
+prints one row per bundle and writes the figures as JSON. The PyTorch route converts with litert-torch once per
+build (the tflite worker caches the float result; ``fp32_conversion_reused`` marks the targets that reused it). Latency is measured on the build host (XNNPACK, batch 1,
 1 thread): it is labelled ``host`` and is not a phone number.
 
     python benchmarks/bench_tflite.py --torch-weights /tmp/ex/cnn.pt --keras /tmp/exk/cnn.keras --out /tmp/bench
@@ -24,26 +25,27 @@ TARGETS = ["android-tflite-fp32", "android-tflite-fp16", "android-tflite-int8", 
 
 
 def _rows(results, route: str) -> list[dict]:
+    """One row per TargetReport (its ``artifact`` holds the converter's details)."""
     rows = []
-    by_precision = {r.report["precision"]: r.report for r in results if r.report}
+    by_precision = {r.precision: r for r in results if r.status != "skipped"}
     fp32 = by_precision.get("fp32")
-    for r in results:
-        rep = r.report
-        metrics = next(iter(rep["parity"]["metrics"].values()))
-        info = rep.get("artifact_info", {})
+    for rep in results:
+        metrics = next(iter(rep.parity.metrics.values()))
+        info = rep.artifact
         row = {
-            "route": route, "target": rep["target"], "precision": rep["precision"], "status": rep["status"],
-            "size_bytes": rep["size_bytes"], "build_s": rep["build_time_s"],
-            "host_p50_ms": rep["latency"]["p50_ms"] if rep.get("latency") else None,
+            "route": route, "target": rep.target, "precision": rep.precision, "status": rep.status,
+            "size_bytes": rep.size_bytes, "build_s": rep.build_time_s,
+            "host_p50_ms": rep.latency.p50_ms if rep.latency else None,
             "accuracy": metrics.get("bundle_accuracy"), "reference_accuracy": metrics.get("reference_accuracy"),
             "top1_agreement": metrics.get("top1_agreement"), "cosine": metrics.get("cosine"),
             "quantized_share": info.get("quantized_share"),
             "int8_weight_bytes": info.get("weight_bytes", {}).get("INT8"),
+            "fp32_conversion_reused": any("float conversion reused" in n for n in rep.notes),
         }
         if fp32:
-            row["size_ratio_vs_fp32"] = rep["size_bytes"] / fp32["size_bytes"]
-            if rep.get("latency") and fp32.get("latency"):
-                row["latency_ratio_vs_fp32"] = rep["latency"]["p50_ms"] / fp32["latency"]["p50_ms"]
+            row["size_ratio_vs_fp32"] = rep.size_bytes / fp32.size_bytes
+            if rep.latency and fp32.latency:
+                row["latency_ratio_vs_fp32"] = rep.latency.p50_ms / fp32.latency.p50_ms
         rows.append(row)
     return rows
 

@@ -2,32 +2,33 @@
 
 * ``analyze``: op census, Select-TF/custom ops, how many compute ops run in int8, weight bytes per dtype.
 * ``signature_io``: the serving signature's tensors with dtype, shape and quantization scale/zero-point.
-* layout and (de)quantization at a runner's edges; calibration sanity warnings.
+* ``calibration_warnings``: calibration sanity (takes plain values: this module imports nothing of the backend).
+
+Layout and (de)quantization at a runner's edges live in ``device.py`` (the loader shipped in bundles).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgepack.errors import ConversionFailed
-
-if TYPE_CHECKING:
-    from edgepack.backends.tflite import TFLiteOptions
 
 SIGNATURE_KEY = "serving_default"
 COMPUTE_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
                          "CONV_3D", "CONV_3D_TRANSPOSE"})
 EDGE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 INT_TYPES = frozenset({"INT8", "UINT8", "INT16", "INT4"})
-SANITY_SATURATION = 0.005  # share of input values beyond the int8 input range that earns a warning
+SANITY_SATURATION = 0.005  # share of calibration values beyond the int8 input range that earns a warning
+HOLDOUT_OVERSHOOT = 0.25  # how far (× the int8 input range) the holdout may reach past it before a warning
 
 
 # ------------------------------------------------------------------------------------------ flatbuffer facts
 
 
-def _schema():
+def schema():
     try:
         from ai_edge_litert import schema_py_generated as fb
     except ImportError:  # pragma: no cover - tensorflow ships the same generated schema
@@ -35,7 +36,7 @@ def _schema():
     return fb
 
 
-def _enum_names(cls) -> dict[int, str]:
+def enum_names(cls) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
@@ -46,9 +47,9 @@ def _buffer_bytes(b) -> int:
 
 def analyze(buf: bytes) -> dict[str, Any]:
     """Op census, custom/Flex ops, int8 coverage of compute ops and weight bytes per dtype of a .tflite model."""
-    fb = _schema()
+    fb = schema()
     model = fb.Model.GetRootAs(buf, 0)
-    op_names, type_names = _enum_names(fb.BuiltinOperator), _enum_names(fb.TensorType)
+    op_names, type_names = enum_names(fb.BuiltinOperator), enum_names(fb.TensorType)
     codes = []
     for i in range(model.OperatorCodesLength()):
         oc = model.OperatorCodes(i)
@@ -118,9 +119,9 @@ def analyze(buf: bytes) -> dict[str, Any]:
 
 def signature_io(buf: bytes) -> tuple[list[dict], list[dict]]:
     """The serving signature's inputs and outputs: tflite name, shape (None = dynamic), dtype, scale, zero point."""
-    fb = _schema()
+    fb = schema()
     model = fb.Model.GetRootAs(buf, 0)
-    type_names = _enum_names(fb.TensorType)
+    type_names = enum_names(fb.TensorType)
     if model.SignatureDefsLength() == 0:
         raise ConversionFailed("the converted model has no signature")
     sig = next((model.SignatureDefs(i) for i in range(model.SignatureDefsLength())
@@ -145,72 +146,65 @@ def signature_io(buf: bytes) -> tuple[list[dict], list[dict]]:
 # ------------------------------------------------------------------------------------------ calibration sanity
 
 
-def calibration_warnings(calib, source, opts: "TFLiteOptions", io_in: dict[str, dict]) -> list[str]:
-    """Loud hints that calibration data is scaled differently from what the model expects."""
+def calibration_warnings(calibration: Mapping[str, np.ndarray], holdout_ranges: Mapping[str, tuple[float, float]],
+                         input_names: Sequence[str], io_in: Mapping[str, dict], *,
+                         input_mean: Sequence[float] = (), input_std: Sequence[float] = ()) -> list[str]:
+    """Loud hints that calibration data is scaled differently from what the model expects.
+
+    ``calibration``: input name → calibration array; ``holdout_ranges``: input name → (min, max) of the holdout
+    (the holdout itself never reaches a backend); ``io_in``: input name → its signature entry (dtype, scale,
+    zero point); ``input_mean``/``input_std``: the profile's normalization of raw 0-255 inputs, if any.
+    """
     out: list[str] = []
-    for t in source.inputs:
-        cal = calib.calibration.get(t.name)
+    for name in input_names:
+        cal = calibration.get(name)
         if cal is None or not np.issubdtype(cal.dtype, np.floating):
             continue
         lo, hi = float(cal.min()), float(cal.max())
         sample = cal.ravel()[:100_000]
         if hi > 2.0 and lo >= 0.0 and np.all(sample == np.round(sample)):
-            out.append(f"CALIBRATION: inputs for '{t.name}' look like raw pixel values (integers in [{lo:g}, {hi:g}]); "
+            out.append(f"CALIBRATION: inputs for '{name}' look like raw pixel values (integers in [{lo:g}, {hi:g}]); "
                        "float models usually expect scaled inputs (0-1 or -1-1): check the recipe's preprocess "
                        "scale/mean/std")
-        if opts.input_mean and opts.input_std:
-            mean, std = np.asarray(opts.input_mean, np.float64), np.asarray(opts.input_std, np.float64)
+        if input_mean and input_std:
+            mean, std = np.asarray(input_mean, np.float64), np.asarray(input_std, np.float64)
             exp_lo, exp_hi = float(np.min((0 - mean) / std)), float(np.max((255 - mean) / std))
             span = exp_hi - exp_lo
             if lo < exp_lo - 0.1 * span or hi > exp_hi + 0.1 * span or (hi - lo) < 0.1 * span:
-                out.append(f"CALIBRATION: inputs for '{t.name}' span [{lo:.3g}, {hi:.3g}], but the profile's "
-                           f"normalization (mean {list(opts.input_mean)}, std {list(opts.input_std)}) gives "
+                out.append(f"CALIBRATION: inputs for '{name}' span [{lo:.3g}, {hi:.3g}], but the profile's "
+                           f"normalization (mean {list(input_mean)}, std {list(input_std)}) gives "
                            f"[{exp_lo:.3g}, {exp_hi:.3g}]: the data is preprocessed differently from what the model expects")
-        hold = calib.holdout.get(t.name)
-        if hold is not None and len(hold) and (hi - lo) > 0:
-            h_lo, h_hi = float(hold.min()), float(hold.max())
+        hold = holdout_ranges.get(name)
+        if hold is not None and (hi - lo) > 0:
+            h_lo, h_hi = float(hold[0]), float(hold[1])
             ratio = (h_hi - h_lo) / (hi - lo)
             if ratio > 4 or ratio < 0.25:
-                out.append(f"CALIBRATION: calibration inputs for '{t.name}' span [{lo:.3g}, {hi:.3g}] but the holdout "
+                out.append(f"CALIBRATION: calibration inputs for '{name}' span [{lo:.3g}, {hi:.3g}] but the holdout "
                            f"spans [{h_lo:.3g}, {h_hi:.3g}] ({ratio:.3g}x): the two splits are preprocessed differently")
-        q = io_in.get(t.name, {})
+        q = io_in.get(name, {})
         if q.get("dtype") in ("int8", "uint8") and isinstance(q.get("scale"), float) and q["scale"] > 0:
             info = np.iinfo(q["dtype"])
             rng_lo, rng_hi = (info.min - q["zero_point"]) * q["scale"], (info.max - q["zero_point"]) * q["scale"]
-            for split, arr in (("calibration", cal), ("holdout", hold)):
-                if arr is None or not len(arr):
-                    continue
-                margin = 0.05 * (rng_hi - rng_lo)  # rounding at the range ends is not saturation
-                share = float(np.mean((arr < rng_lo - margin) | (arr > rng_hi + margin)))
-                if share > SANITY_SATURATION:
-                    out.append(f"CALIBRATION: {share:.1%} of the {split} values for '{t.name}' fall outside the int8 "
-                               f"input range [{rng_lo:.3g}, {rng_hi:.3g}] and saturate: calibrate with data "
-                               "preprocessed exactly like the app's inputs")
-                levels = (float(arr.max()) - float(arr.min())) / q["scale"]
-                if split == "holdout" and share <= SANITY_SATURATION and levels < 16:
-                    out.append(f"CALIBRATION: the holdout values for '{t.name}' use only {levels:.0f} of the "
+            span = rng_hi - rng_lo
+            margin = 0.05 * span  # rounding at the range ends is not saturation
+            share = float(np.mean((cal < rng_lo - margin) | (cal > rng_hi + margin))) if cal.size else 0.0
+            if share > SANITY_SATURATION:
+                out.append(f"CALIBRATION: {share:.1%} of the calibration values for '{name}' fall outside the int8 "
+                           f"input range [{rng_lo:.3g}, {rng_hi:.3g}] and saturate: calibrate with data "
+                           "preprocessed exactly like the app's inputs")
+            if hold is None:
+                continue
+            h_lo, h_hi = float(hold[0]), float(hold[1])
+            # only the holdout's range is known here: warn when it reaches well past the int8 range on either side
+            beyond = max(rng_lo - h_lo, h_hi - rng_hi, 0.0)
+            if beyond > HOLDOUT_OVERSHOOT * span:
+                out.append(f"CALIBRATION: the holdout values for '{name}' span [{h_lo:.3g}, {h_hi:.3g}], reaching "
+                           f"{beyond / span:.3g}x the int8 input range [{rng_lo:.3g}, {rng_hi:.3g}] beyond it: "
+                           "such values saturate; calibrate with data preprocessed exactly like the app's inputs")
+            else:
+                levels = (h_hi - h_lo) / q["scale"]
+                if levels < 16:
+                    out.append(f"CALIBRATION: the holdout values for '{name}' use only {levels:.0f} of the "
                                f"{info.max - info.min + 1} int8 input levels (range [{rng_lo:.3g}, {rng_hi:.3g}]): "
                                "the calibration data was scaled larger than the model's real inputs")
     return out
-
-
-# ------------------------------------------------------------------------------------------ layout
-
-
-def to_file_layout(arr: np.ndarray) -> np.ndarray:
-    """(N, C, ...) → (N, ..., C)."""
-    return np.ascontiguousarray(np.moveaxis(arr, 1, -1))
-
-
-def from_file_layout(arr: np.ndarray) -> np.ndarray:
-    """(N, ..., C) → (N, C, ...)."""
-    return np.ascontiguousarray(np.moveaxis(arr, -1, 1))
-
-
-def quantize(arr: np.ndarray, dtype: str, scale: float, zero_point: int) -> np.ndarray:
-    info = np.iinfo(dtype)
-    return np.clip(np.round(arr / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-def dequantize(arr: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return ((arr.astype(np.float32) - zero_point) * scale).astype(np.float32)

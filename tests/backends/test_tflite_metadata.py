@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepack.backends import tflite_metadata as tm
+from edgepack.backends.tflite import metadata as tm
 
 needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None
                               or importlib.util.find_spec("ai_edge_litert") is None,
@@ -34,8 +34,8 @@ def _convert_all(folder: str) -> dict:
     import keras
     import tensorflow as tf
 
+    from edgepack.artifact import ConvertData
     from edgepack.backends import registry
-    from edgepack.calibration import CalibrationData
     from edgepack.config import load_profile
     from edgepack.signature import TensorSpec
     from edgepack.sources import Source
@@ -52,20 +52,20 @@ def _convert_all(folder: str) -> dict:
     src = Source(kind="tf", format="keras", path=str(d / "tiny.keras"), name="tiny",
                  inputs=(TensorSpec("image", (None, 8, 8, 3)),), outputs=(TensorSpec("scores", (None, 3)),))
     images = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
-    calib = CalibrationData("toy", calibration={"image": images}, holdout={"image": images}, class_names=list(LABELS))
+    data = ConvertData(calibration={"image": images}, holdout_ranges=ConvertData.ranges({"image": images}),
+                       class_names=list(LABELS))
     profiles = {
         "with_meta": 'backend = "tflite"\nprecision = "fp32"\n[metadata]\nauthor = "me"\nlicense = "MIT"\n'
                      'version = "2.0"\ndescription = "toy"\n[options]\ninput_mean = [127.5]\ninput_std = [127.5]\n',
         "bare": 'backend = "tflite"\nprecision = "fp32"\n',
     }
     out = {}
-    backend = registry.get("tflite")
     for name, body in profiles.items():
         (d / f"{name}.toml").write_text(body)
         target = d / name
         target.mkdir()
-        art = backend.convert(src, load_profile(str(d / f"{name}.toml")), calib if name == "with_meta" else None,
-                              target)
+        t = registry.resolve(load_profile(str(d / f"{name}.toml")))
+        art = t.backend.convert(src, t.profile, t.options, data if name == "with_meta" else ConvertData(), target)
         out[name] = {"artifact": art.to_dict(), "model": str(target / art.primary)}
     return out
 
@@ -177,7 +177,7 @@ def test_labels_that_match_no_output_warn_and_pack_nothing(converted):
 def test_backend_writes_profile_metadata_and_class_names(converted):
     art = converted["with_meta"]["artifact"]
     model = Path(converted["with_meta"]["model"]).read_bytes()
-    md = art["info"]["metadata"]
+    md = art["details"]["metadata"]
     assert md["author"] == "me" and md["license"] == "MIT" and md["version"] == "2.0" and md["description"] == "toy"
     assert md["name"] == "tiny" and md["associated_files"] == ["labels.txt"]
     assert md["labels"] == {"file": "labels.txt", "count": 3, "output": "scores"}
@@ -189,7 +189,7 @@ def test_backend_writes_profile_metadata_and_class_names(converted):
     assert not [w for w in art["warnings"] if "METADATA" in w]
 
     bare = converted["bare"]
-    assert "metadata" not in bare["artifact"]["info"]
+    assert "metadata" not in bare["artifact"]["details"]
     bare_model = Path(bare["model"]).read_bytes()
     assert tm.read(bare_model) is None and tm.packed_files(bare_model) == []
     x = np.random.default_rng(2).random((1, 8, 8, 3), dtype=np.float32)

@@ -13,8 +13,8 @@ The layout follows ``tensorflow_lite_support/metadata/metadata_schema.fbs`` (fil
 * associated files are a zip archive (stored, not compressed) appended to the model, so the ``.tflite`` is also
   a valid zip whose members are those files.
 
-Only numpy, ``flatbuffers`` and the LiteRT schema module are used, all imported inside the functions (importing
-this module loads no framework).
+Only numpy, ``flatbuffers`` and the LiteRT schema module (through ``flatbuffer.schema``) are used, all imported
+inside the functions (importing this module loads no framework). This module imports nothing else of the backend.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from edgepack.backends.tflite.flatbuffer import enum_names, schema
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -271,9 +273,7 @@ def parse(metadata_buf: bytes) -> dict[str, Any]:
 
 def model_metadata(model_buf: bytes) -> dict[str, bytes]:
     """``Model.metadata`` entries of a .tflite file: name → bytes (``TFLITE_METADATA``, ``min_runtime_version``)."""
-    from edgepack.backends.tflite_model import _schema
-
-    fb = _schema()
+    fb = schema()
     model = fb.Model.GetRootAs(model_buf, 0)
     out = {}
     for i in range(model.MetadataLength()):
@@ -322,9 +322,7 @@ def populate(model_buf: bytes, metadata_buf: bytes, files: dict[str, bytes] | No
     """
     import flatbuffers
 
-    from edgepack.backends.tflite_model import _schema
-
-    fb = _schema()
+    fb = schema()
     if not flatbuffers.util.BufferHasIdentifier(metadata_buf, 0, FILE_IDENTIFIER):
         raise ValueError("metadata buffer lacks the M001 file identifier")
     model_buf = _tflite_part(bytes(model_buf))
@@ -362,12 +360,10 @@ def populate(model_buf: bytes, metadata_buf: bytes, files: dict[str, bytes] | No
 
 def _signature_order(model_buf: bytes, signature_key: str) -> tuple[list[tuple[str, list[int], str]], ...]:
     """Subgraph 0's inputs and outputs in order: (signature name, shape, dtype)."""
-    from edgepack.backends.tflite_model import _enum_names, _schema
-
-    fb = _schema()
+    fb = schema()
     model = fb.Model.GetRootAs(model_buf, 0)
     sg = model.Subgraphs(0)
-    types = _enum_names(fb.TensorType)
+    types = enum_names(fb.TensorType)
     names: dict[int, str] = {}
     for i in range(model.SignatureDefsLength()):
         sig = model.SignatureDefs(i)
