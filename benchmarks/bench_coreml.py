@@ -30,13 +30,15 @@ def _build(source, profiles, root: str) -> dict:
     import coremltools  # noqa: F401
     import torch  # noqa: F401
 
-    from edgepack.backends.coreml import CoreMLBackend
+    from edgepack.artifact import ConvertData
+    from edgepack.backends import registry
 
     imports = time.perf_counter() - t0
     out = {"imports": imports, "artifacts": {}}
     for p in profiles:
+        target = registry.resolve(p)
         t = time.perf_counter()
-        art = CoreMLBackend().convert(source, p, None, Path(root) / p.name)
+        art = target.backend.convert(source, p, target.options, ConvertData(), Path(root) / p.name)
         out["artifacts"][p.name] = (art, time.perf_counter() - t)
     return out
 
@@ -60,7 +62,7 @@ def main() -> None:
     from edgepack.feeds import run_batched, take
     from edgepack.isolation import run_isolated
     from edgepack.parity.compare import compare
-    from edgepack.parity.tolerances import default
+    from edgepack.parity.tolerances import limits
     from edgepack.signature import TensorSpec
     from edgepack.sources.torch import load, reference
 
@@ -97,9 +99,9 @@ def main() -> None:
             t = time.perf_counter()
             got = run_batched(r.infer, holdout, r.max_batch)
             ms = (time.perf_counter() - t) * 1000 / n
-        res = compare(gold, got, default("coreml", p.precision), labels=labels)
+        res = compare(gold, got, limits("coreml", p.precision), labels=labels)
         m = next(iter(res.metrics.values()))
-        print(f"{p.precision:10s} {art.info['package_bytes'] / 1024:10.1f} {w / 1024:10.1f} {w / base:6.3f} "
+        print(f"{p.precision:10s} {art.details['package_bytes'] / 1024:10.1f} {w / 1024:10.1f} {w / base:6.3f} "
               f"{seconds:8.2f} {m['max_abs_error']:9.2e} {m['cosine']:9.6f} {m.get('top1_agreement', float('nan')):9.4f}"
               f" {m.get('accuracy_drop', float('nan')):8.4f} {ms:8.2f}  {'pass' if res else 'FAIL'}")
 

@@ -20,7 +20,7 @@ from edgepack.parity.tolerances import TOLERANCES
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = ("__init__.py", "convert.py", "runner.py", "device.py")
-DEVICE_ALLOWED = set(sys.stdlib_module_names) | {"numpy", "__future__", "onnxruntime", "openvino", "ai_edge_litert",
+DEVICE_ALLOWED = set(sys.stdlib_module_names) | {"numpy", "__future__", "onnxruntime", "openvino", "ai_edge_litert", "PIL",
                                                    "tflite_runtime", "coremltools", "tensorrt"}
 
 

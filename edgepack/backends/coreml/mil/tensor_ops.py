@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.backends.coreml_eval.nn_ops import erf
-from edgepack.backends.coreml_eval.program import NUMPY_DTYPES
-from edgepack.backends.coreml_eval.registry import axis_list, op, scalar
+from edgepack.backends.coreml.mil.nn_ops import erf
+from edgepack.backends.coreml.mil.program import NUMPY_DTYPES
+from edgepack.backends.coreml.mil.registry import axis_list, op, scalar
 
 # ------------------------------------------------------------------------------------------ elementwise
 

@@ -1,7 +1,7 @@
 """edgepack's Core ML evaluator, op by op against torch / numpy references, on hand-built programs.
 
-No conversion here (see test_coreml.py for converted packages): programs are assembled from ``Op`` records, so
-these tests need neither coremltools' converter nor a Mac.
+No conversion here (see tests/backends/test_coreml.py for converted packages): programs are assembled from ``Op``
+records, so these tests need neither coremltools' converter nor a Mac.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgepack.backends.coreml_eval import OPS, EvaluationError, Evaluator
-from edgepack.backends.coreml_eval.program import Arg, Op, Program, TensorType, WeightFile, decode_raw, unpack_bits
+from edgepack.backends.coreml.mil import OPS, EvaluationError, Evaluator
+from edgepack.backends.coreml.mil.program import Arg, Op, Program, TensorType, WeightFile, decode_raw, unpack_bits
 from edgepack.errors import InputError, RuntimeUnavailable
 
 torch = pytest.importorskip("torch")
@@ -314,7 +314,9 @@ def test_every_registered_op_is_callable():
 
 
 def test_importing_the_evaluator_loads_no_framework():
-    code = ("import sys; import edgepack.backends.coreml_eval as e; import edgepack.backends.coreml as c; "
+    code = ("import sys; import edgepack.backends.coreml.mil as e; import edgepack.backends.coreml as c; "
+            "import edgepack.backends.coreml.convert, edgepack.backends.coreml.runner; "
+            "import edgepack.backends.coreml.device; "
             "e.program.modules(); "
             "bad = [m for m in ('torch', 'tensorflow', 'coremltools') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")

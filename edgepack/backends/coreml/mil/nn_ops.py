@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edgepack.backends.coreml_eval.registry import axis_list, op, scalar
+from edgepack.backends.coreml.mil.registry import axis_list, op, scalar
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])
 

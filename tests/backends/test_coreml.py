@@ -3,25 +3,33 @@
 One worker process converts every case (coremltools + torch import once, ~15 s) and computes the PyTorch
 references; the checks then run the saved packages with the numpy evaluator in this process. Keras sources get their
 own TensorFlow-only worker. Frameworks are only looked up here (find_spec), never imported: coremltools imports every
-framework it finds, and the workers import this module to run its functions.
+framework it finds, and the workers import this module to run its functions. The device loader (``device.py``,
+``MLModel.predict``) is checked against the host runner through a stand-in for coremltools' predict.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import platform
 import shutil
 import struct
+import subprocess
+import sys
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgepack.artifact import ConvertData
+from edgepack.backends import registry
 from edgepack.config import TargetProfile
 from edgepack.errors import ConfigError, EdgepackError, RuntimeUnavailable, UnsupportedConversion
 from edgepack.feeds import run_batched
 from edgepack.parity.compare import compare
-from edgepack.parity.tolerances import default
+from edgepack.parity.tolerances import default, limits
 from edgepack.signature import TensorSpec
 from edgepack.sources import Source
 
@@ -96,6 +104,18 @@ MODELS = textwrap.dedent('''
             return self.act(self.fc(x))
 
 
+    class Gray(nn.Module):
+        """One-channel images: conv + ReLU + average pool + linear."""
+
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4))
+            self.head = nn.Linear(8 * 4 * 4, 10)
+
+        def forward(self, x):
+            return self.head(torch.flatten(self.f(x), 1))
+
+
     class Bessel(nn.Module):
         def forward(self, x):
             return torch.special.i0(x) + 1.0
@@ -129,12 +149,16 @@ MODELS = textwrap.dedent('''
         return _seeded(PReLUHead)
 
 
+    def gray():
+        return _seeded(Gray)
+
+
     def bessel():
         return Bessel().eval()
 ''')
 
 SHAPES = {"cnn": ((1, 3, 16, 16), (1, 10)), "block": ((1, 8, 32), (1, 32)), "gelu_tanh": ((1, 16), (1, 64)),
-          "prelu_head": ((1, 16), (1, 8)), "bessel": ((1, 8), (1, 8))}
+          "prelu_head": ((1, 16), (1, 8)), "gray": ((1, 1, 16, 16), (1, 10)), "bessel": ((1, 8), (1, 8))}
 CASES = [  # (id, model, precision, options)
     ("cnn-fp32", "cnn", "fp32", {}),
     ("cnn-fp16", "cnn", "fp16", {}),
@@ -142,6 +166,12 @@ CASES = [  # (id, model, precision, options)
     ("cnn-palette6", "cnn", "palette6", {"weight_threshold": 256}),
     ("cnn-palette4", "cnn", "palette4", {"weight_threshold": 256}),
     ("cnn-image", "cnn", "fp32", {"input_type": "image", "image_scale": 1 / 255, "image_bias": [-0.5, -0.4, -0.3]}),
+    ("cnn-bgr", "cnn", "fp32", {"input_type": "image", "image_scale": 1 / 255, "image_bias": [-0.5, -0.4, -0.3],
+                                "color_layout": "BGR"}),
+    ("gray-fp32", "gray", "fp32", {"input_type": "image", "color_layout": "GRAYSCALE", "image_scale": 1 / 255,
+                                   "image_bias": [-0.5]}),
+    ("gray-fp16", "gray", "fp16", {"input_type": "image", "color_layout": "GRAYSCALE", "image_scale": 1 / 255,
+                                   "image_bias": [-0.5]}),
     ("cnn-labels", "cnn", "fp16", {"class_labels": [f"c{i}" for i in range(10)], "fp32_io": True}),
     ("block-fp32", "block", "fp32", {}),
     ("block-fp16", "block", "fp16", {}),
@@ -167,18 +197,22 @@ def _feeds(src: Source) -> dict[str, np.ndarray]:
     return {t.name: rng.standard_normal((SAMPLES,) + t.shape[1:]).astype(np.float32)}
 
 
+def _convert(src: Source, profile: TargetProfile, out_dir: Path):
+    """What the pipeline does: validate the profile once (its Options), then convert (no data: Core ML is data-free)."""
+    target = registry.resolve(profile)
+    return target.backend.convert(src, profile, target.options, ConvertData(), out_dir)
+
+
 def _build_all(cases: list, root: str) -> dict:
     """Worker: convert every case and compute the PyTorch references (one process, one import of each framework)."""
     import torch
 
-    from edgepack.backends.coreml import CoreMLBackend
     from edgepack.sources.torch import build_module
 
-    backend = CoreMLBackend()
     out: dict = {"artifacts": {}, "reference": {}}
     for cid, src, profile in cases:
         try:
-            out["artifacts"][cid] = backend.convert(src, profile, None, Path(root) / cid)
+            out["artifacts"][cid] = _convert(src, profile, Path(root) / cid)
         except EdgepackError as e:
             out["artifacts"][cid] = e
         if src.name not in out["reference"]:
@@ -219,7 +253,7 @@ def _run(built, cid: str, bundle: Path | None = None) -> dict[str, np.ndarray]:
 
 def _parity(built, cid: str, got: dict[str, np.ndarray]):
     src = built["sources"][cid]
-    return compare(built["reference"][src.name], got, default("coreml", built["artifacts"][cid].precision))
+    return compare(built["reference"][src.name], got, limits("coreml", built["artifacts"][cid].precision))
 
 
 # ------------------------------------------------------------------------------------------ artifacts
@@ -232,12 +266,28 @@ def test_artifact_lists_every_file_and_keeps_source_names(built):
     assert a.primary == "model.mlpackage" and a.files == on_disk
     assert "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin" in a.files
     assert [t.name for t in a.inputs] == ["input"] and [t.name for t in a.outputs] == ["logits"]
-    assert a.info["route"] == "torch.export" and a.info["converter"]["coremltools"]
-    assert a.info["compute_precision"] == "fp32" and a.info["minimum_deployment_target"] == "iOS16"
+    assert a.details["route"] == "torch.export" and a.details["converter"]["coremltools"]
+    assert a.runtime["compute_precision"] == "fp32" and a.details["minimum_deployment_target"] == "iOS16"
+    assert a.runtime == {"package": "model.mlpackage", "compute_units": "ALL", "compute_precision": "fp32",
+                         "inputs": [{"name": "input", "layout": "nchw", "image": None}], "classifier": None}
+
+
+def test_runtime_spec_carries_image_and_classifier_settings(built):
+    from edgepack.backends.coreml import CoreMLBackend
+
+    image = CoreMLBackend().runtime_spec(built["artifacts"]["cnn-bgr"])
+    assert image.inputs[0].image.model_dump() == {"scale": 1 / 255, "bias": [-0.5, -0.4, -0.3],
+                                                  "color_layout": "BGR"}
+    spaces = [CoreMLBackend().runtime_spec(built["artifacts"][c]).inputs[0].image.color_layout
+              for c in ("cnn-image", "gray-fp32", "gray-fp16")]
+    assert spaces == ["RGB", "GRAYSCALE", "GRAYSCALE_FLOAT16"]  # fp16 grayscale programs take float images
+    labels = CoreMLBackend().runtime_spec(built["artifacts"]["cnn-labels"])
+    assert labels.classifier.labels == [f"c{i}" for i in range(10)] and labels.classifier.scores == "logits"
+    assert labels.classifier.output not in ("logits", "classLabel") and labels.compute_precision == "fp16"
 
 
 def test_metadata_is_app_ready(built):
-    from edgepack.backends.coreml_eval import load_program
+    from edgepack.backends.coreml.mil import load_program
 
     desc = load_program(built["root"] / "cnn-labels" / "model.mlpackage").description
     assert desc.metadata.author == "edgepack" and desc.metadata.shortDescription
@@ -248,10 +298,10 @@ def test_metadata_is_app_ready(built):
 
 @pytest.mark.parametrize("cid", ["cnn-w8", "cnn-palette6", "cnn-palette4"])
 def test_compression_shrinks_weights_and_emits_constexpr_ops(built, cid):
-    fp16 = built["artifacts"]["cnn-fp16"].info["package_bytes"]
+    fp16 = built["artifacts"]["cnn-fp16"].details["package_bytes"]
     a = built["artifacts"][cid]
-    assert a.info["package_bytes"] < fp16
-    ops = a.info["ops"]
+    assert a.details["package_bytes"] < fp16
+    ops = a.details["ops"]
     expected = "constexpr_affine_dequantize" if cid.endswith("w8") else "constexpr_lut_to_dense"
     assert ops.get(expected, 0) >= 3, ops
 
@@ -260,18 +310,19 @@ def test_compression_shrinks_weights_and_emits_constexpr_ops(built, cid):
 
 
 @pytest.mark.parametrize("cid", ["cnn-fp32", "cnn-fp16", "cnn-w8", "cnn-palette6", "cnn-palette4", "cnn-image",
-                                 "block-fp32", "block-fp16", "block-w8", "block-palette6", "prelu_head-fp32"])
+                                 "cnn-bgr", "gray-fp32", "gray-fp16", "block-fp32", "block-fp16", "block-w8",
+                                 "block-palette6", "prelu_head-fp32"])
 def test_evaluator_matches_pytorch_within_the_tolerance_row(built, cid):
     got = _run(built, cid)
     result = _parity(built, cid, got)
     assert result, result.to_dict()
     err = result.metrics["logits"]["max_abs_error"]
-    if cid.endswith("fp32") or cid == "cnn-image":
+    if cid.endswith("fp32") or cid in ("cnn-image", "cnn-bgr"):  # (cnn-image and cnn-bgr are fp32 too)
         assert err <= 1e-4, err
 
 
 def test_fp16_program_is_emulated_in_fp16(built):
-    from edgepack.backends.coreml_eval import Evaluator
+    from edgepack.backends.coreml.mil import Evaluator
 
     ev = Evaluator(built["root"] / "cnn-fp16" / "model.mlpackage")
     assert dict(ev.program.inputs)["input"].dtype == "fp16"  # fp16 I/O from iOS16 on
@@ -290,7 +341,7 @@ def test_classifier_bundle_returns_the_scores(built):
 
 
 def test_trace_keeps_every_op_in_program_order(built):
-    from edgepack.backends.coreml_eval import Evaluator
+    from edgepack.backends.coreml.mil import Evaluator
 
     ev = Evaluator(built["root"] / "block-fp32" / "model.mlpackage")
     ev.run({"x": _feeds(built["sources"]["block-fp32"])["x"][:1]}, trace=True)
@@ -302,7 +353,7 @@ def test_trace_keeps_every_op_in_program_order(built):
 
 
 def test_gelu_tanh_survives_conversion_and_parity_would_catch_exact_gelu(built):
-    from edgepack.backends.coreml_eval import Evaluator
+    from edgepack.backends.coreml.mil import Evaluator
 
     got = _run(built, "gelu_tanh-fp32")
     assert _parity(built, "gelu_tanh-fp32", got), "edgepack's converter override keeps the tanh approximation"
@@ -330,7 +381,7 @@ def test_altered_weight_blob_fails_parity(built, tmp_path):
 
 def test_unknown_op_defers_parity_naming_the_op(built, tmp_path):
     from edgepack.backends.coreml import CoreMLBackend
-    from edgepack.backends.coreml_eval.proto import modules
+    from edgepack.backends.coreml.mil.proto import modules
 
     bundle = tmp_path / "unknown"
     shutil.copytree(built["root"] / "cnn-fp32", bundle)
@@ -344,6 +395,130 @@ def test_unknown_op_defers_parity_naming_the_op(built, tmp_path):
     spec_file.write_bytes(spec.SerializeToString())
     with pytest.raises(RuntimeUnavailable, match="fancy_new_activation.*silu"):
         CoreMLBackend().runner(built["artifacts"]["cnn-fp32"], bundle).activate()
+
+
+# ------------------------------------------------------------------------------------------ device loader
+
+
+class _PredictOnEvaluator:
+    """Stands in for ``coremltools.models.MLModel`` off macOS: the program runs on edgepack's evaluator, with Core
+    ML's predict interface around it (PIL images in, channels handed to the program in its color layout; a
+    classifier's scores out as a label → score dictionary)."""
+
+    def __init__(self, path: str, compute_units: str = "ALL") -> None:
+        from edgepack.backends.coreml.mil import Evaluator
+        from edgepack.backends.coreml.mil.proto import modules
+
+        model_pb2, _ = modules()
+        self.compute_units = compute_units
+        self.ev = Evaluator(path)
+        desc = self.ev.program.description
+        space = model_pb2.ImageFeatureType.ColorSpace.Name
+        self.images = {f.name: space(f.type.imageType.colorSpace) for f in desc.input
+                       if f.type.WhichOneof("Type") == "imageType"}
+        classify = next((o for o in self.ev.program.ops if o.type == "classify"), None)
+        self.classes = None
+        if classify is not None:
+            arg = classify.inputs["classes"][0]
+            self.classes = [str(c) for c in (arg.value if arg.name is None else self.ev._constants()[arg.name])]
+            self.probabilities = desc.predictedProbabilitiesName
+
+    def predict(self, args: dict) -> dict:
+        feed = {}
+        for name, value in args.items():
+            if name in self.images:  # coremltools checks the PIL mode the color space needs
+                mode = {"RGB": "RGB", "BGR": "RGB", "GRAYSCALE": "L", "GRAYSCALE_FLOAT16": "F"}[self.images[name]]
+                if value.mode != mode:
+                    raise TypeError(f"{self.images[name]} image input '{name}' must be a PIL image with mode {mode}")
+                hwc = np.asarray(value, np.float32)
+                hwc = hwc[..., None] if hwc.ndim == 2 else hwc
+                hwc = hwc[..., ::-1] if self.images[name] == "BGR" else hwc
+                value = hwc.transpose(2, 0, 1)[None]
+            feed[name] = value
+        out = self.ev.run(feed)
+        if self.classes:
+            out[self.probabilities] = {c: float(v) for c, v in zip(self.classes, out[self.probabilities].ravel())}
+        return out
+
+
+def _load_device(built, cid: str, monkeypatch):
+    """The bundle's device loader, as run_bundle.py calls it, on a 'Mac' whose Core ML is the stand-in above."""
+    from edgepack.backends.coreml import device
+
+    fake = types.ModuleType("coremltools")
+    fake.__version__ = "stand-in"
+    fake.models = types.SimpleNamespace(MLModel=_PredictOnEvaluator)
+    fake.ComputeUnit = {u: u for u in ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")}
+    monkeypatch.setitem(sys.modules, "coremltools", fake)
+    monkeypatch.setattr(device.platform, "system", lambda: "Darwin")
+    artifact = built["artifacts"][cid]
+    return device.load(built["root"] / cid, artifact.to_dict(), artifact.to_dict()["runtime"], 1)
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="Core ML runs on macOS")
+def test_device_loader_reports_runtime_unavailable_off_macos(built):
+    from edgepack.backends.coreml import device
+
+    artifact = built["artifacts"]["cnn-fp32"]
+    with pytest.raises(ImportError, match="only on macOS/iOS"):
+        device.load(built["root"] / "cnn-fp32", artifact.to_dict(), artifact.to_dict()["runtime"], 1)
+    from edgepack.backends.coreml import CoreMLBackend
+
+    with CoreMLBackend().runner(built["artifacts"]["cnn-fp32"], built["root"] / "cnn-fp32") as runner:
+        assert runner.facts["runtime"] == "edgepack Core ML evaluator (numpy)"
+
+
+@pytest.mark.parametrize("cid", ["cnn-fp32", "cnn-fp16", "cnn-w8", "cnn-labels", "block-fp16", "cnn-image",
+                                 "cnn-bgr", "gray-fp32", "gray-fp16"])
+def test_device_loader_gives_the_host_runners_outputs(built, cid, monkeypatch):
+    from edgepack.backends.coreml import CoreMLBackend
+
+    artifact = built["artifacts"][cid]
+    feeds = _feeds(built["sources"][cid])
+    image = artifact.runtime["inputs"][0]["image"]
+    if image:  # Core ML takes 8-bit pixels: feed inputs that whole pixels give
+        name = artifact.inputs[0].name
+        pixels = np.random.default_rng(2).integers(0, 256, feeds[name].shape).astype(np.float32)
+        bias = np.asarray(image["bias"], np.float32).reshape(1, -1, 1, 1)
+        feeds = {name: pixels * np.float32(image["scale"]) + bias}
+    with CoreMLBackend().runner(artifact, built["root"] / cid) as runner:  # the evaluator, before this "is a Mac"
+        host = run_batched(runner.infer, feeds, runner.max_batch)
+    infer, facts = _load_device(built, cid, monkeypatch)
+    assert facts == {"runtime": "coremltools stand-in (MLModel.predict)", "compute_units": "ALL"}
+    got = run_batched(infer, feeds, None)  # the loader takes any batch, sample by sample
+    assert got.keys() == host.keys() == {"logits"}
+    assert got["logits"].dtype == host["logits"].dtype == np.float32
+    if image:  # the evaluator is fed (x - bias) / scale, the device whole pixels: equal up to float rounding
+        np.testing.assert_allclose(got["logits"], host["logits"], rtol=1e-5, atol=1e-5)
+        assert np.argmax(got["logits"], 1).tolist() == np.argmax(host["logits"], 1).tolist()
+    else:  # same program, same arithmetic: bit-identical
+        np.testing.assert_array_equal(got["logits"], host["logits"])
+
+
+def test_cli_bundle_ships_the_device_loader_and_checks_on_the_host(tmp_path, cli):
+    """Through the CLI: the bundle carries the runtime spec and device.py; `edgepack check` reruns the evaluator;
+    the bundle's own runner says "runtime unavailable" off macOS (exit 2), as a Linux device must."""
+    _need("torch")
+    from edgepack.backends.coreml import CoreMLBackend
+
+    models = tmp_path / "models.py"
+    models.write_text(MODELS)
+    res = cli("build", f"{models}:cnn", "-i", "input=1x3x16x16", "-t", "ios-coreml-fp32", "--synthetic-calibration",
+              "--out", tmp_path / "dist")
+    assert res.exit_code == 0, res.stdout
+    bundle = next((tmp_path / "dist").glob("*/ios-coreml-fp32"))
+    art = json.loads((bundle / "manifest.json").read_text())["artifact"]
+    assert art["runtime"] == {"package": "model.mlpackage", "compute_units": "ALL", "compute_precision": "fp32",
+                              "inputs": [{"name": "input", "layout": "nchw", "image": None}], "classifier": None}
+    assert art["details"]["route"] == "torch.export"
+    assert (bundle / "runner" / "device.py").read_bytes() == CoreMLBackend.device_file().read_bytes()
+    assert cli("check", bundle).exit_code == 0
+    if platform.system() != "Darwin":
+        proc = subprocess.run([sys.executable, str(bundle / "run_bundle.py"), "--repeats", "2"], capture_output=True,
+                              text=True, cwd="/")
+        verdict = json.loads(proc.stdout)
+        assert proc.returncode == 2 and verdict["integrity"]["passed"], proc.stdout + proc.stderr
+        assert verdict["error"].startswith("runtime unavailable: Core ML models run only on macOS/iOS")
 
 
 # ------------------------------------------------------------------------------------------ refusals
@@ -360,44 +535,40 @@ def test_onnx_sources_are_refused_naming_what_works(tmp_path):
 
     src = Source(kind="onnx", format="onnx", path="m.onnx", name="m", inputs=(TensorSpec("x", (1, 4)),))
     with pytest.raises(UnsupportedConversion, match="PyTorch and Keras/TensorFlow") as e:
-        CoreMLBackend().convert(src, TargetProfile(name="t", backend="coreml", precision="fp16"), None, tmp_path)
-    assert "original model" in e.value.hint
+        _convert(src, TargetProfile(name="t", backend="coreml", precision="fp16"), tmp_path)
+    assert "original model" in e.value.hint and CoreMLBackend.refusals["onnx"] == e.value.hint
 
 
 def test_keras_image_inputs_and_nchw_layout_are_refused(tmp_path):
-    from edgepack.backends.coreml import CoreMLBackend
-
     src = Source(kind="tf", format="keras", path="m.keras", name="m", inputs=(TensorSpec("x", (1, 8, 8, 3)),),
                  outputs=(TensorSpec("y", (1, 2)),))
     image = TargetProfile(name="t", backend="coreml", precision="fp16", options={"input_type": "image"})
     with pytest.raises(ConfigError, match="PyTorch"):
-        CoreMLBackend().convert(src, image, None, tmp_path)
+        _convert(src, image, tmp_path)
     with pytest.raises(UnsupportedConversion, match="NHWC"):
-        CoreMLBackend().convert(src, TargetProfile(name="t", backend="coreml", precision="fp16", layout="nchw"),
-                                None, tmp_path)
+        _convert(src, TargetProfile(name="t", backend="coreml", precision="fp16", layout="nchw"), tmp_path)
 
 
 def test_compression_needs_ios16(tmp_path):
-    from edgepack.backends.coreml import CoreMLBackend
-
     src = Source(kind="torch", format="factory", path="m.py:f", name="f", inputs=(TensorSpec("x", (1, 4)),),
                  outputs=(TensorSpec("y", (1, 2)),))
     target = TargetProfile(name="t", backend="coreml", precision="w8",
                            options={"minimum_deployment_target": "iOS15"})
     with pytest.raises(ConfigError, match="iOS16"):
-        CoreMLBackend().convert(src, target, None, tmp_path)
+        _convert(src, target, tmp_path)
 
 
 def test_profiles_validate_and_unknown_options_are_refused(tmp_path):
     from edgepack.config import load_profile
 
     for name in ("ios-coreml-fp32", "ios-coreml-fp16", "ios-coreml-w8", "ios-coreml-palette6"):
-        p = load_profile(name)
-        assert p.backend == "coreml" and default("coreml", p.precision)
+        t = registry.resolve(load_profile(name))
+        assert t.profile.backend == "coreml" and default("coreml", t.profile.precision)
+        assert t.options.minimum_deployment_target == "iOS16"
     bad = tmp_path / "bad.toml"
     bad.write_text('backend = "coreml"\nprecision = "fp16"\n[options]\ncompute_unit = "ALL"\n')
     with pytest.raises(ConfigError, match="compute_unit"):
-        load_profile(str(bad))
+        registry.resolve(load_profile(str(bad)))
 
 
 # ------------------------------------------------------------------------------------------ Keras/TensorFlow sources
@@ -423,8 +594,6 @@ def _build_keras(root: str) -> dict:
     import keras
     import tensorflow as tf
     from keras import layers
-
-    from edgepack.backends.coreml import CoreMLBackend
 
     keras.utils.set_random_seed(0)
     x = inp = keras.Input((32, 32, 1), name="image")
@@ -456,7 +625,7 @@ def _build_keras(root: str) -> dict:
             ("fp16-labels", classifier, "fp16", labels), ("bessel", bessel_src, "fp32", {})]:
         profile = TargetProfile(name=cid, backend="coreml", precision=precision, options=options)
         try:
-            out["artifacts"][cid] = CoreMLBackend().convert(src, profile, None, Path(root) / cid)
+            out["artifacts"][cid] = _convert(src, profile, Path(root) / cid)
         except EdgepackError as e:
             out["artifacts"][cid] = e
     out["torch_imported"] = "torch" in sys.modules
@@ -485,17 +654,18 @@ def _keras_run(keras_built, cid: str) -> dict[str, np.ndarray]:
 
 def test_keras_cnn_converts_through_one_concrete_function(keras_built):
     a = keras_built["artifacts"]["fp32"]
-    assert a.info["route"] == "tf.function" and a.info["converter"]["tensorflow"] and a.layout == "nhwc"
+    assert a.details["route"] == "tf.function" and a.details["converter"]["tensorflow"] and a.layout == "nhwc"
     assert [t.name for t in a.inputs] == ["image"] and [t.name for t in a.outputs] == ["logits", "probs"]
-    assert a.info["io_dtypes"] == {"image": "fp32", "logits": "fp32", "probs": "fp32"}
-    assert {"conv", "softmax"} <= set(a.info["ops"])
+    assert a.details["io_dtypes"] == {"image": "fp32", "logits": "fp32", "probs": "fp32"}
+    assert a.runtime["inputs"] == [{"name": "image", "layout": "nhwc", "image": None}]
+    assert {"conv", "softmax"} <= set(a.details["ops"])
     assert not keras_built["torch_imported"], "coremltools must not pull torch into a TensorFlow worker"
 
 
 @pytest.mark.parametrize("cid", ["fp32", "w8"])
 def test_keras_evaluator_matches_tensorflow_within_the_tolerance_row(keras_built, cid):
     got = _keras_run(keras_built, cid)
-    result = compare(keras_built["reference"], got, default("coreml", cid))
+    result = compare(keras_built["reference"], got, limits("coreml", cid))
     assert result, result.to_dict()
     if cid == "fp32":
         assert max(m["max_abs_error"] for m in result.metrics.values()) <= 1e-4, result.metrics
@@ -504,9 +674,9 @@ def test_keras_evaluator_matches_tensorflow_within_the_tolerance_row(keras_built
 def test_keras_classifier_bundle_returns_the_scores(keras_built):
     a = keras_built["artifacts"]["fp16-labels"]
     assert not isinstance(a, Exception), a
-    assert a.info["classifier_probabilities"] == "probs" and a.info["classifier_output"] != "probs"
+    assert a.runtime["classifier"]["scores"] == "probs" and a.runtime["classifier"]["output"] != "probs"
     got = _keras_run(keras_built, "fp16-labels")
-    result = compare({"probs": keras_built["reference"]["probs"]}, got, default("coreml", "fp16"))
+    result = compare({"probs": keras_built["reference"]["probs"]}, got, limits("coreml", "fp16"))
     assert result and result.metrics["probs"]["top1_agreement"] == 1.0
 
 
@@ -520,9 +690,7 @@ def test_unsupported_tensorflow_op_is_named(keras_built):
 
 
 def _build_digits(source, profiles, root: str) -> dict:
-    from edgepack.backends.coreml import CoreMLBackend
-
-    return {p.name: CoreMLBackend().convert(source, p, None, Path(root) / p.name) for p in profiles}
+    return {p.name: _convert(source, p, Path(root) / p.name) for p in profiles}
 
 
 @pytest.mark.slow
@@ -542,7 +710,7 @@ def test_digits_fp16_and_w8_keep_top1_agreement(trained_digits, tmp_path):
     for p in profiles:
         with CoreMLBackend().runner(artifacts[p.name], tmp_path / p.name) as runner:
             got = run_batched(runner.infer, data.holdout, runner.max_batch)
-        result = compare(gold, got, default("coreml", p.precision), p.budgets.parity, labels=data.holdout_labels)
+        result = compare(gold, got, limits("coreml", p.precision, p.budgets.parity), labels=data.holdout_labels)
         m = next(iter(result.metrics.values()))
         assert result, result.to_dict()
         assert m["top1_agreement"] >= 0.99, (p.name, m)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 # importing the op modules fills the op table
-from edgepack.backends.coreml_eval import constexpr_ops, nn_ops, tensor_ops  # noqa: F401
-from edgepack.backends.coreml_eval.program import FLOAT_DTYPES, NUMPY_DTYPES, Op, Program, TensorType, load_program
-from edgepack.backends.coreml_eval.registry import OPS, EvaluationError, OpContext
+from edgepack.backends.coreml.mil import constexpr_ops, nn_ops, tensor_ops  # noqa: F401
+from edgepack.backends.coreml.mil.program import FLOAT_DTYPES, NUMPY_DTYPES, Op, Program, TensorType, load_program
+from edgepack.backends.coreml.mil.registry import OPS, EvaluationError, OpContext
 from edgepack.errors import InputError, RuntimeUnavailable
 
 CONST_OPS = frozenset({"const"})

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.backends.coreml_eval.program import NUMPY_DTYPES, unpack_bits
-from edgepack.backends.coreml_eval.registry import op, scalar
+from edgepack.backends.coreml.mil.program import NUMPY_DTYPES, unpack_bits
+from edgepack.backends.coreml.mil.registry import op, scalar
 
 
 def _repeat_blocks(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

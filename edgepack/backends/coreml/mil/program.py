@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.backends.coreml_eval.proto import modules
+from edgepack.backends.coreml.mil.proto import modules
 from edgepack.errors import InputError
 
 # MIL DataType enum value → our dtype name (MIL.proto).

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgepack.backends.coreml_eval.program import Op, TensorType
+from edgepack.backends.coreml.mil.program import Op, TensorType
 
 
 @dataclass(frozen=True)
