@@ -8,6 +8,7 @@ target profiles → registry.resolve (Options validated once) → source → cal
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import time
@@ -33,7 +34,7 @@ from edgepack.core.limits import Limits
 from edgepack.core.npz import load_npz
 from edgepack.errors import ConfigError, EdgepackError, RuntimeUnavailable
 from edgepack.feeds import Feeds
-from edgepack.isolation import Workers, run_isolated
+from edgepack.isolation import Workers, current, run_isolated
 from edgepack.parity.compare import compare
 from edgepack.parity.tolerances import limits as parity_limits
 from edgepack.report import LatencyReport, ParityReport, TargetReport
@@ -47,6 +48,17 @@ JOBS = max(1, int(os.environ.get("EDGEPACK_JOBS", "2")))  # concurrent conversio
 
 def _quiet(_: str) -> None:
     return None
+
+
+@contextlib.contextmanager
+def _workers():
+    """The caller's warm workers when a ``Workers`` block is active (several builds in one session), else new ones."""
+    active = current()
+    if active is not None:
+        yield active
+        return
+    with Workers() as w:
+        yield w
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -271,7 +283,7 @@ def build(
     if not runnable:
         return [results[t.name] for t in resolved]
     out_root = bundles.prepare_parent(out)
-    with Workers():
+    with _workers():
         progress(f"loading source {model}")
         source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
         progress("preparing calibration and holdout data")
@@ -307,7 +319,7 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     inputs = load_npz(bundle_dir / g.inputs)
     golden = load_npz(bundle_dir / g.outputs)
     labels = load_npz(bundle_dir / g.labels)["labels"] if g.labels else None
-    with Workers():
+    with _workers():
         ev = evaluate(target, manifest.artifact, bundle_dir, inputs, golden, labels, manifest.limits, progress)
     integrity_row = Check("integrity (sha256 of every file)", 0, len(integrity.problems), bool(integrity), "==",
                           "; ".join(integrity.problems))
