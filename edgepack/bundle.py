@@ -28,7 +28,7 @@ from edgepack.core import integrity
 from edgepack.core.limits import Limits
 from edgepack.core.npz import save_npz
 from edgepack.errors import BundleError, InputError
-from edgepack.report import TargetReport, dumps
+from edgepack.report import OutputKindInfo, TargetReport, dumps
 from edgepack.signature import TensorSpec
 
 SCHEMA_VERSION = 2
@@ -100,6 +100,8 @@ class Manifest(_Model):
     artifact: Artifact
     golden: GoldenInfo
     limits: Limits
+    kinds: dict[str, OutputKindInfo] = Field(default_factory=dict, description="output → kind (declared or "
+                                             "inferred) that decides its parity metrics")
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     labels: list[str] | None = None
     calibration: dict[str, Any] = Field(default_factory=dict)
@@ -147,6 +149,7 @@ class BundleContent:
     source: SourceInfo
     target: TargetProfile
     limits: Limits
+    kinds: dict[str, OutputKindInfo]
     golden_inputs: dict[str, np.ndarray]
     golden_outputs: dict[str, np.ndarray]
     labels: np.ndarray | None
@@ -186,7 +189,7 @@ def write(staging: Path, content: BundleContent) -> Manifest:
     manifest = Manifest(
         edgepack_version=toolchain["edgepack"], toolchain=toolchain, source=content.source,
         target=content.target.model_copy(update={"path": None}), artifact=content.artifact, golden=golden,
-        limits=content.limits, preprocessing=content.preprocessing, labels=content.class_names,
+        limits=content.limits, kinds=content.kinds, preprocessing=content.preprocessing, labels=content.class_names,
         calibration=content.calibration, files=files,
     )
     (staging / MANIFEST).write_text(manifest.to_json())

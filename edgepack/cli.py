@@ -50,6 +50,20 @@ def _handle_errors(fn):
     return wrapper
 
 
+def _parse_outputs(specs: list[str] | None) -> dict[str, str]:
+    from edgepack.core.kinds import KINDS
+    from edgepack.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, kind = spec.partition("=")
+        if not sep or not name or kind not in KINDS:
+            raise ConfigError(f"cannot parse --output '{spec}'",
+                              hint=f"use NAME=KIND with KIND one of: {', '.join(KINDS)} (e.g. --output boxes=regression)")
+        out[name] = kind
+    return out
+
+
 def _parse_inputs(specs: list[str] | None):
     from edgepack.signature import parse_input_spec
 
@@ -89,6 +103,9 @@ def build(
     skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="skip targets whose backend is not "
                                                    "installed instead of failing")] = False,
     targets_dir: Annotated[Optional[Path], typer.Option(help="extra folder of target profiles")] = None,
+    output: Annotated[Optional[list[str]], typer.Option("--output", help="declare what an output means, NAME=KIND "
+                      "(scores, probabilities, regression, embedding, dense, sequence, state, other); decides its "
+                      "parity metrics; repeatable")] = None,
 ) -> None:
     """Convert MODEL into one bundle per --target, check parity and budgets, and write reports.
 
@@ -105,7 +122,8 @@ def build(
         results = pipeline.build(
             model, target, calibration=calibration, out=out, inputs=_parse_inputs(input_spec), weights=weights,
             trust_code=trust_model_code, signature=signature, synthetic=synthetic_calibration, archive=archive,
-            skip_unavailable=skip_unavailable, targets_dir=targets_dir, progress=progress,
+            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=_parse_outputs(output),
+            progress=progress,
         )
     reports.render(console, results)
     built = [r for r in results if r.bundle]

@@ -19,6 +19,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
 
 
+OutputKind = Literal["scores", "probabilities", "regression", "embedding", "dense", "sequence", "state", "other"]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,6 +35,17 @@ class ParityBudget(_Model):
     max_accuracy_drop: float | None = Field(
         None, ge=0.0, le=1.0, description="max top-1 accuracy loss vs the reference on labelled data (0.01 = 1 point)"
     )
+    min_top5_agreement: float | None = Field(None, ge=0.0, le=1.0)
+    max_rel_error: float | None = Field(None, ge=0.0, description="regression/state/other heads: p99 of |Δ| "
+                                        "relative to the output's range")
+    min_decision_agreement: float | None = Field(None, ge=0.0, le=1.0, description="probabilities: same side of 0.5")
+    min_retrieval_agreement: float | None = Field(None, ge=0.0, le=1.0, description="embeddings: nearest "
+                                                  "neighbour in the holdout unchanged")
+    min_pixel_agreement: float | None = Field(None, ge=0.0, le=1.0)
+    min_psnr_db: float | None = Field(None, ge=0.0, le=200.0)
+    min_token_agreement: float | None = Field(None, ge=0.0, le=1.0)
+    judge: Literal["point", "bound"] | None = Field(
+        None, description="judge rate budgets on the point estimate (default) or on the 95% Wilson bound")
 
 
 class Budgets(_Model):
@@ -68,6 +82,8 @@ class TargetProfile(_Model):
     min_calibration_samples: int = Field(32, ge=1)
     layout: Literal["nchw", "nhwc"] | None = None
     dynamic_batch: bool = False
+    outputs: dict[str, OutputKind] = Field(default_factory=dict, description="output name → kind (scores, "
+                                           "probabilities, regression, embedding, dense, sequence, state, other)")
     budgets: Budgets = Budgets()
     latency: LatencySettings = LatencySettings()
     metadata: Metadata = Metadata()

@@ -29,6 +29,7 @@ from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
 from edgepack.core.batching import first_batch, run_batched
 from edgepack.core.checks import Check
+from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import Limits
 from edgepack.core.npz import load_npz
@@ -37,7 +38,7 @@ from edgepack.feeds import Feeds
 from edgepack.isolation import Workers, current, run_isolated
 from edgepack.parity.compare import compare
 from edgepack.parity.tolerances import limits as parity_limits
-from edgepack.report import LatencyReport, ParityReport, TargetReport
+from edgepack.report import LatencyReport, OutputKindInfo, ParityReport, TargetReport
 from edgepack.signature import TensorSpec
 from edgepack.sources import Source, load_source, module_for
 from edgepack.sources.bridge import Bridges
@@ -136,8 +137,25 @@ def model_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
     return out
 
 
+def output_kinds(target: Target, source: Source, golden: Feeds, labels: np.ndarray | None,
+                 declared: dict[str, str]) -> dict[str, OutputKindInfo]:
+    """Each output's kind: declared on the command line, else in the profile, else inferred conservatively."""
+    merged = {**target.profile.outputs, **declared}
+    names = list(golden)
+    for name, kind in merged.items():
+        if name not in golden:
+            raise ConfigError(f"{target.name}: output '{name}' is declared as {kind}, but the model's outputs are "
+                              f"{', '.join(names)}", hint=f"use one of: {', '.join(names)}")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown output kind '{kind}' for '{name}'", hint=f"kinds: {', '.join(KINDS)}")
+    decided = decide(golden, labels, merged)
+    how = {n: ("declared on the command line" if n in declared else "declared in the profile") for n in merged}
+    return {n: OutputKindInfo(kind=k, how=how.get(n, h)) for n, (k, h) in decided.items()}
+
+
 def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds, golden: Feeds,
-             labels: np.ndarray | None, limits: Limits, progress: Progress) -> Evaluation:
+             labels: np.ndarray | None, limits: Limits, kinds: dict[str, OutputKindInfo],
+             progress: Progress) -> Evaluation:
     """Run the bundle on this host (its backend's worker) against the golden outputs; judge parity and budgets."""
     profile = target.profile
     size = sum((bundle_dir / f).stat().st_size for f in model_files(bundle_dir, artifact))
@@ -147,13 +165,14 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                             profile.latency.warmup, profile.latency.repeats, profile.latency.threads,
                             what=f"{profile.name} host run", family=f"backend:{profile.backend}")
     except RuntimeUnavailable as e:
-        parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message)
+        parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message, kinds=kinds)
         checks = budget_checks(profile.budgets, size, None)
         return Evaluation(size, None, parity, checks, [f"parity deferred to device: {e.message}"])
-    outcome = compare(golden, host["outputs"], limits, labels)
+    outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()})
     data = outcome.to_dict()
+    decided = {**{n: OutputKindInfo(kind=k, how=h) for n, (k, h) in outcome.kinds.items()}, **kinds}
     parity = ParityReport(passed=bool(outcome), samples=outcome.samples, metrics=data["metrics"],
-                          warnings=list(outcome.warnings))
+                          kinds=decided, worst_samples=data["worst_samples"], warnings=list(outcome.warnings))
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
     checks = list(outcome.checks) + budget_checks(profile.budgets, size, host["latency"])
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
@@ -187,11 +206,12 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
 
 
 def finish_target(c: Converted, source: Source, data: CalibrationData, golden: Feeds, out_root: Path,
-                  archive: bool, progress: Progress) -> TargetReport:
+                  archive: bool, declared: dict[str, str], progress: Progress) -> TargetReport:
     """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place."""
     target, profile, art = c.target, c.target.profile, c.artifact
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
-    ev = evaluate(target, art, c.staging, data.holdout, golden, data.holdout_labels, limits, progress)
+    kinds = output_kinds(target, source, golden, data.holdout_labels, declared)
+    ev = evaluate(target, art, c.staging, data.holdout, golden, data.holdout_labels, limits, kinds, progress)
     warnings = list(art.warnings) + ev.warnings
     if data.synthetic:
         warnings.insert(0, "parity ran on SYNTHETIC random inputs, not real data: it cannot vouch for accuracy")
@@ -208,7 +228,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
     )
     bundles.write(c.staging, bundles.BundleContent(
         artifact=art, device_loader=target.backend.device_file(), source=bundles.SourceInfo(**source.describe()),
-        target=profile, limits=limits, golden_inputs=data.holdout, golden_outputs=golden,
+        target=profile, limits=limits, kinds=kinds, golden_inputs=data.holdout, golden_outputs=golden,
         labels=data.holdout_labels, class_names=data.class_names, preprocessing=data.preprocess,
         calibration=data.describe(), synthetic=data.synthetic, report=report,
     ))
@@ -265,6 +285,7 @@ def build(
     archive: bool = False,
     skip_unavailable: bool = False,
     targets_dir: Path | None = None,
+    outputs: dict[str, str] | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
     """Build, check and report every target; raises EdgepackError for user errors (nothing left behind)."""
@@ -290,6 +311,8 @@ def build(
         data = load_data(calibration, runnable, source, synthetic)
         progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
         golden = golden_outputs(source, data.holdout)
+        for t in runnable:  # refuse bad output declarations before any conversion
+            output_kinds(t, source, golden, data.holdout_labels, dict(outputs or {}))
         bridges = Bridges(source)
         try:
             sources = {t.name: bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
@@ -297,7 +320,8 @@ def build(
             converted = _convert_all(runnable, sources, data, out_root / source.name, progress)
             try:
                 for i, c in enumerate(converted):
-                    results[c.target.name] = finish_target(c, source, data, golden, out_root, archive, progress)
+                    results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
+                                                           dict(outputs or {}), progress)
                     converted[i] = None  # type: ignore[call-overload]
             finally:
                 for c in converted:
@@ -320,7 +344,8 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     golden = load_npz(bundle_dir / g.outputs)
     labels = load_npz(bundle_dir / g.labels)["labels"] if g.labels else None
     with _workers():
-        ev = evaluate(target, manifest.artifact, bundle_dir, inputs, golden, labels, manifest.limits, progress)
+        ev = evaluate(target, manifest.artifact, bundle_dir, inputs, golden, labels, manifest.limits,
+                      manifest.kinds, progress)
     integrity_row = Check("integrity (sha256 of every file)", 0, len(integrity.problems), bool(integrity), "==",
                           "; ".join(integrity.problems))
     checks = [integrity_row, *ev.checks]

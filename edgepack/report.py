@@ -43,6 +43,11 @@ class _Model(BaseModel):
         return dumps(self.model_dump(mode="json"))
 
 
+class OutputKindInfo(_Model):
+    kind: str
+    how: str
+
+
 class LatencyReport(_Model):
     where: Literal["host", "device"] = "host"
     p50_ms: float
@@ -58,6 +63,10 @@ class ParityReport(_Model):
     passed: bool | None = Field(description="None when parity was deferred to the device")
     samples: int = 0
     metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    kinds: dict[str, OutputKindInfo] = Field(default_factory=dict, description="each output's kind and how it "
+                                             "was decided")
+    worst_samples: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="holdout indices "
+                                                           "(kept in golden/) that differ most, per output")
     warnings: list[str] = Field(default_factory=list)
     deferred_to_device: bool = False
     reason: str | None = None
@@ -171,9 +180,15 @@ def render(console: "Console", results: list[TargetReport]) -> None:
             facts.append(f"built in {r.build_time_s:.1f} s")
         console.print("  " + escape(" · ".join(facts)))
         for name, m in (r.parity.metrics if r.parity else {}).items():
-            parts = [f"cos {_fmt(m.get('cosine'))}", f"max|Δ| {_fmt(m.get('max_abs_error'))}"]
+            kind = r.parity.kinds.get(name)
+            parts = [f"{kind.kind}" if kind else "?", f"max|Δ| {_fmt(m.get('max_abs_error'))}"]
+            if kind and kind.kind in ("scores", "embedding"):
+                parts.append(f"cos p1 {_fmt(m.get('sample_cosine_p1'))}")
+            elif m.get("rel_error_p99") is not None:
+                parts.append(f"|Δ|/range p99 {_fmt(m.get('rel_error_p99'))}")
             if m.get("top1_agreement") is not None:
-                parts.append(f"top-1 agreement {m['top1_agreement'] * 100:.2f}%")
+                parts.append(f"top-1 agreement {m['top1_agreement'] * 100:.2f}% "
+                             f"[{m['top1_agreement_ci_low'] * 100:.1f}–{m['top1_agreement_ci_high'] * 100:.1f}]")
             if m.get("reference_accuracy") is not None and m.get("bundle_accuracy") is not None:
                 parts.append(f"accuracy ref {m['reference_accuracy'] * 100:.2f}% → bundle "
                              f"{m['bundle_accuracy'] * 100:.2f}%")

@@ -1,4 +1,6 @@
-"""Parity limits: the merged tolerance row and profile budget a bundle is judged against (``None`` = not checked)."""
+"""Parity limits: the merged tolerance rows (backend × precision, and per output kind) and the profile's budget
+that a bundle is judged against (``None`` = not checked). ``judge`` says whether a rate budget is judged on the
+point estimate or on its 95 % Wilson bound (the lower bound for a minimum rate, the upper one for a maximum drop)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,18 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Limits:
-    max_abs_error: float | None = None
-    min_cosine: float | None = None
-    min_top1_agreement: float | None = None
-    max_accuracy_drop: float | None = None
+    max_abs_error: float | None = None  # every kind: largest |Δ| (exact-arithmetic rows only)
+    min_cosine: float | None = None  # per-sample cosine: 1st percentile (scores), worst sample (embedding)
+    min_top1_agreement: float | None = None  # scores
+    max_accuracy_drop: float | None = None  # scores with labels
+    min_top5_agreement: float | None = None  # scores with ≥ 6 classes
+    max_rel_error: float | None = None  # regression, state, other: p99 of |Δ| / range of the output
+    min_decision_agreement: float | None = None  # probabilities: the same side of 0.5
+    min_retrieval_agreement: float | None = None  # embedding: nearest neighbour in the holdout unchanged
+    min_pixel_agreement: float | None = None  # dense class maps
+    min_psnr_db: float | None = None  # dense value maps
+    min_token_agreement: float | None = None  # sequence
+    judge: str = "point"  # "point" or "bound"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -19,4 +29,4 @@ class Limits:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "Limits":
         d = d or {}
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})

@@ -13,6 +13,6 @@ __all__ = ["Check", "Limits", "ParityOutcome", "compare", "is_class_scores", "ou
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], limits: Limits,
-            labels: np.ndarray | None = None) -> ParityOutcome:
-    """Metrics for every reference output and the checks ``limits`` ask for."""
-    return parity(reference, candidate, limits, labels)
+            labels: np.ndarray | None = None, kinds: dict[str, str] | None = None) -> ParityOutcome:
+    """Metrics for every reference output, judged by the limits of its kind."""
+    return parity(reference, candidate, limits, labels, kinds)

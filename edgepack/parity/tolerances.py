@@ -109,12 +109,67 @@ def default(backend: str, precision: str) -> Tolerance:
         raise KeyError(f"no tolerance row for {backend}/{precision}: add one to edgepack/parity/tolerances.py") from None
 
 
+# Rows per output kind, by precision class. The backend × precision rows above carry the class-score limits
+# (top-1, accuracy, cosine) and the absolute error of exact-arithmetic rows; these carry the other kinds'.
+PRECISION_CLASS = {"fp32": "exact", "fp16": "half", "w8": "half"}  # everything else (int8*, palette*) quantized
+
+
+@dataclass(frozen=True)
+class KindRow:
+    limits: dict[str, float]
+    reason: str
+
+
+KIND_ROWS: dict[tuple[str, str], KindRow] = {
+    ("exact", "regression"): KindRow({"max_rel_error": 1e-3}, "same fp32 arithmetic as the reference: |Δ| stays "
+                                     "at rounding level, far below 0.1 % of any real head's range"),
+    ("half", "regression"): KindRow({"max_rel_error": 0.01}, "fp16 keeps ~3 significant digits per op; 1 % of the "
+                                    "output's range at p99 leaves room for depth while catching a wrong head"),
+    ("quantized", "regression"): KindRow({"max_rel_error": 0.05}, "int8 steps are ~1/255 of each tensor's range and "
+                                         "add up over layers; 5 % of the range at p99 is a box/landmark off by a "
+                                         "few pixels on a 64-px crop, where a broken head is off by its whole range"),
+    ("exact", "probabilities"): KindRow({"min_decision_agreement": 0.99}, "fp32: a decision flips only on "
+                                        "near-0.5 ties"),
+    ("half", "probabilities"): KindRow({"min_decision_agreement": 0.98}, "fp16 rounding flips near-0.5 decisions only"),
+    ("quantized", "probabilities"): KindRow({"min_decision_agreement": 0.98}, "the mission's 98 % agreement goal, "
+                                            "applied per multi-label decision"),
+    ("exact", "embedding"): KindRow({"min_retrieval_agreement": 0.99}, "fp32: nearest neighbours change only on ties"),
+    ("half", "embedding"): KindRow({"min_retrieval_agreement": 0.97}, "fp16 noise can swap near-duplicate neighbours"),
+    ("quantized", "embedding"): KindRow({"min_retrieval_agreement": 0.95}, "int8 noise swaps near-duplicate "
+                                        "neighbours; a broken embedding keeps almost none"),
+    ("exact", "dense"): KindRow({"min_pixel_agreement": 0.99, "min_psnr_db": 60.0}, "fp32: class maps identical up to "
+                                "ties; value maps at rounding level (> 60 dB)"),
+    ("half", "dense"): KindRow({"min_pixel_agreement": 0.98, "min_psnr_db": 40.0}, "fp16: 40 dB is ~1 % RMS of the "
+                               "value range"),
+    ("quantized", "dense"): KindRow({"min_pixel_agreement": 0.97, "min_psnr_db": 30.0}, "int8: boundary pixels flip; "
+                                    "30 dB is ~3 % RMS of the value range"),
+    ("exact", "sequence"): KindRow({"min_token_agreement": 0.99}, "fp32: tokens change only on ties"),
+    ("half", "sequence"): KindRow({"min_token_agreement": 0.98}, "fp16: near-tie tokens may flip"),
+    ("quantized", "sequence"): KindRow({"min_token_agreement": 0.98}, "the mission's 98 % agreement goal per token"),
+}
+for _cls in ("exact", "half", "quantized"):
+    KIND_ROWS[(_cls, "state")] = KindRow(KIND_ROWS[(_cls, "regression")].limits, "recurrent state is a real-valued "
+                                         "tensor fed back in: judged like a regression head")
+    KIND_ROWS[(_cls, "other")] = KindRow(KIND_ROWS[(_cls, "regression")].limits, "an output of unknown meaning is "
+                                         "judged by its error relative to its range, never by argmax")
+
+
+def precision_class(precision: str) -> str:
+    return PRECISION_CLASS.get(precision, "quantized")
+
+
 def limits(backend: str, precision: str, budget: "ParityBudget | None" = None) -> Limits:
-    """The limits a bundle is judged against: the backend × precision row, overridden field by field by the
-    profile's ``[budgets.parity]``. The one place where tolerances and budgets merge."""
+    """The limits a bundle is judged against: the backend × precision row and the per-kind rows of its precision
+    class, overridden field by field by the profile's ``[budgets.parity]``. The one place where they merge."""
     row = default(backend, precision)
-    merged = {}
-    for key in ("max_abs_error", "min_cosine", "min_top1_agreement", "max_accuracy_drop"):
-        override = getattr(budget, key, None) if budget is not None else None
-        merged[key] = override if override is not None else getattr(row, key)
+    merged: dict[str, object] = {"max_abs_error": row.max_abs_error, "min_cosine": row.min_cosine,
+                                 "min_top1_agreement": row.min_top1_agreement,
+                                 "max_accuracy_drop": row.max_accuracy_drop}
+    cls = precision_class(precision)
+    for kind in ("regression", "probabilities", "embedding", "dense", "sequence"):
+        merged.update(KIND_ROWS[(cls, kind)].limits)
+    if budget is not None:
+        for key, value in budget.model_dump().items():
+            if value is not None:
+                merged[key] = value
     return Limits(**merged)
