@@ -22,7 +22,6 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any, Callable
 
 from edgepack.errors import ConversionFailed, EdgepackError

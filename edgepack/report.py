@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgepack.core.checks import Check
+from edgepack.core.checks import Check, finite_json
 from edgepack.core.limits import Limits
 
 if TYPE_CHECKING:
@@ -21,19 +21,9 @@ REPORT_SCHEMA_VERSION = 2
 Status = Literal["passed", "failed", "skipped", "error"]
 
 
-def strict(obj: Any) -> Any:
-    """JSON-able data with NaN/Inf replaced by None."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    return obj
-
-
 def dumps(obj: Any) -> str:
-    return json.dumps(strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    """Strict JSON: NaN/Inf written as null."""
+    return json.dumps(finite_json(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 class _Model(BaseModel):

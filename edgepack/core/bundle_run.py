@@ -11,9 +11,9 @@ import platform
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from .batching import first_batch, run_batched
+from .checks import finite_json
 from .latency import measure
 from .limits import Limits
 from .metrics import parity
@@ -61,14 +61,4 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
 
 def dumps(result: dict[str, Any]) -> str:
     """Strict JSON (NaN/Inf become null)."""
-    return json.dumps(_finite(result), indent=2, allow_nan=False)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+    return json.dumps(finite_json(result), indent=2, allow_nan=False)

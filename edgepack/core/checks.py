@@ -42,3 +42,14 @@ def judge(name: str, measured: float | None, limit: float, op: str, note: str = 
     if measured is not None and not math.isfinite(measured) and not note:
         note = f"measured {measured}"
     return Check(name, limit, measured, bool(ok), op, note)
+
+
+def finite_json(obj: Any) -> Any:
+    """JSON-able data with NaN/Inf floats replaced by None (strict JSON), recursively."""
+    if isinstance(obj, float):
+        return finite_or_none(obj)
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
