@@ -65,9 +65,12 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
         "float16 weights (dequantized to fp32, or run as fp16 by XNNPACK): ~3 decimal digits per weight",
     ),
     ("tflite", "int8"): Tolerance(
-        None, 0.98, 0.98, 0.01,
+        None, 0.95, 0.98, 0.01,
         "full-integer int8 (per-channel weights, activations calibrated on the recipe, int I/O dequantized before "
-        "comparison): mission goal is ≥98 % top-1 agreement and ≤1 point accuracy loss on real data",
+        "comparison): mission goal is ≥98 % top-1 agreement and ≤1 point accuracy loss on real data. Cosine is "
+        "judged per sample (1st percentile): the PyTorch route's int8 output tensor stores logits in steps of its "
+        "scale, which puts per-sample logit cosine near 0.97 with decisions unchanged (digits CNN: p1 0.976, min "
+        "0.969, 100 % agreement); 0.95 still catches a scrambled or broken output",
     ),
     ("tflite", "int8-dynamic"): Tolerance(
         None, 0.99, 0.98, 0.01,
