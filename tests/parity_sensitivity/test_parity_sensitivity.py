@@ -19,6 +19,9 @@ Models are trained at test time (``ps_train.py``, its own process): the digits C
 multi-output detector (softmax scores + box/landmark regression heads) and a 3-channel classifier on colourized
 digits with asymmetric channels (R = x, G = 0.5 x, B = -x) fed from an .npz, for the colour-order and layout defects.
 
+Status: opt-in (``EDGEPACK_SENSITIVITY=1 pytest tests/parity_sensitivity``; tests/conftest.py leaves it out of the
+default run) until it is fast enough for CI and the 20-seed false-alarm run has been made: see issue 10's note.
+
 Environment knobs: ``EDGEPACK_PS_SEEDS`` (false-alarm CNN seeds, default 5 in CI; 20 for the full run) and
 ``EDGEPACK_PS_SLOW_SEEDS`` (seeds on the slowest backends, ``SLOW_BACKENDS``; default 2).
 """
