@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgepack.core.batching import Feeds
+from edgepack.core.batching import Feeds, max_batch
 from edgepack.signature import TensorSpec
 
 
@@ -54,8 +54,7 @@ class Artifact(BaseModel):
     @property
     def max_batch(self) -> int | None:
         """Largest batch the artifact takes in one call (None = any)."""
-        first = self.inputs[0].shape if self.inputs else ()
-        return None if (first and first[0] is None) else (first[0] if first else 1)
+        return max_batch(self.inputs[0].shape if self.inputs else ())
 
 
 class ConvertData(BaseModel):

@@ -9,6 +9,7 @@ Bundles are written to a staging folder and renamed into place.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -120,10 +121,7 @@ def read_manifest(bundle: Path) -> Manifest:
     if not path.is_file():
         raise BundleError(f"{bundle} has no {MANIFEST}: not a bundle, or its build did not finish")
     try:
-        raw = path.read_bytes()
-        import json
-
-        data = json.loads(raw)
+        data = json.loads(path.read_bytes())
     except (OSError, ValueError) as e:
         raise BundleError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:

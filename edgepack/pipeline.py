@@ -33,7 +33,7 @@ from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import Limits
 from edgepack.core.npz import load_npz
-from edgepack.errors import ConfigError, EdgepackError, RuntimeUnavailable
+from edgepack.errors import ConfigError, RuntimeUnavailable
 from edgepack.feeds import Feeds
 from edgepack.isolation import Workers, current, run_isolated
 from edgepack.parity.compare import compare
@@ -137,7 +137,7 @@ def model_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
     return out
 
 
-def output_kinds(target: Target, source: Source, golden: Feeds, labels: np.ndarray | None,
+def output_kinds(target: Target, golden: Feeds, labels: np.ndarray | None,
                  declared: dict[str, str]) -> dict[str, OutputKindInfo]:
     """Each output's kind: declared on the command line, else in the profile, else inferred conservatively."""
     merged = {**target.profile.outputs, **declared}
@@ -206,11 +206,10 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
 
 
 def finish_target(c: Converted, source: Source, data: CalibrationData, golden: Feeds, out_root: Path,
-                  archive: bool, declared: dict[str, str], progress: Progress) -> TargetReport:
+                  archive: bool, kinds: dict[str, OutputKindInfo], progress: Progress) -> TargetReport:
     """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place."""
     target, profile, art = c.target, c.target.profile, c.artifact
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
-    kinds = output_kinds(target, source, golden, data.holdout_labels, declared)
     ev = evaluate(target, art, c.staging, data.holdout, golden, data.holdout_labels, limits, kinds, progress)
     warnings = list(art.warnings) + ev.warnings
     if data.synthetic:
@@ -311,8 +310,8 @@ def build(
         data = load_data(calibration, runnable, source, synthetic)
         progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
         golden = golden_outputs(source, data.holdout)
-        for t in runnable:  # refuse bad output declarations before any conversion
-            output_kinds(t, source, golden, data.holdout_labels, dict(outputs or {}))
+        # decided once per target, before any conversion (bad declarations are refused up front)
+        kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {})) for t in runnable}
         bridges = Bridges(source)
         try:
             sources = {t.name: bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
@@ -321,7 +320,7 @@ def build(
             try:
                 for i, c in enumerate(converted):
                     results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
-                                                           dict(outputs or {}), progress)
+                                                           kinds[c.target.name], progress)
                     converted[i] = None  # type: ignore[call-overload]
             finally:
                 for c in converted:
@@ -362,4 +361,4 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     return report
 
 
-__all__ = ["Evaluation", "build", "check", "evaluate", "load_data", "resolve_targets", "EdgepackError"]
+__all__ = ["Evaluation", "build", "check", "evaluate", "load_data", "output_kinds", "resolve_targets"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -18,6 +18,12 @@ def num_samples(feeds: Feeds) -> int:
 
 def take(feeds: Feeds, index: slice | np.ndarray) -> Feeds:
     return {k: v[index] for k, v in feeds.items()}
+
+
+def max_batch(first_input_shape: Sequence[int | None]) -> int | None:
+    """Largest batch a model takes in one call, from its first input's shape: None = any (dynamic batch)."""
+    first = list(first_input_shape)
+    return None if (first and first[0] is None) else (first[0] if first else 1)
 
 
 def run_batched(infer: Callable[[Feeds], Feeds], feeds: Feeds, max_batch: int | None) -> Feeds:

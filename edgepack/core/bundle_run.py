@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from .batching import first_batch, run_batched
+from .batching import first_batch, max_batch, run_batched
 from .checks import finite_json
 from .latency import measure
 from .limits import Limits
@@ -20,13 +20,6 @@ from .metrics import parity
 from .npz import load_npz
 
 Loader = Callable[[Path, dict, dict, int], tuple[Callable[[dict], dict], dict]]
-
-
-def max_batch(artifact: dict[str, Any]) -> int | None:
-    """Largest batch the artifact takes in one call (None = any)."""
-    ins = artifact.get("inputs") or []
-    first = ins[0]["shape"] if ins else []
-    return None if (first and first[0] is None) else (first[0] if first else 1)
 
 
 def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 1, warmup: int = 5,
@@ -47,7 +40,8 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
     inputs = load_npz(bundle / golden["inputs"])
     reference = load_npz(bundle / golden["outputs"])
     labels = load_npz(bundle / golden["labels"])["labels"] if golden.get("labels") else None
-    batch = max_batch(art)
+    ins = art.get("inputs") or []
+    batch = max_batch(ins[0]["shape"] if ins else ())
     outputs = run_batched(infer, inputs, batch)
     kinds = {name: k["kind"] for name, k in (manifest.get("kinds") or {}).items()}
     outcome = parity(reference, outputs, Limits.from_dict(manifest.get("limits")), labels, kinds)

@@ -74,6 +74,12 @@ def _argmax_finite(a: np.ndarray, axis: int) -> np.ndarray:
 def output_metrics(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None = None,
                    kind: str | None = None) -> dict[str, float]:
     """Metrics of one output over the holdout, per sample and overall. Raises ValueError on a shape mismatch."""
+    return _measure(ref, got, labels, kind)[0]
+
+
+def _measure(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
+             kind: str | None) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """(metrics, per-sample cosine, per-sample worst |Δ| relative to the output's range)."""
     ref = np.asarray(ref)
     got = np.asarray(got)
     if ref.shape != got.shape:
@@ -85,12 +91,12 @@ def output_metrics(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None =
     n = len(ref) if ref.ndim else 1
     nonfinite = ~np.isfinite(_flat(got))
     diff = np.abs(ref - got)
-    finite_diff = np.where(np.isfinite(diff), diff, np.inf).ravel()
+    diff = np.where(np.isfinite(diff), diff, np.inf)  # a NaN/Inf in the bundle is an infinite error
+    finite_diff = diff.ravel()
     span = float(np.ptp(ref)) if ref.size else 0.0
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     rel = finite_diff / (span if span > 0 else max(scale, 1e-12))
-    per_sample_rel = _flat(np.where(np.isfinite(diff), diff, np.inf)).max(axis=1) / (span if span > 0 else max(scale, 1e-12)) \
-        if ref.size else np.zeros(0)
+    per_sample_rel = _flat(diff).max(axis=1) / (span if span > 0 else max(scale, 1e-12)) if ref.size else np.zeros(0)
     cos = sample_cosines(ref, got)
     m: dict[str, float] = {
         "samples": float(n),
@@ -140,28 +146,21 @@ def output_metrics(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None =
                     for c in range(ref.shape[1]) if np.any(ra == c)]
             m["mean_iou"] = float(np.mean(ious)) if ious else 1.0
         else:
-            mse = float(np.mean(np.where(np.isfinite(diff), diff, span or 1.0) ** 2))
+            mse = float(np.mean(np.where(np.isfinite(diff), diff, span or 1.0) ** 2))  # non-finite: full range
             peak = span if span > 0 else 1.0
             m["psnr_db"] = float("inf") if mse == 0 else float(10 * np.log10(peak * peak / mse))
     elif kind == "sequence" and ref.ndim >= 3:
         _rate(m, "token_agreement", (ref.argmax(-1) == _argmax_finite(got, -1)).ravel())
-    return m
+    return m, cos, per_sample_rel
 
 
-def worst_samples(ref: np.ndarray, got: np.ndarray, kind: str, k: int = 3) -> list[dict[str, Any]]:
+def _worst(kind: str, cos: np.ndarray, rel: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
     """The k samples that differ most (index + metric), so a person (and a device) can re-test them."""
-    ref = np.asarray(ref, np.float64)
-    got = np.asarray(got, np.float64)
-    if ref.shape != got.shape or not ref.ndim or not len(ref):
-        return []
     if kind in ("scores", "embedding"):
-        cos = sample_cosines(ref, got)
         order = np.argsort(np.where(np.isnan(cos), -np.inf, cos))[:k]
         return [{"index": int(i), "metric": "sample_cosine", "value": finite_or_none(float(cos[i]))} for i in order]
-    span = float(np.ptp(ref)) or 1.0
-    err = _flat(np.where(np.isfinite(got), np.abs(ref - got), np.inf)).max(axis=1) / span
-    order = np.argsort(-err)[:k]
-    return [{"index": int(i), "metric": "rel_error", "value": finite_or_none(float(err[i]))} for i in order]
+    order = np.argsort(-rel)[:k]
+    return [{"index": int(i), "metric": "rel_error", "value": finite_or_none(float(rel[i]))} for i in order]
 
 
 @dataclass
@@ -216,12 +215,12 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
             checks.append(Check(f"output {name} present", 1, 0, False, "==", "bundle produced no such output"))
             continue
         try:
-            m = output_metrics(ref, candidate[name], labels if kind == "scores" else None, kind)
+            m, cos, rel = _measure(ref, candidate[name], labels if kind == "scores" else None, kind)
         except ValueError as e:
             checks.append(Check(f"output {name} shape", 1, 0, False, "==", str(e)))
             continue
         metrics[name] = m
-        worst[name] = worst_samples(ref, candidate[name], kind)
+        worst[name] = _worst(kind, cos, rel)
         if m["nonfinite_samples"]:
             checks.append(Check(f"output {name} finite", 0, m["nonfinite_samples"], False, "==",
                                 f"bundle produced NaN/Inf in output {name} for {int(m['nonfinite_samples'])} samples"))
