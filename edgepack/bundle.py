@@ -71,6 +71,9 @@ class GoldenInfo(_Model):
     labels: str | None = None
     samples: int
     synthetic: bool = False
+    holdout_samples: int | None = Field(None, description="size of the build's holdout; golden/ keeps a bounded "
+                                        "subset of it (the build report's folder keeps it all)")
+    indices: list[int] | None = Field(None, description="holdout indices of the golden samples (None: all of them)")
 
 
 class SourceInfo(_Model):
@@ -156,6 +159,8 @@ class BundleContent:
     calibration: dict[str, Any]
     synthetic: bool
     report: TargetReport
+    holdout_samples: int | None = None
+    golden_indices: list[int] | None = None
 
 
 def write(staging: Path, content: BundleContent) -> Manifest:
@@ -164,11 +169,11 @@ def write(staging: Path, content: BundleContent) -> Manifest:
     staging = Path(staging)
     g = staging / "golden"
     g.mkdir()
-    save_npz(g / "inputs.npz", content.golden_inputs)
-    save_npz(g / "outputs.npz", content.golden_outputs)
+    save_npz(g / "inputs.npz", content.golden_inputs, compress=True)
+    save_npz(g / "outputs.npz", content.golden_outputs, compress=True)
     labels_file = None
     if content.labels is not None:
-        save_npz(g / "labels.npz", {"labels": content.labels})
+        save_npz(g / "labels.npz", {"labels": content.labels}, compress=True)
         labels_file = "golden/labels.npz"
     if content.class_names:
         (staging / "labels.txt").write_text("\n".join(content.class_names) + "\n")
@@ -180,7 +185,8 @@ def write(staging: Path, content: BundleContent) -> Manifest:
     shutil.copyfile(content.device_loader, staging / "runner" / "device.py")
     (staging / REPORT).write_text(content.report.to_json())
     golden = GoldenInfo(labels=labels_file, samples=len(next(iter(content.golden_inputs.values()))),
-                        synthetic=content.synthetic)
+                        synthetic=content.synthetic, holdout_samples=content.holdout_samples,
+                        indices=content.golden_indices)
     toolchain = toolchain_versions()
     files = [FileEntry(path=rel, size=(staging / rel).stat().st_size, sha256=integrity.sha256_file(staging / rel))
              for rel in integrity.list_files(staging) if rel not in UNSIGNED]

@@ -33,6 +33,7 @@ class CalibrationData:
     synthetic: bool = False
     preprocess: dict[str, Any] = field(default_factory=dict)
     origin: str = ""
+    defaulted: bool = False  # no --calibration: the profiles' default recipe was used (it fitted the model)
 
     @property
     def sizes(self) -> tuple[int, int]:
@@ -44,6 +45,7 @@ class CalibrationData:
             "name": self.name,
             "origin": self.origin,
             "synthetic": self.synthetic,
+            "defaulted": self.defaulted,
             "calibration_samples": n_cal,
             "holdout_samples": n_hold,
             "labelled": self.holdout_labels is not None,

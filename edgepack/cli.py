@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="edgepack",
@@ -37,11 +38,17 @@ def _handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except EdgepackError as e:
-            if os.environ.get("EDGEPACK_DEBUG") == "1":
-                raise
-            err_console.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, soft_wrap=True)
             if e.hint:
-                err_console.print(f"[dim]hint:[/] {e.hint}", soft_wrap=True)
+                err_console.print(f"[dim]hint:[/] {escape(e.hint)}", soft_wrap=True)
+            if os.environ.get("EDGEPACK_DEBUG") == "1":  # the full story, same exit code
+                import traceback
+
+                if e.details:
+                    err_console.print("--- full message ---", markup=False, highlight=False)
+                    err_console.print(e.details, markup=False, highlight=False, soft_wrap=True)
+                err_console.print("".join(traceback.format_exception(e)), markup=False, highlight=False,
+                                  soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/]: nothing was left half-written")
@@ -100,16 +107,25 @@ def build(
     junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML with one test case per budget row")] = None,
     report: Annotated[Optional[Path], typer.Option(help="write the build's JSON report here "
                                                         "(default OUT/<model>/build-report.json)")] = None,
-    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="skip targets whose backend is not "
-                                                   "installed instead of failing")] = False,
+    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="skip the targets that cannot build "
+                                                   "this model (runtime not installed, source format not taken, "
+                                                   "unsupported ops) instead of refusing the build; each is reported "
+                                                   "with its reason")] = False,
     targets_dir: Annotated[Optional[Path], typer.Option(help="extra folder of target profiles")] = None,
     output: Annotated[Optional[list[str]], typer.Option("--output", help="declare what an output means, NAME=KIND "
                       "(scores, probabilities, regression, embedding, dense, sequence, state, other); decides its "
                       "parity metrics; repeatable")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="bundle folder name: OUT/<name>/<target> (default: "
+                    "the model file's name, or factory-weights for a PyTorch factory)")] = None,
 ) -> None:
     """Convert MODEL into one bundle per --target, check parity and budgets, and write reports.
 
-    Exits 0 when every target passes, 1 when a parity or budget check fails, 2 on usage/config/input errors.
+    First plans every target against the model (`edgepack plan`) and refuses — or with --skip-unavailable skips —
+    the targets that cannot take it, before converting anything. An error in one target is that target's ERROR
+    verdict; the others still build, and the report, JUnit file and summary cover every target.
+
+    Exits 0 when every target passes, 1 when a parity or budget check fails, 2 on usage/config/input errors or
+    when a target could not be built.
     """
     from edgepack import pipeline
     from edgepack import report as reports
@@ -117,26 +133,93 @@ def build(
     with console.status("starting…") as status:
         def progress(msg: str) -> None:
             status.update(msg)
-            console.print(f"[dim]•[/] {msg}")
+            console.print(f"[dim]•[/] {escape(msg)}")
 
         results = pipeline.build(
             model, target, calibration=calibration, out=out, inputs=_parse_inputs(input_spec), weights=weights,
             trust_code=trust_model_code, signature=signature, synthetic=synthetic_calibration, archive=archive,
-            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=_parse_outputs(output),
+            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=_parse_outputs(output), name=name,
             progress=progress,
         )
     reports.render(console, results)
-    built = [r for r in results if r.bundle]
-    report_path = report or (Path(built[0].bundle).parent / "build-report.json" if built else None)
+    if len(results) > 1:
+        reports.render_summary(console, results)
+    model_name = next((r.source["name"] for r in results if r.source), None)
+    report_path = report or (out / model_name / "build-report.json" if model_name else None)
     if report_path:
         reports.write_json(results, report_path)
-        console.print(f"report: {report_path}")
+        console.print(f"report: {escape(str(report_path))}")
     if junit:
         reports.write_junit(results, junit)
-    failed = [r.target for r in results if not r.passed]
+    _exit_for(results)
+
+
+def _exit_for(results) -> None:
+    """Exit with the worst verdict: 2 when a target errored, 1 when a check failed, else 0."""
+    from edgepack import report as reports
+
+    code = reports.exit_code(results)
+    if os.environ.get("EDGEPACK_DEBUG") == "1":
+        for r in results:
+            if r.details:
+                err_console.print(f"--- {escape(r.target)}: full message ({escape(r.stage or '')}) ---",
+                                  soft_wrap=True)
+                err_console.print(r.details, markup=False, highlight=False, soft_wrap=True)
+    failed = [r.target for r in results if r.status == "failed"]
+    for r in results:
+        if r.status == "error":
+            err_console.print(f"[bold red]error:[/] {escape(r.target)}: {escape(r.reason or '')}", soft_wrap=True)
+            if r.hint:
+                err_console.print(f"[dim]hint:[/] {escape(r.hint)}", soft_wrap=True)
     if failed:
-        err_console.print(f"[bold red]failed:[/] {', '.join(failed)} (see the FAIL rows above)")
-        raise typer.Exit(1)
+        err_console.print(f"[bold red]failed:[/] {escape(', '.join(failed))} (see the FAIL rows above)", soft_wrap=True)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command(epilog="Examples:\n\n"
+             "  edgepack plan model.onnx -t all\n\n"
+             "  edgepack plan examples/digits.py:make_cnn --input input=1x1x32x32 -t all --json plan.json")
+@_handle_errors
+def plan(
+    model: Annotated[str, typer.Argument(help="the model, as for `edgepack build`")],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="target profile name, path or `all`; "
+                                                                      "repeatable")],
+    input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=SHAPE[:dtype]")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="PyTorch state dict")] = None,
+    trust_model_code: Annotated[bool, typer.Option("--trust-model-code")] = False,
+    signature: Annotated[Optional[str], typer.Option(help="SavedModel signature")] = None,
+    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="plan skips instead of refusals")] = False,
+    targets_dir: Annotated[Optional[Path], typer.Option(help="extra folder of target profiles")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the plan as JSON here "
+                                                                    "(`-` for stdout)")] = None,
+) -> None:
+    """Show what `edgepack build` would do with MODEL for each target — build (and how the source gets there),
+    skip or refuse (and why) — without converting anything. Exits 2 when a target would be refused."""
+    from rich.table import Table
+
+    from edgepack import pipeline
+    from edgepack import plan as plans
+
+    the_plan = pipeline.plan(model, target, inputs=_parse_inputs(input_spec), weights=weights,
+                             trust_code=trust_model_code, signature=signature, skip_unavailable=skip_unavailable,
+                             targets_dir=targets_dir)
+    if json_out is not None and str(json_out) == "-":
+        sys.stdout.write(the_plan.to_json())
+    else:
+        t = Table(title=f"plan for {escape(model)}", title_justify="left")
+        for col in ("target", "backend", "precision", "action", "route", "reason"):
+            t.add_column(col, overflow="fold", no_wrap=col in ("target", "action"))
+        colour = {"build": "green", "skip": "yellow", "refuse": "red"}
+        for r in the_plan.rows:
+            t.add_row(escape(r.target), r.backend, r.precision, f"[{colour[r.action]}]{r.action}[/]", escape(r.route),
+                      escape(r.reason or ""))
+        console.print(t)
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(the_plan.to_json())
+            console.print(f"plan: {escape(str(json_out))}")
+    plans.refuse(the_plan)
 
 
 @app.command(epilog="Example:\n\n  edgepack check dist/model/android-ort-int8")

@@ -80,6 +80,9 @@ class TargetProfile(_Model):
     description: str = ""
     calibration: str | None = None
     min_calibration_samples: int = Field(32, ge=1)
+    golden_max_mb: float = Field(16.0, gt=0, le=4096, description="cap on the golden inputs + outputs kept in a "
+                                 "bundle (uncompressed MiB); the worst samples are always kept, the rest is an even "
+                                 "spread of the holdout")
     layout: Literal["nchw", "nhwc"] | None = None
     dynamic_batch: bool = False
     outputs: dict[str, OutputKind] = Field(default_factory=dict, description="output name → kind (scores, "

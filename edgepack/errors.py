@@ -5,20 +5,27 @@ Parity and budget misses are *results* (see ``edgepack.report``), never exceptio
 
 from __future__ import annotations
 
+import re
+
 
 class EdgepackError(Exception):
-    """An error caused by the user's input, configuration or environment (exit code 2)."""
+    """An error caused by the user's input, configuration or environment (exit code 2).
+
+    ``message`` is one line a user acts on; ``details`` keeps the converter's or runtime's full output (written into
+    the report, printed with EDGEPACK_DEBUG=1).
+    """
 
     exit_code = 2
     default_hint = ""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
+        self.details = details
 
-    def __reduce__(self):  # keep message and hint across process boundaries
-        return (self.__class__, (self.message, self.hint))
+    def __reduce__(self):  # keep message, hint and details across process boundaries
+        return (self.__class__, (self.message, self.hint, self.details))
 
     def __str__(self) -> str:
         return self.message
@@ -60,3 +67,36 @@ class BundleError(EdgepackError):
     """A bundle folder is missing pieces or is not a bundle."""
 
     default_hint = "build it again with `edgepack build`"
+
+
+# lines that say where a check fired, not what went wrong
+_NOISE = re.compile(r"^(Traceback \(most recent call last\)|File \"|Check '.*' failed at|\S+\.(cpp|cc|hpp|h|py):\d+"
+                    r"|at \S+\.(cpp|cc):\d+|-{3,}|={3,}|\^+$|\[ ?(ERROR|WARNING) ?\]\s*$)")
+_CAUSE = re.compile(r"(not supported|unsupported|no conversion rule|cannot|can't|could not|unable|invalid|unknown|"
+                    r"missing|mismatch|expected|must|requires?|not found|not implemented|unconverted|failed to|"
+                    r"error:|exception:|only supports?|out of range|overflow)", re.IGNORECASE)
+
+
+def explain(text: str, limit: int = 300) -> str:
+    """The line of a converter's message that says what went wrong (not where an assertion fired).
+
+    Prefers the first line naming a cause ("not supported", "No conversion rule", "missing", …) over location lines
+    such as ``Check 'false' failed at src/…/unconverted_ops_report.cpp:151``; falls back to the last non-empty line.
+    """
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not _NOISE.match(ln)]
+    for ln in useful:
+        if _CAUSE.search(ln):
+            return ln[:limit]
+    pick = useful[0] if useful else (lines[-1] if lines else "")
+    return pick[:limit]
+
+
+def converter_error(what: str, exc: BaseException, hint: str | None = None) -> "ConversionFailed":
+    """A ConversionFailed whose first line names the cause and whose details keep the converter's whole message."""
+    import traceback
+
+    text = str(exc).strip()
+    reason = explain(text) or type(exc).__name__
+    full = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ConversionFailed(f"{what}: {reason}", hint=hint, details=full)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from edgepack.backends import registry
+from edgepack.backends.base import BRIDGE_NEEDS
 from edgepack.config import available_targets, load_profile
 from edgepack.errors import EdgepackError
 
-BRIDGE_NEEDS = {"torch": ("torch", "onnxscript"), "tf": ("tensorflow", "tf2onnx")}
 
 
 def edgepack_version() -> str:
@@ -31,14 +31,7 @@ def can_take(backend, kind: str) -> tuple[bool, str]:
     missing = backend.missing()
     if missing:
         return False, f"not installed: {', '.join(missing)}"
-    if kind in backend.accepts:
-        return True, f"direct ({kind})"
-    if "onnx" in backend.accepts and kind in BRIDGE_NEEDS:
-        need = [m for m in BRIDGE_NEEDS[kind] if not _installed(m)]
-        if need:
-            return False, f"{kind} → onnx bridge needs {', '.join(need)}"
-        return True, f"via {kind} → onnx"
-    return False, f"takes {', '.join(sorted(backend.accepts))}, not {kind}"
+    return backend.route(kind)
 
 
 def inspect_model(model: str, **kwargs: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
-from edgepack.errors import ConversionFailed, EdgepackError
+from edgepack.errors import ConversionFailed, EdgepackError, explain
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEPACK_TIMEOUT", "1800"))
 
@@ -77,6 +77,11 @@ def _read_from(path: str, offset: int) -> str:
 
 def _tail(text: str, lines: int) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _log_section(log: str) -> str:
+    tail = _tail(log, 60)
+    return f"\n--- worker output (last lines) ---\n{tail}" if tail else ""
 
 
 class _Worker:
@@ -151,12 +156,19 @@ class Workers:
                 log = _read_from(worker.log, start)
                 self._drop(family, worker)
                 raise ConversionFailed(
-                    f"{what} crashed the worker process" + (f":\n{_tail(log, 15)}" if debug else ""),
-                    hint="rerun with EDGEPACK_DEBUG=1 to see the converter's output",
+                    f"{what} crashed the worker process (a native crash in the converter or runtime)",
+                    hint="the worker's last output is in the report's details (EDGEPACK_DEBUG=1 prints it)",
+                    details=_tail(log, 60) or None,
                 ) from None
+            except ConversionFailed as e:  # the converter's own output belongs to its details
+                extra = _log_section(_read_from(worker.log, start))
+                if extra:
+                    raise type(e)(e.message, e.hint, (e.details or "") + extra) from None
+                raise
             except _WorkerBug as e:
-                detail = str(e) if debug else str(e).splitlines()[0]
-                raise ConversionFailed(f"{what} failed: {detail}") from None
+                text = str(e)
+                raise ConversionFailed(f"{what} failed: {explain(text) or text.splitlines()[0]}",
+                                       details=text + _log_section(_read_from(worker.log, start))) from None
             finally:
                 if debug:
                     tail = _tail(_read_from(worker.log, start), 40)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from edgepack import bundle as bundles
 from edgepack import calibration as calibration_mod
+from edgepack import plan as plans
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends import registry
 from edgepack.backends.registry import Target
@@ -33,8 +36,8 @@ from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import Limits
 from edgepack.core.npz import load_npz
-from edgepack.errors import ConfigError, RuntimeUnavailable
-from edgepack.feeds import Feeds
+from edgepack.errors import ConfigError, EdgepackError, InputError, RuntimeUnavailable, explain
+from edgepack.feeds import Feeds, take
 from edgepack.isolation import Workers, current, run_isolated
 from edgepack.parity.compare import compare
 from edgepack.parity.tolerances import limits as parity_limits
@@ -93,6 +96,16 @@ def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[T
     return [registry.resolve(load_profile(n, targets_dir)) for n in dict.fromkeys(expanded)]
 
 
+def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (), weights: str | None = None,
+         trust_code: bool = False, signature: str | None = None, skip_unavailable: bool = False,
+         targets_dir: Path | None = None) -> "plans.Plan":
+    """What ``build`` would do with each target, decided from the source's signature and the profiles only."""
+    resolved = resolve_targets(targets, targets_dir)
+    with _workers():
+        source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+    return plans.make(model, resolved, source, skip_unavailable)
+
+
 def load_data(spec: str | None, targets: list[Target], source: Source, synthetic: bool) -> CalibrationData:
     """The build's data. Without ``--calibration`` the profiles' recipe is used only when they all name the same one."""
     relative = None
@@ -103,10 +116,28 @@ def load_data(spec: str | None, targets: list[Target], source: Source, synthetic
             raise ConfigError(f"no --calibration given and the targets name different recipes ({listing})",
                               hint=f"pass --calibration RECIPE (e.g. --calibration {next(iter(named))}) or build "
                                    "these targets separately")
-        if named:
+        if named and not synthetic:
             spec, first = next(iter(named.items()))
-            relative = first.profile.directory
+            return _default_recipe(spec, first, source)
     return calibration_mod.load(spec, source.inputs, allow_synthetic=synthetic, relative_to=relative)
+
+
+def _default_recipe(spec: str, target: Target, source: Source) -> CalibrationData:
+    """The profiles' default recipe, used only when it fits the model: it loads for these inputs and every input
+    dimension it has to match is fixed (a dynamic one would accept any data, fitting or not)."""
+    ins = ", ".join(f"{t.name} {t.shape_str()} {t.dtype}" for t in source.inputs)
+    fix = (f"pass --calibration with this model's data: an .npz keyed by input name ({ins}), or a recipe .toml "
+           "(see calibration/digits.toml)")
+    loose = [t.name for t in source.inputs if any(d is None for d in t.shape[1:])]
+    if loose:
+        raise ConfigError(f"no --calibration given, and the profiles' default recipe '{spec}' cannot be shown to "
+                          f"fit this model (input {', '.join(loose)} has dynamic dimensions)", hint=fix)
+    try:
+        data = calibration_mod.load(spec, source.inputs, relative_to=target.profile.directory)
+    except EdgepackError as e:
+        raise ConfigError(f"no --calibration given, and the profiles' default recipe '{spec}' does not fit this "
+                          f"model ({e.message})", hint=fix) from None
+    return replace(data, defaulted=True)
 
 
 def golden_outputs(source: Source, feeds: Feeds) -> Feeds:
@@ -214,6 +245,9 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
     warnings = list(art.warnings) + ev.warnings
     if data.synthetic:
         warnings.insert(0, "parity ran on SYNTHETIC random inputs, not real data: it cannot vouch for accuracy")
+    if data.defaulted:
+        warnings.insert(0, f"no --calibration given: used the profiles' default recipe '{data.name}' ({data.origin}); "
+                           "make sure it is this model's kind of data")
     n_cal = len(next(iter(data.calibration.values())))
     if target.backend.needs_calibration(profile, target.options) and n_cal < profile.min_calibration_samples:
         warnings.append(f"calibration used {n_cal} samples, fewer than the profile's minimum "
@@ -225,49 +259,128 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         warnings=warnings, notes=c.notes + list(art.notes), artifact=art.details, calibration=data.describe(),
         source=source.describe(),
     )
+    keep = golden_subset(data.holdout, golden, ev.parity.worst_samples, profile.golden_max_mb * 2**20)
+    pick = (lambda feeds: feeds) if keep is None else (lambda feeds: take(feeds, np.asarray(keep)))
+    n_hold = len(next(iter(data.holdout.values())))
+    if keep is not None:
+        report = report.model_copy(update={"notes": [*report.notes, f"golden/ keeps {len(keep)} of {n_hold} holdout "
+                                                     f"samples (the worst ones + an even spread; cap "
+                                                     f"{profile.golden_max_mb:g} MiB); the full holdout is in "
+                                                     f"{source.name}/holdout/ next to the build report"]})
     bundles.write(c.staging, bundles.BundleContent(
         artifact=art, device_loader=target.backend.device_file(), source=bundles.SourceInfo(**source.describe()),
-        target=profile, limits=limits, kinds=kinds, golden_inputs=data.holdout, golden_outputs=golden,
-        labels=data.holdout_labels, class_names=data.class_names, preprocessing=data.preprocess,
+        target=profile, limits=limits, kinds=kinds, golden_inputs=pick(data.holdout), golden_outputs=pick(golden),
+        labels=None if data.holdout_labels is None else (data.holdout_labels if keep is None
+                                                         else data.holdout_labels[np.asarray(keep)]),
+        class_names=data.class_names, preprocessing=data.preprocess,
         calibration=data.describe(), synthetic=data.synthetic, report=report,
+        holdout_samples=n_hold, golden_indices=keep,
     ))
     final = out_root / source.name / profile.name
     bundles.commit(c.staging, final)
-    zpath = bundles.archive(final, final.with_suffix(".zip")) if archive else None
+    # a failed bundle is never archived: archives are what gets shipped
+    zpath = bundles.archive(final, final.with_suffix(".zip")) if archive and report.status == "passed" else None
     return report.model_copy(update={"bundle": str(final), "archive": str(zpath) if zpath else None})
 
 
+def _error_report(target: Target, stage: str, e: BaseException, source: Source | None) -> TargetReport:
+    """One target's ERROR verdict: the error's one line + hint; the full converter/runtime output in ``details``."""
+    if isinstance(e, EdgepackError):
+        message, hint, details = e.message, e.hint or None, e.details
+    else:  # a bug in edgepack or an unexpected library error: never a traceback on the terminal
+        message = f"internal error in {stage}: {type(e).__name__}: {explain(str(e)) or '(no message)'}"
+        hint = "this is a bug: please report it with the `details` of this target in the build report"
+        details = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    p = target.profile
+    return TargetReport(target=p.name, status="error", backend=p.backend, precision=p.precision, device=p.device,
+                        stage=stage, reason=message, hint=hint, details=details,
+                        source=source.describe() if source else None)
+
+
 def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[str]]], data: CalibrationData,
-                 out_parent: Path, progress: Progress) -> list[Converted]:
-    """Convert every target: one thread per backend (its warm worker), at most JOBS backends at a time."""
+                 out_parent: Path, progress: Progress) -> tuple[list[Converted], dict[str, TargetReport]]:
+    """Convert every target: one thread per backend (its warm worker), at most JOBS backends at a time. A target
+    whose conversion fails gets an ERROR report; the others go on."""
     groups: dict[str, list[Target]] = {}
     for t in targets:
         groups.setdefault(t.backend.name, []).append(t)
-    failed: list[BaseException] = []
+    errors: dict[str, TargetReport] = {}
     done: dict[str, Converted] = {}
 
     def run_group(group: list[Target]) -> None:
         for t in group:
-            if failed:
-                return
             staging = bundles.staging_dir(out_parent, t.name)
+            src, notes = sources[t.name]
             try:
-                src, notes = sources[t.name]
                 done[t.name] = convert_target(t, src, notes, data, staging, progress)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            except Exception as e:  # noqa: BLE001 - one target's failure is its verdict, not the build's
                 bundles.discard(staging)
-                failed.append(e)
-                return
+                errors[t.name] = _error_report(t, "conversion", e, src)
+                progress(f"{t.name}: ERROR in conversion: {errors[t.name].reason}")
+            except BaseException:
+                bundles.discard(staging)
+                raise
 
-    with ThreadPoolExecutor(max_workers=min(JOBS, len(groups)) or 1) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, run_group, g) for g in groups.values()]
-        for f in futures:
-            f.result()
-    if failed:
+    try:
+        with ThreadPoolExecutor(max_workers=min(JOBS, len(groups)) or 1) as pool:
+            futures = [pool.submit(contextvars.copy_context().run, run_group, g) for g in groups.values()]
+            for f in futures:
+                f.result()
+    except BaseException:
         for c in done.values():
             bundles.discard(c.staging)
-        raise failed[0]
-    return [done[t.name] for t in targets]
+        raise
+    return [done[t.name] for t in targets if t.name in done], errors
+
+
+def check_reference(golden: Feeds) -> None:
+    """The reference model's own outputs must be finite on the holdout: nothing can be compared with NaN."""
+    for name, arr in golden.items():
+        a = np.asarray(arr)
+        if not np.issubdtype(a.dtype, np.floating):
+            continue
+        bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1)) if a.ndim else (
+            np.array([0]) if not np.isfinite(a) else np.array([], dtype=int))
+        if len(bad):
+            shown = ", ".join(str(int(i)) for i in bad[:8]) + (" …" if len(bad) > 8 else "")
+            raise InputError(f"the reference model itself produced NaN/Inf in output '{name}' for {len(bad)} of "
+                             f"{len(a)} holdout samples (samples {shown}); no bundle can be compared there",
+                             hint="check the data's preprocessing (scale, mean/std, layout) and declared inputs "
+                                  "(--input) for this model; the reference must answer finitely on real data")
+
+
+def golden_subset(inputs: Feeds, outputs: Feeds, worst: dict[str, list[dict[str, Any]]],
+                  max_bytes: float) -> list[int] | None:
+    """Holdout indices kept in a bundle's golden/: all when they fit ``max_bytes``, else the worst samples plus an
+    even spread of the rest (None means all)."""
+    n = len(next(iter(inputs.values())))
+    per_sample = sum(a[:1].nbytes for a in (*inputs.values(), *outputs.values()) if np.ndim(a))
+    if n * per_sample <= max_bytes or n <= 1:
+        return None
+    k = max(1, int(max_bytes // max(per_sample, 1)))
+    keep = {int(w["index"]) for rows in worst.values() for w in rows if 0 <= int(w["index"]) < n}
+    for i in np.linspace(0, n - 1, num=k).round().astype(int):
+        if len(keep) >= k:
+            break
+        keep.add(int(i))
+    return sorted(keep)
+
+
+def write_holdout(folder: Path, data: CalibrationData, golden: Feeds) -> None:
+    """The build's full holdout (inputs, reference outputs, labels) next to the build report, compressed."""
+    from edgepack.core.npz import save_npz
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    bundles.discard(tmp)
+    tmp.mkdir()
+    save_npz(tmp / "inputs.npz", data.holdout, compress=True)
+    save_npz(tmp / "outputs.npz", golden, compress=True)
+    if data.holdout_labels is not None:
+        save_npz(tmp / "labels.npz", {"labels": data.holdout_labels}, compress=True)
+    for f in tmp.iterdir():
+        os.replace(f, folder / f.name)
+    tmp.rmdir()
 
 
 def build(
@@ -285,42 +398,59 @@ def build(
     skip_unavailable: bool = False,
     targets_dir: Path | None = None,
     outputs: dict[str, str] | None = None,
+    name: str | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
-    """Build, check and report every target; raises EdgepackError for user errors (nothing left behind)."""
+    """Plan, then build, check and report every target. Errors that concern the whole build (source, data, plan
+    refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report."""
     resolved = resolve_targets(targets, targets_dir)
-    runnable: list[Target] = []
-    results: dict[str, TargetReport] = {}
-    for t in resolved:
-        missing = t.backend.missing()
-        if missing and skip_unavailable:
-            results[t.name] = TargetReport(target=t.name, status="skipped", backend=t.profile.backend,
-                                           precision=t.profile.precision, device=t.profile.device,
-                                           reason=f"not installed: {', '.join(missing)}")
-        else:
-            t.backend.ensure_available()
-            runnable.append(t)
-    if not runnable:
-        return [results[t.name] for t in resolved]
-    out_root = bundles.prepare_parent(out)
     with _workers():
         progress(f"loading source {model}")
         source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+        if name is not None:
+            source = replace(source, name=check_name(name))
+        the_plan = plans.make(model, resolved, source, skip_unavailable)
+        plans.refuse(the_plan)
+        results: dict[str, TargetReport] = {}
+        for row in the_plan.rows:
+            if row.action == "skip":
+                t = next(t for t in resolved if t.name == row.target)
+                results[t.name] = TargetReport(target=t.name, status="skipped", backend=t.profile.backend,
+                                               precision=t.profile.precision, device=t.profile.device,
+                                               reason=row.reason, source=source.describe())
+        runnable = [t for t in resolved if t.name in the_plan.buildable]
+        if not runnable:
+            return [results[t.name] for t in resolved]
+        out_root = bundles.prepare_parent(out)
         progress("preparing calibration and holdout data")
         data = load_data(calibration, runnable, source, synthetic)
         progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
         golden = golden_outputs(source, data.holdout)
+        check_reference(golden)
         # decided once per target, before any conversion (bad declarations are refused up front)
         kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {})) for t in runnable}
+        write_holdout(out_root / source.name / "holdout", data, golden)
         bridges = Bridges(source)
         try:
-            sources = {t.name: bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
-                       for t in runnable}
-            converted = _convert_all(runnable, sources, data, out_root / source.name, progress)
+            sources: dict[str, tuple[Source, list[str]]] = {}
+            for t in runnable:
+                try:
+                    sources[t.name] = bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
+                except Exception as e:  # noqa: BLE001 - a failed bridge is the verdict of the targets needing it
+                    results[t.name] = _error_report(t, "bridge to ONNX", e, source)
+            todo = [t for t in runnable if t.name in sources]
+            converted, errors = _convert_all(todo, sources, data, out_root / source.name, progress)
+            results.update(errors)
             try:
                 for i, c in enumerate(converted):
-                    results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
-                                                           kinds[c.target.name], progress)
+                    try:
+                        results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
+                                                               kinds[c.target.name], progress)
+                    except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
+                        results[c.target.name] = _error_report(c.target, "host run", e, source)
+                        progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
+                    finally:
+                        bundles.discard(c.staging)
                     converted[i] = None  # type: ignore[call-overload]
             finally:
                 for c in converted:
@@ -329,6 +459,16 @@ def build(
         finally:
             bridges.close()
     return [results[t.name] for t in resolved]
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name) or ".." in name:
+        raise ConfigError(f"--name '{name}' is not a usable folder name",
+                          hint="use 1-64 characters from A-Z a-z 0-9 . _ - (starting with a letter or digit)")
+    return name
 
 
 def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
@@ -361,4 +501,5 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     return report
 
 
-__all__ = ["Evaluation", "build", "check", "evaluate", "load_data", "output_kinds", "resolve_targets"]
+__all__ = ["Evaluation", "build", "check", "check_reference", "evaluate", "golden_subset", "load_data", "output_kinds",
+           "plan", "resolve_targets"]

@@ -72,6 +72,9 @@ class TargetReport(_Model):
     precision: str | None = None
     device: str | None = None
     reason: str | None = Field(None, description="why a target was skipped or errored")
+    stage: str | None = Field(None, description="the stage an ERROR happened in (conversion, host run, …)")
+    hint: str | None = Field(None, description="what to do about an ERROR")
+    details: str | None = Field(None, description="the converter's or runtime's full message for an ERROR")
     bundle: str | None = None
     archive: str | None = None
     size_bytes: int | None = None
@@ -90,6 +93,16 @@ class TargetReport(_Model):
     @property
     def passed(self) -> bool:
         return self.status in ("passed", "skipped")
+
+    @property
+    def exit_code(self) -> int:
+        """0 passed/skipped, 1 a check failed, 2 an error."""
+        return {"passed": 0, "skipped": 0, "failed": 1, "error": 2}[self.status]
+
+
+def exit_code(results: list[TargetReport]) -> int:
+    """The worst verdict of a build."""
+    return max((r.exit_code for r in results), default=0)
 
 
 class BuildReport(_Model):
@@ -132,9 +145,14 @@ def write_junit(results: list[TargetReport], path: Path) -> None:
         suite = ET.SubElement(root, "testsuite", name=r.target, tests=str(max(len(r.checks), 1)),
                               failures=str(sum(1 for c in r.checks if not c.passed)),
                               skipped="1" if r.status == "skipped" else "0")
-        if r.status == "skipped":
+        if r.status in ("skipped", "error"):
             case = ET.SubElement(suite, "testcase", classname=r.target, name="build")
-            ET.SubElement(case, "skipped", message=r.reason or "skipped")
+            if r.status == "skipped":
+                ET.SubElement(case, "skipped", message=r.reason or "skipped")
+            else:
+                suite.set("errors", "1")
+                err = ET.SubElement(case, "error", message=f"{r.stage or 'build'}: {r.reason or 'error'}")
+                err.text = "\n".join(x for x in (r.hint and f"hint: {r.hint}", r.details) if x) or None
             continue
         for c in r.checks:
             case = ET.SubElement(suite, "testcase", classname=r.target, name=c.name)
@@ -152,6 +170,8 @@ def render(console: "Console", results: list[TargetReport]) -> None:
     for r in results:
         if r.status == "skipped":
             console.print(f"[yellow]skipped[/] {escape(r.target)}: {escape(r.reason or '')}")
+            continue
+        if r.status == "error":  # the CLI prints errors on stderr (error: line + hint)
             continue
         title = f"{escape(r.target)}  [{'green' if r.passed else 'red'}]{r.status.upper()}[/]"
         t = Table(title=title, title_justify="left", show_lines=False)
@@ -189,3 +209,20 @@ def render(console: "Console", results: list[TargetReport]) -> None:
             console.print(f"  [yellow]warning:[/] {escape(w)}")
         if r.bundle:
             console.print(f"  bundle: {escape(r.bundle)}")
+
+
+def render_summary(console: "Console", results: list[TargetReport]) -> None:
+    """One row per target: the verdict, size, host latency and, for skips and errors, the reason."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    colour = {"passed": "green", "failed": "red", "error": "bold red", "skipped": "yellow"}
+    t = Table(title="summary", title_justify="left")
+    for col in ("target", "verdict", "size MB", "host p50 ms", "reason"):
+        t.add_column(col, overflow="fold", no_wrap=col in ("target", "verdict"))
+    for r in results:
+        size = f"{r.size_bytes / 2**20:.3f}" if r.size_bytes else "—"
+        lat = f"{r.latency.p50_ms:.3f}" if r.latency else "—"
+        why = r.reason or ", ".join(c.name for c in r.checks if not c.passed)
+        t.add_row(escape(r.target), f"[{colour[r.status]}]{r.status.upper()}[/]", size, lat, escape(why or ""))
+    console.print(t)

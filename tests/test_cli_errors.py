@@ -125,7 +125,8 @@ def test_debug_env_shows_traceback(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EDGEPACK_DEBUG", "1")
     res = CliRunner().invoke(app, ["build", str(tmp_path / "nope.onnx"), "-t", "android-ort-fp32"])
-    assert isinstance(res.exception, InputError)
+    assert res.exit_code == InputError.exit_code == 2  # the same exit code as without EDGEPACK_DEBUG
+    assert res.stderr.startswith("error: ") and "Traceback (most recent call last)" in res.stderr
 
 
 def test_inspect_targets_doctor(tiny_onnx, cli):

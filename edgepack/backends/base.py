@@ -28,6 +28,17 @@ if TYPE_CHECKING:
     from edgepack.sources import Source
 
 
+# what the pipeline's ONNX bridge needs per source kind (import names, checked with find_spec)
+BRIDGE_NEEDS: dict[str, tuple[str, ...]] = {"torch": ("torch", "onnxscript"), "tf": ("tensorflow", "tf2onnx")}
+
+
+def _installed(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class NoOptions(BaseModel):
     """Backends without options accept none (unknown keys are refused)."""
 
@@ -164,6 +175,22 @@ class Backend(abc.ABC):
             from edgepack.config import validation_message
 
             raise validation_message(e, self.Options, where, prefix="options.") from None
+
+    def preflight(self, source: "Source", profile: "TargetProfile", options: BaseModel) -> str | None:
+        """Why this backend cannot build this source for this profile, decided before any conversion starts (op
+        support, opset, shapes), or None. Cheap and framework-free: it runs in the planning step of every build."""
+        return None
+
+    def route(self, kind: str) -> tuple[bool, str]:
+        """Whether this backend can take a source kind (directly or through the ONNX bridge), and how / why not."""
+        if kind in self.accepts:
+            return True, f"direct ({kind})"
+        if "onnx" in self.accepts and kind in BRIDGE_NEEDS:
+            need = [m for m in BRIDGE_NEEDS[kind] if not _installed(m)]
+            if need:
+                return False, f"the {kind} → onnx bridge needs {', '.join(need)} (not installed)"
+            return True, f"{kind} → onnx bridge"
+        return False, self.refusals.get(kind) or f"takes {', '.join(sorted(self.accepts))} sources, not {kind}"
 
     def needs_calibration(self, profile: "TargetProfile", options: BaseModel) -> bool:
         """Whether convert reads ``data.calibration`` (quantizers)."""

@@ -62,6 +62,7 @@ def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=Non
             raise ConfigError("--weights goes with a module:factory model", hint="drop --weights for .pt2/TorchScript")
         weights = str(Path(weights).resolve())
         digest = digest + ":" + sha256_file(Path(weights))
+        name = f"{name}-{Path(weights).stem}"  # one factory, many trained weights: one folder each
     if not inputs and fmt != "exported":
         raise ConfigError(f"PyTorch model '{model}' needs its input shapes",
                           hint="add --input NAME=1x3x224x224 for each input (dtype defaults to float32)")

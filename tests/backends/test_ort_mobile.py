@@ -41,7 +41,8 @@ def built(tmp_path_factory):
 def test_bundle_contents_and_parity(built, target):
     root, _ = built
     b = root / "dist" / "tiny" / target
-    for f in ("model.ort", "model.onnx", "required_operators.config", "manifest.json", "report.json",
+    assert not (b / "model.onnx").exists(), "an ORT bundle ships the .ort only unless options.ship_onnx"
+    for f in ("model.ort", "required_operators.config", "manifest.json", "report.json",
               "run_bundle.py", "golden/inputs.npz", "golden/outputs.npz", "golden/labels.npz", "labels.txt"):
         assert (b / f).is_file(), f
     manifest = json.loads((b / "manifest.json").read_text())
@@ -208,7 +209,7 @@ def test_torch_factory_source_with_weights(trained_digits, tmp_path, cli):
               "--out", tmp_path / "d")
     assert res.exit_code == 0, res.stdout + res.stderr
     for t in ("android-ort-fp32", "android-ort-int8"):
-        rep = json.loads((tmp_path / "d" / "make_cnn" / t / "report.json").read_text())
+        rep = json.loads((tmp_path / "d" / "make_cnn-cnn" / t / "report.json").read_text())
         assert rep["status"] == "passed" and "bridged torch → onnx" in rep["notes"]
 
 

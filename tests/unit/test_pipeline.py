@@ -78,11 +78,34 @@ def test_profiles_naming_different_recipes_need_calibration(fake_model, profile,
 
 def test_conversion_crash_leaves_nothing_and_the_next_build_works(fake_model, profile, tmp_path):
     crash = profile("crash", "fake_noisy", '[options]\nmode = "crash"\n')
-    with pytest.raises(ConversionFailed, match="crash conversion crashed the worker process"):
-        pipeline.build(str(fake_model), [str(crash)], out=tmp_path / "dist")
-    assert not [p for p in (tmp_path / "dist").rglob("*") if p.is_dir() and p.name != "linear"]
+    [r] = pipeline.build(str(fake_model), [str(crash)], out=tmp_path / "dist")
+    assert r.status == "error" and r.stage == "conversion" and r.exit_code == 2
+    assert r.reason.startswith("crash conversion crashed the worker process") and "\n" not in r.reason
+    model_dir = tmp_path / "dist" / "linear"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["holdout"]  # no bundle, no staging
     [ok] = pipeline.build(str(fake_model), [str(profile("ok"))], out=tmp_path / "dist")
     assert ok.passed
+
+
+def test_one_target_error_does_not_stop_the_others(fake_model, profile, tmp_path, cli):
+    """A crash in one target is its ERROR verdict; the others build; report, JUnit and summary cover all; exit 2."""
+    crash = profile("crash", "fake_noisy", '[options]\nmode = "crash"\n')
+    good, noisy = profile("good"), profile("bad", "fake_noisy", '[options]\nmode = "zeros"\n')
+    res = cli("build", fake_model, "-t", crash, "-t", good, "-t", noisy, "-c", "digits", "--out", tmp_path / "dist",
+              "--junit", tmp_path / "j.xml")
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert "error: crash: crash conversion crashed the worker process" in res.stderr
+    report = json.loads((tmp_path / "dist" / "linear" / "build-report.json").read_text())
+    verdicts = {t["target"]: t["status"] for t in report["targets"]}
+    assert verdicts == {"crash": "error", "good": "passed", "bad": "failed"}
+    crashed = next(t for t in report["targets"] if t["target"] == "crash")
+    assert crashed["stage"] == "conversion" and crashed["hint"]
+    assert (tmp_path / "dist" / "linear" / "good" / "manifest.json").is_file()
+    junit = (tmp_path / "j.xml").read_text()
+    assert junit.count("<testsuite ") == 3 and "<error " in junit and "<failure " in junit
+    assert "summary" in res.stdout and "ERROR" in res.stdout
+    without = cli("build", fake_model, "-t", good, "-t", noisy, "-c", "digits", "--out", tmp_path / "d2")
+    assert without.exit_code == 1  # the worst verdict: a failed check
 
 
 def test_unknown_option_is_refused_when_the_profile_is_resolved(fake_model, profile, tmp_path):

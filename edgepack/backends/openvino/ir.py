@@ -9,13 +9,14 @@ the pipeline hands this backend the build's shared torch → ONNX export instead
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgepack.backends.openvino import device
-from edgepack.errors import ConversionFailed, InputError, UnsupportedConversion
+from edgepack.errors import ConversionFailed, InputError, UnsupportedConversion, converter_error
 from edgepack.feeds import Feeds, run_batched
 from edgepack.isolation import run_isolated
 from edgepack.signature import TensorSpec
@@ -71,11 +72,24 @@ def read_source(source, work: Path) -> tuple[Any, str]:
                                         hint="the pipeline bridges other sources to ONNX first")
     except (UnsupportedConversion, ConversionFailed, InputError):
         raise
-    except Exception as e:  # noqa: BLE001 - frontends raise assorted errors; keep the first line
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ConversionFailed(f"openvino.convert_model failed on the {source.kind} source: {first}") from None
+    except Exception as e:  # noqa: BLE001 - frontends raise assorted errors; the cause line first, all in details
+        raise _ov_error(source.kind, e) from None
     name_tensors(model, source.inputs, source.outputs)
     return model, route
+
+
+def _ov_error(kind: str, e: BaseException) -> ConversionFailed:
+    """OpenVINO puts a ``Check '…' failed at <file>.cpp:<line>`` location first; the op list comes later."""
+    text = str(e)
+    named = re.findall(r"(?:does not support the following \w+ operations?|No conversion rule found for "
+                       r"operations?|unconverted operations?)\s*:\s*([^\n]+)", text, re.IGNORECASE)
+    if named:
+        return ConversionFailed(f"openvino.convert_model cannot convert op(s) of the {kind} source: "
+                                f"{named[-1].strip()[:250]}",
+                                hint="OpenVINO's frontend has no conversion for these ops; build this model for "
+                                     "another backend (`edgepack plan MODEL -t all` shows which can take it)",
+                                details=text)
+    return converter_error(f"openvino.convert_model failed on the {kind} source", e)
 
 
 def name_tensors(model, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:

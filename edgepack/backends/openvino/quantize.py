@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgepack.backends.openvino import ir
-from edgepack.errors import ConfigError, ConversionFailed, InputError
+from edgepack.errors import ConfigError, InputError, converter_error
 from edgepack.feeds import Feeds, num_samples, take
 
 
@@ -209,7 +209,7 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) ->
                 tune_hyperparams=ac.tune_hyperparams),
             **kw)
     except nncf.ValidationError as e:
-        raise ConversionFailed(f"accuracy control failed: {str(e).splitlines()[0][:300]}") from None
+        raise converter_error("NNCF accuracy control failed", e) from None
     except ZeroDivisionError:  # NNCF divides by the fp32 metric (relative drop) even for absolute drops
         raise ConfigError(f"accuracy control metric '{ac.metric}' is 0 for the fp32 model; NNCF needs a non-zero "
                           "reference value", hint="shift the metric, e.g. return 1 - error instead of -error") from None

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.ort_mobile.spec import MODEL, OrtOptions, OrtRuntime
-from edgepack.errors import ConversionFailed, InputError
+from edgepack.errors import ConversionFailed, InputError, converter_error, explain
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -97,6 +97,7 @@ def _quantize(model_in: Path, staged: Path, source: "Source", calibration: dict[
 
     if not calibration:
         raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
+    model_in, per_channel, opset_note = _opset_for_qdq(model_in, staged.with_name("upgraded.onnx"), opts.per_channel)
     pre = staged.with_name("preprocessed.onnx")
     try:
         quant_pre_process(str(model_in), str(pre), skip_symbolic_shape=True)
@@ -114,14 +115,37 @@ def _quantize(model_in: Path, staged: Path, source: "Source", calibration: dict[
         excluded += [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in opts.exclude_op_types]
     quantize_static(
         str(pre), str(staged), _Reader(calibration, None if first[0] is None else first[0]),
-        quant_format=QuantFormat.QDQ, per_channel=opts.per_channel, reduce_range=opts.reduce_range,
+        quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=opts.reduce_range,
         activation_type=qtype[opts.activation_type], weight_type=qtype[opts.weight_type],
         calibrate_method=method[opts.calibration_method], nodes_to_exclude=excluded, extra_options=extra,
     )
     pre.unlink(missing_ok=True)
     return {"quantization": "static QDQ", "calibration_method": opts.calibration_method,
-            "per_channel": opts.per_channel, "activation_type": opts.activation_type,
+            **({"opset": opset_note} if opset_note else {}), "per_channel": per_channel, "activation_type": opts.activation_type,
             "weight_type": opts.weight_type, "excluded_nodes": excluded}
+
+
+QDQ_OPSET = 13  # DequantizeLinear/QuantizeLinear take `axis` (per-channel) from opset 13
+
+
+def _opset_for_qdq(model_in: Path, upgraded: Path, per_channel: bool) -> tuple[Path, bool, str | None]:
+    """Per-channel Q/DQ needs opset ≥ 13: upgrade older graphs with onnx's version converter, or, when the converter
+    cannot, quantize per-tensor and say so."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(model_in))
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QDQ_OPSET)
+    if version >= QDQ_OPSET or not per_channel:
+        return model_in, per_channel, None
+    try:
+        up = version_converter.convert_version(model, QDQ_OPSET)
+        onnx.checker.check_model(up)
+        onnx.save(up, str(upgraded))
+        return upgraded, True, f"upgraded from opset {version} to {QDQ_OPSET} (onnx.version_converter) for per-channel Q/DQ"
+    except Exception as e:  # noqa: BLE001 - the converter lacks adapters for some ops
+        return model_in, False, (f"opset {version} could not be upgraded to {QDQ_OPSET} ({explain(str(e))}); "
+                                 "weights quantized per-tensor instead of per-channel")
 
 
 def _to_ort(staged: Path, out_dir: Path, opts: OrtOptions, level: str) -> None:
@@ -140,7 +164,7 @@ def _to_ort(staged: Path, out_dir: Path, opts: OrtOptions, level: str) -> None:
         convert_onnx_models_to_ort(staged, output_dir=conv, optimization_styles=[OptimizationStyle.Fixed],
                                    target_platform=opts.target_platform, save_optimized_onnx_model=True)
     except Exception as e:  # noqa: BLE001
-        raise ConversionFailed(f"ONNX → ORT format conversion failed: {str(e).splitlines()[0][:300]}") from None
+        raise converter_error("ONNX → ORT format conversion failed", e) from None
     finally:
         if previous is None:
             os.environ.pop(env_key, None)
@@ -151,8 +175,9 @@ def _to_ort(staged: Path, out_dir: Path, opts: OrtOptions, level: str) -> None:
     if not ort_file.is_file():
         raise ConversionFailed("ONNX → ORT format conversion produced no model.ort")
     shutil.move(ort_file, out_dir / MODEL)
-    opt = sorted(conv.glob("*.optimized.onnx"))
-    shutil.move(opt[0] if opt else staged, out_dir / "model.onnx")
+    if opts.ship_onnx:
+        opt = sorted(conv.glob("*.optimized.onnx"))
+        shutil.move(opt[0] if opt else staged, out_dir / "model.onnx")
     configs = sorted(conv.glob("*.config"))
     if configs:  # the converter names the (temporary) path it read; keep the file reproducible
         lines = configs[0].read_text().splitlines()

@@ -29,6 +29,8 @@ class OrtOptions(BaseModel):
     symmetric_activations: bool = False
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
+    ship_onnx: bool = Field(False, description="also ship the optimized model.onnx next to model.ort (for tools that "
+                            "cannot read .ort); off by default: the app needs only the .ort")
 
 
 class OrtRuntime(RuntimeSpec):

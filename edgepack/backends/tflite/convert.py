@@ -22,7 +22,7 @@ from edgepack.backends.tflite.device import to_file_layout
 from edgepack.backends.tflite.flatbuffer import analyze, calibration_warnings, signature_io
 from edgepack.backends.tflite.metadata import app_metadata, embed
 from edgepack.backends.tflite.spec import PRIMARY, SIGNATURE_KEY, TFLiteRuntime
-from edgepack.errors import ConfigError, ConversionFailed, InputError, UnsupportedConversion
+from edgepack.errors import ConfigError, ConversionFailed, InputError, UnsupportedConversion, explain
 from edgepack.feeds import sha256_file, sha256_tree
 from edgepack.signature import TensorSpec
 
@@ -122,7 +122,8 @@ def _convert_tf(source: "Source", profile: "TargetProfile", data: ConvertData, o
                 + (f"no int8 kernel for {', '.join(ops)}" if ops else text.strip().splitlines()[-1][:200]),
                 hint="set options.float_fallback = true to keep such ops float (the report shows the int8 share)",
             ) from None
-        raise ConversionFailed(f"TFLite conversion failed: {text.strip().splitlines()[-1][:300] if text.strip() else type(e).__name__}") from None
+        raise ConversionFailed(f"TFLite conversion failed: {explain(text) or type(e).__name__}",
+                               details=text) from None
 
 
 # ------------------------------------------------------------------------------------------ torch route

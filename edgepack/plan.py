@@ -1,0 +1,104 @@
+"""Plan before work: every target resolved against the source — runtime installed, source format and route, the
+backend's own preflight (ops, opset, shapes), the model's custom ops — before any conversion starts.
+
+``edgepack plan`` prints it; ``edgepack build`` makes the same plan first and refuses (or, with
+``--skip-unavailable``, skips) the targets that cannot be built, each with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from edgepack.backends.registry import Target
+from edgepack.errors import ConfigError
+from edgepack.sources import Source
+
+Action = Literal["build", "skip", "refuse"]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    target: str
+    backend: str
+    precision: str
+    action: Action
+    route: str  # how the source reaches the backend ("direct (onnx)", "torch → onnx bridge", …)
+    reason: str | None = None  # why a target is skipped or refused
+    calibration: bool = False  # whether the target reads calibration data
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    source: dict
+    rows: tuple[PlanRow, ...]
+
+    @property
+    def buildable(self) -> list[str]:
+        return [r.target for r in self.rows if r.action == "build"]
+
+    @property
+    def refused(self) -> list[PlanRow]:
+        return [r for r in self.rows if r.action == "refuse"]
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "source": self.source, "targets": [asdict(r) for r in self.rows]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _custom_ops(source: Source) -> list[str]:
+    """Ops outside the standard ONNX domains (only ORT can run com.microsoft ops; nobody runs unknown ones)."""
+    if source.kind != "onnx":
+        return []
+    from edgepack.sources.onnx import op_census, read_model
+
+    ops = op_census(read_model(Path(source.path), load_weights=False))
+    return sorted(op for op in ops if "::" in op)
+
+
+def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str, str | None]:
+    """(route, reason it cannot be built or None)."""
+    backend = target.backend
+    missing = backend.missing()
+    if missing:
+        return "—", f"not installed: {', '.join(missing)} (pip install -c constraints.txt -e '.[{backend.extra}]')"
+    ok, route = backend.route(source.kind)
+    if not ok:
+        return "—", f"backend '{backend.name}' cannot take {source.kind} sources: {route}"
+    foreign = [op for op in custom_ops if not (backend.name == "ort_mobile" and op.startswith("com.microsoft::"))]
+    if foreign:
+        return route, f"the model uses ops outside the ONNX standard: {', '.join(foreign)}"
+    reason = backend.preflight(source, target.profile, target.options)
+    return route, reason
+
+
+def make(model: str, targets: list[Target], source: Source, skip_unavailable: bool) -> Plan:
+    custom = _custom_ops(source)
+    rows = []
+    for t in targets:
+        route, reason = why_not(t, source, custom)
+        action: Action = "build" if reason is None else ("skip" if skip_unavailable else "refuse")
+        rows.append(PlanRow(target=t.name, backend=t.backend.name, precision=t.profile.precision, action=action,
+                            route=route, reason=reason,
+                            calibration=bool(reason is None and t.backend.needs_calibration(t.profile, t.options))))
+    return Plan(model=model, source=source.describe(), rows=tuple(rows))
+
+
+def refuse(plan: Plan) -> None:
+    """Raise the one-line refusal for a plan with targets that cannot be built (no --skip-unavailable)."""
+    bad = plan.refused
+    if not bad:
+        return
+    listing = "; ".join(f"{r.target}: {r.reason}" for r in bad)
+    many = len(bad) > 1
+    raise ConfigError(f"{len(bad)} target{'s' if many else ''} cannot build {plan.model} ({listing})",
+                      hint=f"drop {'them' if many else 'it'}, or pass --skip-unavailable to build the others and "
+                           "report these as skipped (`edgepack plan` shows the whole plan)")
+
+
+__all__ = ["Plan", "PlanRow", "make", "refuse", "why_not"]
