@@ -209,12 +209,15 @@ def plan(
     else:
         t = Table(title=f"plan for {escape(model)}", title_justify="left")
         for col in ("target", "backend", "precision", "action", "route", "reason"):
-            t.add_column(col, overflow="fold", no_wrap=col in ("target", "action"))
+            t.add_column(col, overflow="fold", no_wrap=col != "reason")
         colour = {"build": "green", "skip": "yellow", "refuse": "red"}
         for r in the_plan.rows:
             t.add_row(escape(r.target), r.backend, r.precision, f"[{colour[r.action]}]{r.action}[/]", escape(r.route),
                       escape(r.reason or ""))
         console.print(t)
+        hints = {r.hint: r.backend for r in the_plan.rows if r.reason and r.hint}
+        for hint, backend in hints.items():
+            console.print(f"[dim]{escape(backend)}:[/] {escape(hint)}", soft_wrap=True)
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(the_plan.to_json())

@@ -417,7 +417,7 @@ def build(
                 t = next(t for t in resolved if t.name == row.target)
                 results[t.name] = TargetReport(target=t.name, status="skipped", backend=t.profile.backend,
                                                precision=t.profile.precision, device=t.profile.device,
-                                               reason=row.reason, source=source.describe())
+                                               reason=row.reason, hint=row.hint, source=source.describe())
         runnable = [t for t in resolved if t.name in the_plan.buildable]
         if not runnable:
             return [results[t.name] for t in resolved]

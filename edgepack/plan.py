@@ -26,7 +26,8 @@ class PlanRow:
     precision: str
     action: Action
     route: str  # how the source reaches the backend ("direct (onnx)", "torch → onnx bridge", …)
-    reason: str | None = None  # why a target is skipped or refused
+    reason: str | None = None  # why a target is skipped or refused (short)
+    hint: str | None = None  # what to do about it
     calibration: bool = False  # whether the target reads calibration data
 
 
@@ -61,30 +62,29 @@ def _custom_ops(source: Source) -> list[str]:
     return sorted(op for op in ops if "::" in op)
 
 
-def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str, str | None]:
-    """(route, reason it cannot be built or None)."""
+def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str, str | None, str | None]:
+    """(route, reason it cannot be built or None, hint)."""
     backend = target.backend
     missing = backend.missing()
     if missing:
-        return "—", f"not installed: {', '.join(missing)} (pip install -c constraints.txt -e '.[{backend.extra}]')"
+        return "—", f"not installed: {', '.join(missing)}", f"pip install -c constraints.txt -e '.[{backend.extra}]'"
     ok, route = backend.route(source.kind)
     if not ok:
-        return "—", f"backend '{backend.name}' cannot take {source.kind} sources: {route}"
+        return "—", route, backend.refusals.get(source.kind)
     foreign = [op for op in custom_ops if not (backend.name == "ort_mobile" and op.startswith("com.microsoft::"))]
     if foreign:
-        return route, f"the model uses ops outside the ONNX standard: {', '.join(foreign)}"
-    reason = backend.preflight(source, target.profile, target.options)
-    return route, reason
+        return route, f"ops outside the ONNX standard: {', '.join(foreign)}", "only ort_mobile runs com.microsoft ops"
+    return route, backend.preflight(source, target.profile, target.options), None
 
 
 def make(model: str, targets: list[Target], source: Source, skip_unavailable: bool) -> Plan:
     custom = _custom_ops(source)
     rows = []
     for t in targets:
-        route, reason = why_not(t, source, custom)
+        route, reason, hint = why_not(t, source, custom)
         action: Action = "build" if reason is None else ("skip" if skip_unavailable else "refuse")
         rows.append(PlanRow(target=t.name, backend=t.backend.name, precision=t.profile.precision, action=action,
-                            route=route, reason=reason,
+                            route=route, reason=reason, hint=hint,
                             calibration=bool(reason is None and t.backend.needs_calibration(t.profile, t.options))))
     return Plan(model=model, source=source.describe(), rows=tuple(rows))
 
@@ -94,7 +94,10 @@ def refuse(plan: Plan) -> None:
     bad = plan.refused
     if not bad:
         return
-    listing = "; ".join(f"{r.target}: {r.reason}" for r in bad)
+    by_reason: dict[str, list[str]] = {}
+    for r in bad:
+        by_reason.setdefault(r.reason or "", []).append(r.target)
+    listing = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items())
     many = len(bad) > 1
     raise ConfigError(f"{len(bad)} target{'s' if many else ''} cannot build {plan.model} ({listing})",
                       hint=f"drop {'them' if many else 'it'}, or pass --skip-unavailable to build the others and "

@@ -9,7 +9,7 @@ import pytest
 
 
 def make_tiny_onnx(path: Path, *, channels: int = 1, size: int = 32, classes: int = 10, seed: int = 0,
-                   dynamic_batch: bool = False, width: int = 8) -> Path:
+                   dynamic_batch: bool = False, width: int = 8, opset: int = 17) -> Path:
     """Conv → Relu → MaxPool → Conv → Relu → GlobalAveragePool → Flatten → Gemm: a small image classifier."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -42,8 +42,8 @@ def make_tiny_onnx(path: Path, *, channels: int = 1, size: int = 32, classes: in
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgepack-tests")
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgepack-tests")
+    model.ir_version = 8 if opset >= 15 else 6
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

@@ -190,7 +190,7 @@ class Backend(abc.ABC):
             if need:
                 return False, f"the {kind} → onnx bridge needs {', '.join(need)} (not installed)"
             return True, f"{kind} → onnx bridge"
-        return False, self.refusals.get(kind) or f"takes {', '.join(sorted(self.accepts))} sources, not {kind}"
+        return False, f"{self.name} takes {', '.join(sorted(self.accepts))} sources, not {kind}"
 
     def needs_calibration(self, profile: "TargetProfile", options: BaseModel) -> bool:
         """Whether convert reads ``data.calibration`` (quantizers)."""
