@@ -149,11 +149,22 @@ def _read_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[Feeds, np.
         raise InputError(f"cannot read calibration arrays {path}: {e}",
                          hint="arrays must be plain numeric .npy/.npz (no pickled objects)") from None
     labels = data.pop("labels", None)
-    names = [t.name for t in inputs]
+    state = [t.name for t in inputs if t.state_from is not None and t.name in data]  # optional: zeros start
+    names = [t.name for t in inputs if t.value is None and t.state_from is None] + state
     missing = [n for n in names if n not in data]
     if missing:
         raise InputError(f"{path} has arrays {sorted(data)} but the model's inputs are {names}",
-                         hint="key each array by its input name (np.savez(path, **{name: array}))")
+                         hint="key each array by its input name (np.savez(path, **{name: array})); declare a "
+                              "constant input with --input NAME=:DTYPE,value=NUMBER")
+    for n in names:
+        if np.ndim(data[n]) == 0:
+            raise InputError(f"array '{n}' in {path} is a scalar; calibration arrays hold one row per sample",
+                             hint=f"if '{n}' is a constant (a sample rate, a flag), declare it: "
+                                  f"--input {n}=:DTYPE,value={data[n].item() if data[n].dtype.kind in 'iufb' else 'N'}")
+        if data[n].dtype.kind not in "iufb":
+            raise InputError(f"array '{n}' in {path} has dtype {data[n].dtype}; calibration arrays are numeric")
+    if labels is not None and np.ndim(labels) == 0:
+        raise InputError(f"'labels' in {path} is a scalar; labels hold one class index per sample")
     return {n: data[n] for n in names}, labels
 
 
@@ -176,19 +187,48 @@ def split_indices(n: int, recipe: CalibrationRecipe) -> tuple[np.ndarray, np.nda
     return cal, hold, rest
 
 
+def _with_constants(feeds: Feeds, inputs: tuple[TensorSpec, ...]) -> Feeds:
+    """Declared constants (``--input sr=:int64,value=16000``) repeated once per sample (one whole tensor each)."""
+    n = len(next(iter(feeds.values()))) if feeds else 0
+    out = dict(feeds)
+    for t in inputs:
+        if t.value is not None and t.name not in out:
+            out[t.name] = np.full((n, *t.concrete_shape(1)), t.value, dtype=np.dtype(t.dtype))
+        elif t.state_from is not None and t.name not in out:  # a recurrent state starts at zero
+            shape = t.concrete_shape(1)
+            if t.batch_axis is not None:
+                shape = shape[:t.batch_axis] + shape[t.batch_axis + 1:]
+            out[t.name] = np.zeros((n, *shape), dtype=np.dtype(t.dtype))
+    return out
+
+
 def _check_shapes(feeds: Feeds, inputs: tuple[TensorSpec, ...], origin: str) -> Feeds:
     out = {}
     for t in inputs:
         arr = feeds[t.name]
-        if arr.size == 0 or len(arr) == 0:
-            raise InputError(f"calibration data for input '{t.name}' is empty ({origin})")
-        want = t.shape[1:]
-        if len(arr.shape) - 1 != len(want) or any(w is not None and w != g for w, g in zip(want, arr.shape[1:])):
-            hint = "check resize/layout in the recipe" if len(arr.shape) == len(t.shape) else "one array row per sample"
-            raise InputError(f"calibration data for '{t.name}' has samples of shape {tuple(arr.shape[1:])}; the model "
-                             f"expects {t.shape_str()} ({origin})", hint=hint)
-        if t.dtype.startswith("float"):
-            arr = arr.astype(t.dtype, copy=False)
+        if arr.ndim == 0 or arr.size == 0 or len(arr) == 0:
+            raise InputError(f"calibration data for input '{t.name}' is empty or a scalar ({origin})",
+                             hint="one row per sample; a constant input is declared with --input NAME=:DTYPE,value=N")
+        want = t.sample_shape()
+        got = tuple(arr.shape[1:])
+        where = "" if t.batch_axis == 0 else (" (a whole tensor per sample: batch_axis none)" if t.batch_axis is None
+                                              else f" (samples on axis {t.batch_axis})")
+        if len(got) != len(want):
+            hint = ("check resize/layout in the recipe" if len(arr.shape) == len(t.shape)
+                    else f"one array row per sample; declare the batch axis with --input '{t.name}=,batch_axis=N' "
+                         "or batch_axis=none")
+            raise InputError(f"calibration data for '{t.name}' has samples of shape {got}; input '{t.name}' "
+                             f"{t.shape_str()}{where} takes samples of rank {len(want)} ({origin})", hint=hint)
+        model_axes = [i for i in range(len(t.shape)) if i != t.batch_axis]
+        for axis, w, g in zip(model_axes, want, got):
+            if w is not None and w != g:
+                looks = ("; the data looks channels-last (NHWC) and the model channels-first (NCHW): check the "
+                         "recipe's layout" if len(t.shape) == 4 and got[-1] == w and g != w else "")
+                raise InputError(f"calibration data for '{t.name}': axis {axis} of {t.shape_str()}{where} is {w} in "
+                                 f"the model, {g} in the data ({origin}){looks}",
+                                 hint="check resize/layout in the recipe, or the input declaration (--input)")
+        if arr.dtype != np.dtype(t.dtype):
+            arr = arr.astype(t.dtype)
         out[t.name] = np.ascontiguousarray(arr)
     return out
 
@@ -213,14 +253,18 @@ def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...]) -> Ca
             raw, labels, names = _image_folder(root, pre, recipe.data.extensions)
             origin = str(root)
         class_names = class_names or names
-        target = recipe.input or inputs[0].name
+        fed = [t for t in inputs if t.value is None and t.state_from is None]
+        target = recipe.input or (fed or inputs)[0].name
         if target not in {t.name for t in inputs}:
             raise ConfigError(f"{recipe.path}: input '{target}' is not a model input",
                               hint=f"inputs are: {', '.join(t.name for t in inputs)}")
-        if len(inputs) > 1:
-            raise ConfigError(f"{recipe.path}: image data feeds one input; the model has {len(inputs)}",
-                              hint="use kind = 'arrays' with an .npz keyed by input name")
+        if len(fed) > 1:
+            raise ConfigError(f"{recipe.path}: image data feeds one input; the model has {len(fed)} "
+                              f"({', '.join(t.name for t in fed)})",
+                              hint="use kind = 'arrays' with an .npz keyed by input name, and declare constant "
+                                   "inputs with --input NAME=:DTYPE,value=NUMBER")
         feeds = {target: _normalize(raw, pre)}
+    feeds = _with_constants(feeds, inputs)
     feeds = _check_shapes(feeds, inputs, origin)
     cal, hold, _ = split_indices(num_samples(feeds), recipe)
     return CalibrationData(

@@ -77,6 +77,16 @@ def _parse_inputs(specs: list[str] | None):
     return tuple(parse_input_spec(s) for s in specs or [])
 
 
+def _declarations(input_spec: list[str] | None, output: list[str] | None, model_config: Path | None):
+    """Input declarations and output kinds: the model config file, overridden by name on the command line."""
+    from edgepack.signature import load_model_config
+
+    inputs, outputs = ((), {}) if model_config is None else load_model_config(str(model_config))
+    cli_inputs = _parse_inputs(input_spec)
+    given = {t.name for t in cli_inputs}
+    return tuple(t for t in inputs if t.name not in given) + cli_inputs, {**outputs, **_parse_outputs(output)}
+
+
 @app.command(
     epilog="Examples:\n\n"
     "  edgepack build model.onnx -t android-ort-int8 -c calibration/digits.toml\n\n"
@@ -94,8 +104,12 @@ def build(
     calibration: Annotated[Optional[str], typer.Option("--calibration", "-c", help="calibration recipe (name in "
                            "calibration/ or .toml path) or an .npz/.npy file with arrays keyed by input name")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output root: bundles go to OUT/<model>/<target>/")] = Path("dist"),
-    input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input shape NAME=1x3x224x224[:dtype] "
-                          "(required for PyTorch factories; overrides ONNX dims); repeatable")] = None,
+    input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="declare an input: "
+                          "NAME=[SHAPE][:DTYPE][,batch_axis=N|none][,layout=nchw][,value=NUMBER]"
+                          "[,dims=AXIS:MIN/OPT/MAX][,state=OUTPUT]. SHAPE is required for PyTorch factories and "
+                          "overrides ONNX dims (empty: the model's own); value= feeds a constant (a sample rate); "
+                          "state= feeds an output back (recurrent state, batch_axis=1 for (layers, B, H)); "
+                          "repeatable")] = None,
     weights: Annotated[Optional[str], typer.Option(help="PyTorch state dict, loaded with torch.load(weights_only=True)")] = None,
     trust_model_code: Annotated[bool, typer.Option("--trust-model-code", help="allow model files that carry code "
                                 "(.pt2, TorchScript, Keras Lambda/custom objects, .h5)")] = False,
@@ -117,6 +131,8 @@ def build(
                       "parity metrics; repeatable")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="bundle folder name: OUT/<name>/<target> (default: "
                     "the model file's name, or factory-weights for a PyTorch factory)")] = None,
+    model_config: Annotated[Optional[Path], typer.Option("--model-config", help="TOML with [inputs.NAME] "
+                            "declarations and [outputs] kinds (--input/--output override it by name)")] = None,
 ) -> None:
     """Convert MODEL into one bundle per --target, check parity and budgets, and write reports.
 
@@ -135,10 +151,11 @@ def build(
             status.update(msg)
             console.print(f"[dim]•[/] {escape(msg)}")
 
+        inputs, outputs = _declarations(input_spec, output, model_config)
         results = pipeline.build(
-            model, target, calibration=calibration, out=out, inputs=_parse_inputs(input_spec), weights=weights,
+            model, target, calibration=calibration, out=out, inputs=inputs, weights=weights,
             trust_code=trust_model_code, signature=signature, synthetic=synthetic_calibration, archive=archive,
-            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=_parse_outputs(output), name=name,
+            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=outputs, name=name,
             progress=progress,
         )
     reports.render(console, results)

@@ -72,8 +72,9 @@ class BundleError(EdgepackError):
 # lines that say where a check fired, not what went wrong
 _NOISE = re.compile(r"^(Traceback \(most recent call last\)|File \"|Check '.*' failed at|\S+\.(cpp|cc|hpp|h|py):\d+"
                     r"|at \S+\.(cpp|cc):\d+|-{3,}|={3,}|\^+$|\[ ?(ERROR|WARNING) ?\]\s*$)")
+_LOCATION = re.compile(r"(Exception from \S+|failed at \S+)\.(cpp|cc|hpp|h):\d+:?\s*$")
 _CAUSE = re.compile(r"(not supported|unsupported|no conversion rule|cannot|can't|could not|unable|invalid|unknown|"
-                    r"missing|mismatch|expected|must|requires?|not found|not implemented|unconverted|failed to|"
+                    r"missing|mismatch|expected|expecting|must|requires?|not found|not implemented|unconverted|failed to|not equal|"
                     r"error:|exception:|only supports?|out of range|overflow)", re.IGNORECASE)
 
 
@@ -81,10 +82,14 @@ def explain(text: str, limit: int = 300) -> str:
     """The line of a converter's message that says what went wrong (not where an assertion fired).
 
     Prefers the first line naming a cause ("not supported", "No conversion rule", "missing", …) over location lines
-    such as ``Check 'false' failed at src/…/unconverted_ops_report.cpp:151``; falls back to the last non-empty line.
+    such as ``Check 'false' failed at src/…/unconverted_ops_report.cpp:151``; Python traceback frames are skipped;
+    falls back to the first remaining line.
     """
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not _NOISE.match(ln)]
+    lines = [ln.rstrip() for ln in str(text).splitlines() if ln.strip()]
+    # traceback frames and their code lines are indented; the exception's own lines are not
+    lines = [ln.strip() for ln in lines if not ln.startswith((" ", "\t")) or not any(
+        x.startswith("Traceback (most recent call last)") for x in lines)]
+    useful = [ln for ln in lines if not _NOISE.match(ln) and not _LOCATION.search(ln)]
     for ln in useful:
         if _CAUSE.search(ln):
             return ln[:limit]

@@ -30,7 +30,7 @@ from edgepack.backends.registry import Target
 from edgepack.budgets import check as budget_checks
 from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
-from edgepack.core.batching import first_batch, run_batched
+from edgepack.core.batching import axes_of, first_batch, per_sample, run_batched
 from edgepack.core.checks import Check
 from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
@@ -42,7 +42,7 @@ from edgepack.isolation import Workers, current, run_isolated
 from edgepack.parity.compare import compare
 from edgepack.parity.tolerances import limits as parity_limits
 from edgepack.report import LatencyReport, OutputKindInfo, ParityReport, TargetReport
-from edgepack.signature import TensorSpec
+from edgepack.signature import TensorSpec, declare
 from edgepack.sources import Source, load_source, module_for
 from edgepack.sources.bridge import Bridges
 
@@ -77,8 +77,9 @@ def _host_worker(target: Target, artifact: Artifact, bundle_dir: str, feeds: Fee
     """Run the artifact on the holdout feeds and time one model call (in the backend's worker)."""
     runner = target.backend.runner(artifact, Path(bundle_dir), threads=threads)
     with runner:
-        outputs = run_batched(runner.infer, feeds, runner.max_batch)
-        one = first_batch(feeds, runner.max_batch)
+        axes = axes_of(artifact.inputs)
+        outputs = run_batched(runner.infer, feeds, runner.max_batch, axes)
+        one = first_batch(feeds, runner.max_batch, axes)
         latency = measure_latency(lambda: runner.infer_for_latency(one), warmup, repeats)
         return {"outputs": outputs, "latency": latency, "facts": dict(runner.facts)}
 
@@ -102,8 +103,44 @@ def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (),
     """What ``build`` would do with each target, decided from the source's signature and the profiles only."""
     resolved = resolve_targets(targets, targets_dir)
     with _workers():
-        source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+        source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
+                                      signature=signature), inputs)
     return plans.make(model, resolved, source, skip_unavailable)
+
+
+def declared(source: Source, given: tuple[TensorSpec, ...]) -> Source:
+    """The source with the user's input declarations (batch axis, layout, constants, dims, state) applied and
+    checked against the model."""
+    if not any(g.declared for g in given):
+        return source
+    return source.with_inputs(declare(source.inputs, given, source.name, source.outputs))
+
+
+def with_state_trajectories(source: Source, data: CalibrationData) -> CalibrationData:
+    """Recurrent state inputs take the values the model itself produces when run over the data in order (each
+    split's samples in their original order; the first sample keeps its given state, zeros by default). The
+    bundle and the reference then see the same, realistic states."""
+    links = {t.name: t.state_from for t in source.inputs if t.state_from}
+    if not links:
+        return data
+    axes = axes_of(source.inputs)
+    specs = {t.name: t for t in source.inputs}
+
+    def trajectory(feeds: Feeds) -> Feeds:
+        out = module_for(source.kind).reference(source, feeds, links=links)
+        new = dict(feeds)
+        for inp, o in links.items():
+            y = np.asarray(out[o])
+            a = specs[inp].batch_axis
+            if per_sample(axes) and a is not None:
+                y = np.take(y, 0, axis=a + 1)  # (N, *model shape) → (N, *sample shape)
+            if y.shape[1:] != feeds[inp].shape[1:]:
+                raise ConfigError(f"--input {inp}: state={o} gives samples of shape {y.shape[1:]}, the input takes "
+                                  f"{feeds[inp].shape[1:]}", hint="name the output that feeds this input back")
+            new[inp] = np.concatenate([feeds[inp][:1], y[:-1]]).astype(feeds[inp].dtype)
+        return new
+
+    return replace(data, calibration=trajectory(data.calibration), holdout=trajectory(data.holdout))
 
 
 def load_data(spec: str | None, targets: list[Target], source: Source, synthetic: bool) -> CalibrationData:
@@ -406,7 +443,8 @@ def build(
     resolved = resolve_targets(targets, targets_dir)
     with _workers():
         progress(f"loading source {model}")
-        source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+        source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
+                                      signature=signature), inputs)
         if name is not None:
             source = replace(source, name=check_name(name))
         the_plan = plans.make(model, resolved, source, skip_unavailable)
@@ -423,7 +461,7 @@ def build(
             return [results[t.name] for t in resolved]
         out_root = bundles.prepare_parent(out)
         progress("preparing calibration and holdout data")
-        data = load_data(calibration, runnable, source, synthetic)
+        data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic))
         progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
         golden = golden_outputs(source, data.holdout)
         check_reference(golden)

@@ -47,3 +47,51 @@ def make_tiny_onnx(path: Path, *, channels: int = 1, size: int = 32, classes: in
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def make_stateful_onnx(path: Path, *, features: int = 16, hidden: int = 8, seed: int = 0) -> Path:
+    """A two-layer recurrent cell shaped like a voice-activity model: x (B, F), a state (2, B, H) whose batch axis
+    is 1, and a scalar int64 sample rate; outputs a probability (B, 1) and the next state stateN (2, B, H)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, scale=0.4):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32))
+
+    inits = []
+    for name, shape in (("W0", (features, hidden)), ("U0", (hidden, hidden)), ("b0", (hidden,)),
+                        ("W1", (hidden, hidden)), ("U1", (hidden, hidden)), ("b1", (hidden,)), ("V", (hidden, 1))):
+        t = w(*shape)
+        t.name = name
+        inits.append(t)
+    inits += [numpy_helper.from_array(np.array(0, np.int64), "i0"), numpy_helper.from_array(np.array(1, np.int64), "i1"),
+              numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+              numpy_helper.from_array(np.array(1 / 16000, np.float32), "per_hz")]
+    n = helper.make_node
+    nodes = [
+        n("Gather", ["state", "i0"], ["h0"], axis=0), n("Gather", ["state", "i1"], ["h1"], axis=0),
+        n("MatMul", ["x", "W0"], ["a0"]), n("MatMul", ["h0", "U0"], ["c0"]), n("Add", ["a0", "c0"], ["s0"]),
+        n("Add", ["s0", "b0"], ["t0"]), n("Tanh", ["t0"], ["n0"]),
+        n("MatMul", ["n0", "W1"], ["a1"]), n("MatMul", ["h1", "U1"], ["c1"]), n("Add", ["a1", "c1"], ["s1"]),
+        n("Add", ["s1", "b1"], ["t1"]), n("Tanh", ["t1"], ["n1"]),
+        n("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT), n("Mul", ["srf", "per_hz"], ["gain"]),
+        n("MatMul", ["n1", "V"], ["logit"]), n("Mul", ["logit", "gain"], ["scaled"]), n("Sigmoid", ["scaled"], ["output"]),
+        n("Unsqueeze", ["n0", "ax0"], ["u0"]), n("Unsqueeze", ["n1", "ax0"], ["u1"]),
+        n("Concat", ["u0", "u1"], ["stateN"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "stateful",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", hidden]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", hidden])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgepack-tests")
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -26,12 +26,55 @@ def max_batch(first_input_shape: Sequence[int | None]) -> int | None:
     return None if (first and first[0] is None) else (first[0] if first else 1)
 
 
-def run_batched(infer: Callable[[Feeds], Feeds], feeds: Feeds, max_batch: int | None) -> Feeds:
+def axes_of(specs: Sequence) -> dict[str, int | None]:
+    """Each input's batch axis, from TensorSpecs or their manifest dicts (absent = 0)."""
+    out: dict[str, int | None] = {}
+    for t in specs:
+        d = t if isinstance(t, dict) else t.__dict__
+        out[d["name"]] = d.get("batch_axis", 0)
+    return out
+
+
+def per_sample(axes: dict[str, int | None] | None) -> bool:
+    """Inputs whose samples are not on axis 0 are fed one sample per call (batch 1)."""
+    return bool(axes) and any(a != 0 for a in axes.values())
+
+
+def to_model(part: Feeds, axes: dict[str, int | None] | None) -> Feeds:
+    """Samples stacked on axis 0 → the tensors the model takes (batch axis moved into place; a batch-less input
+    is one whole tensor, so ``part`` holds exactly one sample)."""
+    if not per_sample(axes):
+        return part
+    out = {}
+    for k, v in part.items():
+        a = axes.get(k, 0)  # type: ignore[union-attr]
+        out[k] = np.asarray(v[0]) if a is None else (np.ascontiguousarray(np.moveaxis(v, 0, a)) if a else v)
+    return out
+
+
+def run_batched(infer: Callable[[Feeds], Feeds], feeds: Feeds, max_batch: int | None,
+                axes: dict[str, int | None] | None = None, links: dict[str, str] | None = None) -> Feeds:
     """Run ``infer`` over all samples in chunks of ``max_batch`` (None = all at once) and stack the outputs.
 
-    A model with a fixed batch B > 1 gets its last chunk padded with the last sample; padding is dropped.
+    A model with a fixed batch B > 1 gets its last chunk padded with the last sample; padding is dropped. When an
+    input's batch axis is not 0 (``axes``), samples go one per call and every output is stacked as one whole
+    tensor per sample. ``links`` (input → output) feeds an output back into an input on the next call (recurrent
+    state: the first sample's own value starts the trajectory).
     """
     n = num_samples(feeds)
+    if per_sample(axes) or links:
+        chunks1: dict[str, list[np.ndarray]] = {}
+        carry: dict[str, np.ndarray] = {}
+        for i in range(n):
+            part = to_model(take(feeds, slice(i, i + 1)), axes)
+            part.update(carry)
+            out = infer(part)
+            for k, v in out.items():
+                chunks1.setdefault(k, []).append(np.asarray(v))
+            carry = {inp: np.asarray(out[o]) for inp, o in (links or {}).items()}
+        if per_sample(axes):
+            return {k: np.stack(v) for k, v in chunks1.items()}
+        return {k: np.concatenate(v) for k, v in chunks1.items()}
     step = n if max_batch is None else max_batch
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, step):
@@ -45,6 +88,20 @@ def run_batched(infer: Callable[[Feeds], Feeds], feeds: Feeds, max_batch: int | 
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def first_batch(feeds: Feeds, max_batch: int | None) -> Feeds:
-    """One model call's worth of samples (what latency is timed on)."""
-    return take(feeds, slice(0, max_batch or 1))
+def model_batches(feeds: Feeds, max_batch: int | None, axes: dict[str, int | None] | None = None) -> list[Feeds]:
+    """The model-form feeds ``run_batched`` would make (for quantizers' calibration readers)."""
+    n = num_samples(feeds)
+    step = 1 if per_sample(axes) else (n if max_batch is None else max_batch)
+    out = []
+    for start in range(0, n, step):
+        part = take(feeds, slice(start, start + step))
+        got = len(next(iter(part.values())))
+        if max_batch is not None and got < max_batch and not per_sample(axes):
+            part = {k: np.concatenate([v] + [v[-1:]] * (max_batch - got)) for k, v in part.items()}
+        out.append(to_model(part, axes))
+    return out
+
+
+def first_batch(feeds: Feeds, max_batch: int | None, axes: dict[str, int | None] | None = None) -> Feeds:
+    """One model call's worth of samples, in the model's form (what latency is timed on)."""
+    return to_model(take(feeds, slice(0, 1 if per_sample(axes) else (max_batch or 1))), axes)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from .batching import first_batch, max_batch, run_batched
+from .batching import axes_of, first_batch, max_batch, run_batched
 from .checks import finite_json
 from .latency import measure
 from .limits import Limits
@@ -42,10 +42,12 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
     labels = load_npz(bundle / golden["labels"])["labels"] if golden.get("labels") else None
     ins = art.get("inputs") or []
     batch = max_batch(ins[0]["shape"] if ins else ())
-    outputs = run_batched(infer, inputs, batch)
+    axes = axes_of(ins)
+    outputs = run_batched(infer, inputs, batch, axes)
     kinds = {name: k["kind"] for name, k in (manifest.get("kinds") or {}).items()}
     outcome = parity(reference, outputs, Limits.from_dict(manifest.get("limits")), labels, kinds)
-    lat = measure(lambda: infer(first_batch(inputs, batch)), warmup, repeats)
+    one = first_batch(inputs, batch, axes)
+    lat = measure(lambda: infer(one), warmup, repeats)
     result["latency"] = {"where": "device", **lat}
     result["latency_ms"] = {"p50": lat["p50_ms"], "p90": lat["p90_ms"]}
     result["parity"] = {**outcome.to_dict(), "missing_outputs": [k for k in reference if k not in outputs]}

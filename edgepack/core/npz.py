@@ -18,7 +18,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) 
             info.external_attr = 0o644 << 16
             info.compress_type = method
             with zf.open(info, "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                np.lib.format.write_array(f, np.asarray(arrays[name], order="C"), allow_pickle=False)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

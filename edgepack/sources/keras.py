@@ -204,8 +204,10 @@ def stage_savedmodel(source: Source, path: Path, batch: int | None = 1) -> Path:
     return path
 
 
-def _run(source: Source, feeds: Feeds) -> Feeds:
+def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
     import tensorflow as tf
+
+    from edgepack.core.batching import axes_of
 
     call = callable_model(source)
     first = source.inputs[0].shape if source.inputs else ()
@@ -215,12 +217,12 @@ def _run(source: Source, feeds: Feeds) -> Feeds:
         out = call({k: tf.constant(np.ascontiguousarray(v)) for k, v in feed.items()})
         return {k: np.asarray(v) for k, v in out.items()}
 
-    return run_batched(infer, feeds, fixed or REFERENCE_BATCH)
+    return run_batched(infer, feeds, fixed or REFERENCE_BATCH, axes_of(source.inputs), links)
 
 
-def reference(source: Source, feeds: Feeds) -> Feeds:
+def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
     """Golden outputs from TensorFlow (in a worker process)."""
-    return run_isolated(_run, source, feeds, what="TensorFlow reference run")
+    return run_isolated(_run, source, feeds, links, what="TensorFlow reference run")
 
 
 def _export(source: Source, path: str, opset: int) -> list[str]:

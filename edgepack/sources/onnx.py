@@ -8,7 +8,7 @@ import numpy as np
 
 from edgepack.errors import ConfigError, InputError, MissingDependency
 from edgepack.feeds import Feeds, run_batched, sha256_file
-from edgepack.signature import TensorSpec
+from edgepack.signature import MODEL_SHAPE, TensorSpec
 from edgepack.sources import Source
 
 ONNX_DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64", 9: "bool"}
@@ -91,15 +91,18 @@ def merge_inputs(declared: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...]
     out = []
     for t in declared:
         g = by_name.get(t.name)
-        if g is None:
+        if g is None or g.shape == MODEL_SHAPE:  # no shape given: the model's own
             out.append(t)
             continue
         if len(g.shape) != len(t.shape):
             raise ConfigError(f"--input {g.name}={g.shape_str()} has rank {len(g.shape)}, the model expects "
-                              f"{t.shape_str()} (rank {len(t.shape)})")
+                              f"{t.shape_str()} (rank {len(t.shape)})",
+                              hint=f"give all {len(t.shape)} dimensions (? for a dynamic one), or leave the shape "
+                                   f"empty to keep the model's: --input {g.name}=,…")
         for gd, td in zip(g.shape, t.shape):
             if td is not None and gd is not None and gd != td:
-                raise ConfigError(f"--input {g.name}={g.shape_str()} conflicts with the model's shape {t.shape_str()}")
+                raise ConfigError(f"--input {g.name}={g.shape_str()} conflicts with the model's shape {t.shape_str()}",
+                                  hint="only dynamic (?) dimensions of the model can be set")
         out.append(TensorSpec(t.name, g.shape, t.dtype))
     return tuple(out)
 
@@ -126,14 +129,14 @@ def session(path: str, threads: int = 1, optimize: bool = False):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def reference(source: Source, feeds: Feeds) -> Feeds:
+def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
     """Golden outputs from onnxruntime with graph optimizations off, in the onnx worker."""
     from edgepack.isolation import run_isolated
 
-    return run_isolated(_run, source, feeds, what="ONNX reference run")
+    return run_isolated(_run, source, feeds, links, what="ONNX reference run")
 
 
-def _run(source: Source, feeds: Feeds) -> Feeds:
+def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
     """Golden outputs from onnxruntime with graph optimizations off (the most literal reading of the graph)."""
     sess = session(source.path, threads=2)
     names = [o.name for o in sess.get_outputs()]
@@ -143,5 +146,7 @@ def _run(source: Source, feeds: Feeds) -> Feeds:
     def infer(feed: Feeds) -> Feeds:
         return dict(zip(names, sess.run(names, feed)))
 
-    return run_batched(infer, {k: np.asarray(v) for k, v in feeds.items()}, max_batch)
+    from edgepack.core.batching import axes_of
+
+    return run_batched(infer, {k: np.asarray(v) for k, v in feeds.items()}, max_batch, axes_of(source.inputs), links)
 

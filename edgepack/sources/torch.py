@@ -19,7 +19,7 @@ import numpy as np
 from edgepack.errors import ConfigError, ConversionFailed, InputError, MissingDependency
 from edgepack.feeds import Feeds, sha256_file
 from edgepack.isolation import run_isolated
-from edgepack.signature import TensorSpec
+from edgepack.signature import MODEL_SHAPE, TensorSpec
 from edgepack.sources import Source
 
 CODE_FORMATS = {".pt2": "exported", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript",
@@ -63,6 +63,12 @@ def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=Non
         weights = str(Path(weights).resolve())
         digest = digest + ":" + sha256_file(Path(weights))
         name = f"{name}-{Path(weights).stem}"  # one factory, many trained weights: one folder each
+    shapeless = [t.name for t in inputs if t.shape == MODEL_SHAPE]
+    if fmt == "exported":  # the program knows its shapes; declarations are applied by name later
+        inputs = tuple(t for t in inputs if t.shape != MODEL_SHAPE)
+    elif shapeless:
+        raise ConfigError(f"PyTorch model '{model}' needs a shape for input {', '.join(shapeless)}",
+                          hint=f"give it, e.g. --input {shapeless[0]}=1x3x224x224 (dtype defaults to float32)")
     if not inputs and fmt != "exported":
         raise ConfigError(f"PyTorch model '{model}' needs its input shapes",
                           hint="add --input NAME=1x3x224x224 for each input (dtype defaults to float32)")
@@ -170,10 +176,10 @@ def probe(source: Source) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
     return inputs, outs
 
 
-def _run(source: Source, feeds: Feeds) -> Feeds:
+def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
     import torch
 
-    from edgepack.feeds import run_batched
+    from edgepack.core.batching import axes_of, run_batched
 
     torch.set_num_threads(2)
     module = build_module(source)
@@ -185,11 +191,11 @@ def _run(source: Source, feeds: Feeds) -> Feeds:
             out = module(*args)
         return {n: o.detach().cpu().numpy() for n, o in _flatten(out)}
 
-    return run_batched(infer, feeds, None if first[0] is None else first[0])
+    return run_batched(infer, feeds, None if first[0] is None else first[0], axes_of(source.inputs), links)
 
 
-def reference(source: Source, feeds: Feeds) -> Feeds:
-    return run_isolated(_run, source, feeds, what="PyTorch reference run")
+def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
+    return run_isolated(_run, source, feeds, links, what="PyTorch reference run")
 
 
 def _export(source: Source, path: str, opset: int) -> list[str]:

@@ -7,7 +7,7 @@ import pytest
 from edgepack.backends import registry
 from edgepack.config import available_targets, load_profile, load_recipe
 from edgepack.errors import ConfigError
-from edgepack.signature import TensorSpec, parse_input_spec
+from edgepack.signature import MODEL_SHAPE, TensorSpec, parse_input_spec
 
 
 def _profile(tmp_path: Path, text: str) -> Path:
@@ -88,12 +88,19 @@ def test_recipe_lookup_and_suggestion():
 @pytest.mark.parametrize("text,expected", [
     ("input=1x3x224x224", TensorSpec("input", (1, 3, 224, 224), "float32")),
     ("x=?x8:int64", TensorSpec("x", (None, 8), "int64")),
+    ("state=2x?x128,batch_axis=1,state=stateN", TensorSpec("state", (2, None, 128), batch_axis=1, state_from="stateN")),
+    ("sr=:int64,value=16000", TensorSpec("sr", MODEL_SHAPE, "int64", batch_axis=None, value=16000.0)),
+    ("img=1x3x?x?,layout=nchw,dims=2:320/640/960,dims=3:320/640/960",
+     TensorSpec("img", (1, 3, None, None), layout="nchw", dims=((2, 320, 640, 960), (3, 320, 640, 960)))),
+    ("h=1x4,batch_axis=none", TensorSpec("h", (1, 4), batch_axis=None)),
 ])
 def test_parse_input_spec(text, expected):
     assert parse_input_spec(text) == expected
 
 
-@pytest.mark.parametrize("text", ["input", "input=1x0x3", "input=1x3:float128", "=1x3", "input=axb"])
+@pytest.mark.parametrize("text", ["input", "input=1x0x3", "input=1x3:float128", "=1x3", "input=axb",
+                                  "x=1x2,batch_axis=-1", "x=1x2,value=nan", "x=1x2,value=abc", "x=1x2,dims=1:5/2/9",
+                                  "x=1x2,dims=1:1/2", "x=1x2,layout=abcd", "x=1x2,colour=red", "x=1x2,batch_axis"])
 def test_parse_input_spec_errors(text):
     with pytest.raises(ConfigError):
         parse_input_spec(text)

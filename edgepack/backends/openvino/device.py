@@ -54,7 +54,7 @@ def make_infer(compiled, artifact: dict) -> Callable[[dict], dict]:
     outputs = [(t["name"], compiled.output(t["name"])) for t in artifact["outputs"]]
 
     def infer(feed: dict) -> dict:
-        res = request.infer({n: np.ascontiguousarray(feed[n]) for n in in_names})
+        res = request.infer({n: np.asarray(feed[n], order="C") for n in in_names})
         return {n: np.array(res[port]) for n, port in outputs}
 
     return infer

@@ -175,7 +175,9 @@ def run_compiled(compiled, inputs: tuple[TensorSpec, ...], outputs: tuple[Tensor
         res = request.infer({t.name: feed[t.name] for t in inputs})
         return {t.name: np.array(res[compiled.output(t.name)]) for t in outputs}
 
-    return run_batched(infer, feeds, batch)
+    from edgepack.core.batching import axes_of
+
+    return run_batched(infer, feeds, batch, axes_of(inputs))
 
 
 # ------------------------------------------------------------------------------------------- app metadata

@@ -33,16 +33,19 @@ from edgepack.feeds import Feeds, num_samples, take
 
 
 def _items(feeds: Feeds, inputs, batch: int | None) -> list[tuple[np.ndarray, Feeds]]:
-    """(sample indices, feed) per model call: batch-1 calls for dynamic batch, padded chunks for a fixed batch B."""
+    """(sample indices, feed) per model call: batch-1 calls for dynamic batch, padded chunks for a fixed batch B;
+    one sample per call, in the model's form, when an input's batch axis is not 0."""
+    from edgepack.core.batching import axes_of, per_sample, to_model
+
     n = num_samples(feeds)
-    step = batch or 1
+    step = 1 if per_sample(axes_of(inputs)) else (batch or 1)
     out = []
     for start in range(0, n, step):
         idx = np.arange(start, min(start + step, n))
         part = take(feeds, idx)
         if batch is not None and len(idx) < batch:
             part = {k: np.concatenate([v] + [v[-1:]] * (batch - len(idx))) for k, v in part.items()}
-        out.append((idx, {t.name: part[t.name] for t in inputs}))
+        out.append((idx, to_model({t.name: part[t.name] for t in inputs}, axes_of(inputs))))
     return out
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.ort_mobile.spec import MODEL, OrtOptions, OrtRuntime
+from edgepack.core.batching import axes_of
 from edgepack.errors import ConversionFailed, InputError, converter_error, explain
 
 if TYPE_CHECKING:
@@ -76,10 +77,12 @@ def _quantized_share(model) -> dict[str, Any]:
 class _Reader:
     """onnxruntime.quantization CalibrationDataReader over the calibration split (one model batch at a time)."""
 
-    def __init__(self, feeds: dict[str, np.ndarray], batch: int | None) -> None:
-        n = len(next(iter(feeds.values())))
-        step = batch or 1
-        self._items = [{k: v[i:i + step] for k, v in feeds.items()} for i in range(0, n - step + 1, step)]
+    def __init__(self, feeds: dict[str, np.ndarray], batch: int | None, axes: dict[str, int | None]) -> None:
+        from edgepack.core.batching import model_batches, num_samples
+
+        n = num_samples(feeds)
+        whole = (n // (batch or 1)) * (batch or 1)  # whole model batches only (no padded duplicates)
+        self._items = model_batches({k: v[:whole] for k, v in feeds.items()}, batch or 1, axes)
         self._it = iter(self._items)
 
     def get_next(self):
@@ -114,7 +117,7 @@ def _quantize(model_in: Path, staged: Path, source: "Source", calibration: dict[
     if opts.exclude_op_types:
         excluded += [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in opts.exclude_op_types]
     quantize_static(
-        str(pre), str(staged), _Reader(calibration, None if first[0] is None else first[0]),
+        str(pre), str(staged), _Reader(calibration, None if first[0] is None else first[0], axes_of(source.inputs)),
         quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=opts.reduce_range,
         activation_type=qtype[opts.activation_type], weight_type=qtype[opts.weight_type],
         calibrate_method=method[opts.calibration_method], nodes_to_exclude=excluded, extra_options=extra,

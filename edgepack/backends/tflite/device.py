@@ -95,7 +95,7 @@ def load(bundle: Path, artifact: dict, runtime: dict, threads: int):
                 x = quantize(x, rec["dtype"], rec["scale"], rec["zero_point"])
             else:
                 x = x.astype(rec["dtype"], copy=False)
-            args[rec["tflite_name"]] = np.ascontiguousarray(x)
+            args[rec["tflite_name"]] = np.asarray(x, order="C")
         got = sig(**args)
         result = {}
         for name, rec in outs:
