@@ -116,6 +116,59 @@ def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=Non
                   outputs=outs, sha256=sha256_file(path))
 
 
+def name_outputs(path: str, names: list[str]) -> None:
+    """Give the graph's outputs these names (in order), first renaming any other tensor that already uses one, so
+    every name stays unique (valid ONNX)."""
+    import onnx
+
+    model = onnx.load(path)
+    g = model.graph
+    if len(g.output) != len(names):
+        raise InputError(f"the exported graph has {len(g.output)} outputs, the model returned {len(names)}",
+                         hint="the model's outputs must be tensors, or tuples/dicts of tensors")
+    old = [o.name for o in g.output]
+    if old == list(names):
+        return
+    taken = {n for node in g.node for n in (*node.input, *node.output)} | {i.name for i in g.initializer} | {
+        i.name for i in g.input}
+    mapping: dict[str, str] = {}
+    for o, new in zip(old, names):
+        if new != o and new in taken and new not in old:  # an inner tensor has the name: move it aside
+            k = 1
+            while f"{new}__{k}" in taken:
+                k += 1
+            mapping[new] = f"{new}__{k}"
+            taken.add(mapping[new])
+    mapping.update({o: n for o, n in zip(old, names) if o != n})
+    if len(set(names)) != len(names):
+        raise InputError(f"the model's output names repeat: {names}")
+
+    def rename(graph) -> None:
+        for node in graph.node:
+            node.input[:] = [mapping.get(n, n) for n in node.input]
+            node.output[:] = [mapping.get(n, n) for n in node.output]
+            for attr in node.attribute:  # control-flow bodies read outer tensors by name
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    rename(attr.g)
+                for sub in attr.graphs:
+                    rename(sub)
+        for coll in (graph.initializer, graph.input, graph.output, graph.value_info):
+            for v in coll:
+                v.name = mapping.get(v.name, v.name)
+
+    rename(g)
+    # an output that is also an input or another output needs an Identity of its own
+    seen: set[str] = {i.name for i in g.input}
+    for o in g.output:
+        if o.name in seen:
+            alias = f"{o.name}__out"
+            g.node.append(onnx.helper.make_node("Identity", [o.name], [alias]))
+            o.name = alias
+        seen.add(o.name)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def session(path: str, threads: int = 1, optimize: bool = False):
     """A CPU onnxruntime session: ``optimize`` False for the literal reference, True for ORT's defaults."""
     import onnxruntime as ort

@@ -206,17 +206,22 @@ def _export(source: Source, path: str, opset: int) -> list[str]:
     args = example_args(source)
     names_in = [t.name for t in source.inputs]
     names_out = [t.name for t in source.outputs]
-    dynamic = {t.name: {0: torch.export.Dim("batch")} for t in source.inputs if t.dynamic_batch}
+    dynamic = {t.name: {t.batch_axis: torch.export.Dim("batch")} for t in source.inputs if t.dynamic_batch}
     try:
-        prog = torch.onnx.export(module, args, dynamo=True, input_names=names_in, output_names=names_out,
+        # outputs are named afterwards: an output name that is also the name of a tensor inside the graph (a BERT
+        # "embedding") would otherwise be used twice, which is invalid ONNX
+        prog = torch.onnx.export(module, args, dynamo=True, input_names=names_in,
                                  opset_version=opset, dynamic_shapes=dynamic or None, external_data=False,
                                  verbose=False)
         prog.save(path, external_data=False)
     except Exception as e:  # noqa: BLE001 - fall back to the TorchScript-based exporter, and say so
         notes.append(f"torch.export-based ONNX export failed ({type(e).__name__}); used the TorchScript exporter")
-        axes = {t.name: {0: "batch"} for t in source.inputs if t.dynamic_batch}
-        torch.onnx.export(module, args, path, dynamo=False, input_names=names_in, output_names=names_out,
+        axes = {t.name: {t.batch_axis: "batch"} for t in source.inputs if t.dynamic_batch}
+        torch.onnx.export(module, args, path, dynamo=False, input_names=names_in,
                           opset_version=opset, dynamic_axes=axes or None)
+    from edgepack.sources.onnx import name_outputs
+
+    name_outputs(path, names_out)
     return notes
 
 
