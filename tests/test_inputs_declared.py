@@ -98,3 +98,28 @@ def test_model_config_file(vad, cli, tmp_path):
     assert res.exit_code == 0, res.stdout + res.stderr
     rep = json.loads((tmp_path / "d" / "vad" / "android-ort-fp32" / "report.json").read_text())
     assert rep["parity"]["kinds"]["output"] == {"kind": "probabilities", "how": "declared on the command line"}
+
+
+def test_control_flow_model_one_target_errors_the_others_build(vad, cli, tmp_path):
+    """An If in the model (Silero-style head per sample rate): inspect counts the ops inside it; OpenVINO INT8
+    cannot calibrate the branch no sample takes — that target is an ERROR with the reason, the others pass."""
+    from tinymodels import make_stateful_onnx
+
+    pytest.importorskip("openvino")
+    root, _, frames = vad
+    model = make_stateful_onnx(tmp_path / "vadif.onnx", control_flow=True)
+    res = cli("inspect", model)
+    assert res.exit_code == 0 and "If×1" in res.stdout and "MatMul×6" in res.stdout  # 4 outside + 1 per branch
+    res = cli("build", model, "-c", frames, "-t", "android-ort-int8", "-t", "intel-openvino-fp32", "-t",
+              "intel-openvino-int8", "--input", STATE, "--input", SR, "--output", "output=probabilities",
+              "--output", "stateN=state", "--out", tmp_path / "dist", "--junit", tmp_path / "j.xml")
+    assert res.exit_code == 2, res.stdout + res.stderr
+    report = json.loads((tmp_path / "dist" / "vadif" / "build-report.json").read_text())
+    by = {t["target"]: t for t in report["targets"]}
+    assert by["android-ort-int8"]["status"] == "passed" and by["intel-openvino-fp32"]["status"] == "passed"
+    err = by["intel-openvino-int8"]
+    assert err["status"] == "error" and err["stage"] == "conversion"
+    assert "no calibration sample takes one of the branches" in err["reason"] and "android-ort-int8" in err["hint"]
+    assert "must not be empty" in err["details"]  # NNCF's own words, kept in full
+    assert "error: intel-openvino-int8: nncf.quantize cannot calibrate" in res.stderr
+    assert "<error " in (tmp_path / "j.xml").read_text()

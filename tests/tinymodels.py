@@ -49,9 +49,11 @@ def make_tiny_onnx(path: Path, *, channels: int = 1, size: int = 32, classes: in
     return path
 
 
-def make_stateful_onnx(path: Path, *, features: int = 16, hidden: int = 8, seed: int = 0) -> Path:
+def make_stateful_onnx(path: Path, *, features: int = 16, hidden: int = 8, seed: int = 0,
+                       control_flow: bool = False) -> Path:
     """A two-layer recurrent cell shaped like a voice-activity model: x (B, F), a state (2, B, H) whose batch axis
-    is 1, and a scalar int64 sample rate; outputs a probability (B, 1) and the next state stateN (2, B, H)."""
+    is 1, and a scalar int64 sample rate; outputs a probability (B, 1) and the next state stateN (2, B, H).
+    ``control_flow``: the output head sits in an ``If`` on the sample rate (as in Silero VAD: one head per rate)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -77,7 +79,9 @@ def make_stateful_onnx(path: Path, *, features: int = 16, hidden: int = 8, seed:
         n("MatMul", ["n0", "W1"], ["a1"]), n("MatMul", ["h1", "U1"], ["c1"]), n("Add", ["a1", "c1"], ["s1"]),
         n("Add", ["s1", "b1"], ["t1"]), n("Tanh", ["t1"], ["n1"]),
         n("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT), n("Mul", ["srf", "per_hz"], ["gain"]),
-        n("MatMul", ["n1", "V"], ["logit"]), n("Mul", ["logit", "gain"], ["scaled"]), n("Sigmoid", ["scaled"], ["output"]),
+        *(head(n, helper, TensorProto, numpy_helper, rng, hidden) if control_flow else
+          [n("MatMul", ["n1", "V"], ["logit"])]),
+        n("Mul", ["logit", "gain"], ["scaled"]), n("Sigmoid", ["scaled"], ["output"]),
         n("Unsqueeze", ["n0", "ax0"], ["u0"]), n("Unsqueeze", ["n1", "ax0"], ["u1"]),
         n("Concat", ["u0", "u1"], ["stateN"], axis=0),
     ]
@@ -95,3 +99,15 @@ def make_stateful_onnx(path: Path, *, features: int = 16, hidden: int = 8, seed:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def head(n, helper, TensorProto, numpy_helper, rng, hidden: int) -> list:
+    """``logit = If(sr == 16000, n1 @ V, n1 @ V8k)``: the branches read outer tensors, as exported control flow does."""
+    v8 = numpy_helper.from_array((rng.standard_normal((hidden, 1)) * 0.4).astype(np.float32), "V8k")
+    then_g = helper.make_graph([n("MatMul", ["n1", "V"], ["then_out"])], "rate16k", [],
+                               [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([n("Constant", [], ["v8k"], value=v8), n("MatMul", ["n1", "v8k"], ["else_out"])],
+                               "rate8k", [], [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, None)])
+    rate = numpy_helper.from_array(np.array(16000, np.int64), "rate16k_value")
+    return [n("Constant", [], ["r16"], value=rate), n("Equal", ["sr", "r16"], ["is16k"]),
+            n("If", ["is16k"], ["logit"], then_branch=then_g, else_branch=else_g)]

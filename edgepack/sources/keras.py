@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.errors import ConfigError, InputError, MissingDependency
+from edgepack.errors import ConfigError, ConversionFailed, InputError, MissingDependency
 from edgepack.feeds import Feeds, run_batched, sha256_file, sha256_tree
 from edgepack.isolation import run_isolated
 from edgepack.signature import TensorSpec
@@ -127,7 +127,8 @@ def signature_specs(source: Source, model=None) -> tuple[tuple[TensorSpec, ...],
         outs_struct = model.structured_outputs
         if not isinstance(outs_struct, dict):
             outs_struct = {"output_0": outs_struct}
-        outs = tuple(TensorSpec(k, tuple(s.shape.as_list()), _dtype(s.dtype)) for k, s in outs_struct.items())
+        # the signature's outputs are a map: sorted by name, as TensorFlow flattens them (the same order every load)
+        outs = tuple(TensorSpec(k, tuple(s.shape.as_list()), _dtype(s.dtype)) for k, s in sorted(outs_struct.items()))
         return ins, outs
     in_names, out_names = _keras_names(model)
     ins = tuple(TensorSpec(n, tuple(t.shape), _dtype(t.dtype)) for n, t in zip(in_names, model.inputs))
@@ -243,6 +244,15 @@ def _export(source: Source, path: str, opset: int) -> list[str]:
     for node in model_proto.graph.node:
         node.input[:] = [rename.get(n, n) for n in node.input]
         node.output[:] = [rename.get(n, n) for n in node.output]
+    inits = {i.name for i in model_proto.graph.initializer}
+    extra = [i.name for i in model_proto.graph.input if i.name not in inits and i.name not in {t.name for t in
+                                                                                            source.inputs}]
+    if extra:  # unfrozen variables or captured resources became graph inputs: nobody could feed them
+        raise ConversionFailed(f"the TensorFlow → ONNX export has input(s) the model does not have: "
+                               f"{', '.join(extra[:8])}{' …' if len(extra) > 8 else ''} (variables or resources "
+                               "tf2onnx could not freeze)",
+                               hint="targets that take TensorFlow directly (tflite, openvino, coreml) do not need "
+                                    "this bridge; for ONNX targets, re-export the model with its variables frozen")
     onnx.save(model_proto, path)
     return [f"tf2onnx {tf2onnx.__version__}, opset {opset}"]
 

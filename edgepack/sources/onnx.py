@@ -74,11 +74,24 @@ _signature = signature  # ``load`` takes a ``signature`` argument (SavedModel AP
 
 
 def op_census(model) -> dict[str, int]:
+    """Op counts of the whole model, the bodies of If/Loop/Scan included (an LSTM inside an If counts)."""
     counts: dict[str, int] = {}
-    for node in model.graph.node:
-        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        counts[key] = counts.get(key, 0) + 1
+
+    def walk(graph) -> None:
+        for node in graph.node:
+            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+            counts[key] = counts.get(key, 0) + 1
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(model.graph)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
 def merge_inputs(declared: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...], where: str) -> tuple[TensorSpec, ...]:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgepack.backends.openvino import ir
-from edgepack.errors import ConfigError, InputError, converter_error
+from edgepack.errors import ConfigError, ConversionFailed, InputError, converter_error, explain
 from edgepack.feeds import Feeds, num_samples, take
 
 
@@ -102,8 +102,33 @@ def quantize(model, source, data, opts) -> tuple[Any, dict[str, Any]]:
         "model_type": opts.model_type, "subset_size": min(opts.subset_size, len(cal_items) * (batch or 1)),
         "ignored_scope": opts.ignored_scope.model_dump(mode="json"),
     }
+    control = sorted({op.get_type_name() for op in model.get_ordered_ops()} & {"If", "Loop", "TensorIterator"})
     try:
-        quantized = nncf.quantize(model, nncf.Dataset(cal_items), **kw)
+        try:
+            quantized = nncf.quantize(model, nncf.Dataset(cal_items), **kw)
+        except nncf.ValidationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - NNCF's (slow) BiasCorrection cannot walk control flow
+            if not control or kw.get("fast_bias_correction"):
+                raise converter_error("nncf.quantize failed", e) from None
+            kw["fast_bias_correction"] = True  # FastBiasCorrection handles If bodies
+            info["fast_bias_correction"] = True
+            try:
+                quantized = nncf.quantize(model, nncf.Dataset(cal_items), **kw)
+            except Exception as e2:  # noqa: BLE001
+                if "must not be empty" in str(e2):
+                    raise ConversionFailed(
+                        f"nncf.quantize cannot calibrate this model's control flow ({', '.join(control)}): NNCF "
+                        "calibrates each If branch on the samples that take it, and no calibration sample takes "
+                        "one of the branches (e.g. a branch for another sample rate)",
+                        hint="quantize this model with ort_mobile (android-ort-int8), or keep it fp16/fp32 on "
+                             "OpenVINO", details=str(e2)) from None
+                raise converter_error(f"nncf.quantize failed on a model with control flow ({', '.join(control)}), "
+                                      "even with fast bias correction", e2,
+                                      hint="quantize this model with ort_mobile (android-ort-int8), or keep it "
+                                           "fp16/fp32 on OpenVINO") from None
+            info["bias_correction"] = (f"fast: NNCF's BiasCorrection refuses control flow ({', '.join(control)}): "
+                                       f"{explain(str(e))}")
     except nncf.ValidationError as e:
         raise ConfigError(f"options.ignored_scope: {str(e).splitlines()[0][:300]}",
                           hint="names are the IR's operation names (artifact.compute_op_names in a report)"
