@@ -56,7 +56,7 @@ class UnsupportedConversion(EdgepackError):
 class ConversionFailed(EdgepackError):
     """A converter ran and failed."""
 
-    default_hint = "rerun with EDGEPACK_DEBUG=1 for the converter's full output"
+    default_hint = "the converter's full message is in the build report (the target's `details`); EDGEPACK_DEBUG=1 prints it"
 
 
 class RuntimeUnavailable(EdgepackError):
