@@ -166,15 +166,17 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                             what=f"{profile.name} host run", family=f"backend:{profile.backend}")
     except RuntimeUnavailable as e:
         parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message, kinds=kinds)
-        checks = budget_checks(profile.budgets, size, None)
+        checks = target.backend.host_checks(artifact) + budget_checks(profile.budgets, size, None)
         return Evaluation(size, None, parity, checks, [f"parity deferred to device: {e.message}"])
     outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()})
     data = outcome.to_dict()
     decided = {**{n: OutputKindInfo(kind=k, how=h) for n, (k, h) in outcome.kinds.items()}, **kinds}
     parity = ParityReport(passed=bool(outcome), samples=outcome.samples, metrics=data["metrics"],
-                          kinds=decided, worst_samples=data["worst_samples"], warnings=list(outcome.warnings))
+                          kinds=decided, worst_samples=data["worst_samples"], warnings=list(outcome.warnings),
+                          where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
-    checks = list(outcome.checks) + budget_checks(profile.budgets, size, host["latency"])
+    checks = (target.backend.host_checks(artifact) + list(outcome.checks)
+              + budget_checks(profile.budgets, size, host["latency"]))
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgepack.artifact import Artifact, ConvertData, RuntimeSpec
+from edgepack.core.checks import Check
 from edgepack.errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class Backend(abc.ABC):
     Runtime: ClassVar[type[RuntimeSpec]] = RuntimeSpec
     description: ClassVar[str] = ""
     refusals: ClassVar[dict[str, str]] = {}  # source kind → hint when this backend cannot take it
+    host_parity: ClassVar[str] = "host"  # "host-proxy": the host runs a stand-in for the device runtime
 
     # ---------------------------------------------------------------------------------------- availability
 
@@ -172,6 +174,10 @@ class Backend(abc.ABC):
     def tunes_on_data(self, profile: "TargetProfile", options: BaseModel) -> bool:
         """Whether convert chooses among recipes on held-out data (it then receives ``data.tuning``)."""
         return False
+
+    def host_checks(self, artifact: Artifact) -> list[Check]:
+        """Backend-specific report rows proven on the host (static lints the converter ran); none by default."""
+        return []
 
     def runtime_spec(self, artifact: Artifact) -> RuntimeSpec:
         return self.Runtime.model_validate(artifact.runtime)
