@@ -585,3 +585,46 @@ def test_gpu_builds_and_runs_an_engine(built, tmp_path):
     out = run_batched(infer, inputs, 1)
     agree = np.mean(out["logits"].argmax(1) == golden["logits"].argmax(1))
     assert facts["runtime"].startswith("tensorrt ") and agree >= 0.98
+
+
+# ------------------------------------------------------------------------------------------- search, fp16 scan
+
+
+def test_accuracy_aware_qdq_keeps_the_most_drifting_layer_float(tmp_path, cli):
+    model = make_layernorm_onnx(tmp_path / "ln.onnx")
+    prof = tmp_path / "ac.toml"
+    prof.write_text((REPO / "targets" / "jetson-orin-jp6-int8.toml").read_text()
+                    + "\n[options.accuracy_control]\nmax_drop = 0.0\nmax_iterations = 1\n")
+    res = cli("build", model, "-t", prof, "--out", tmp_path / "d")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    rep = _report(tmp_path / "d" / "ln" / "ac")
+    ac = rep["artifact"]["int8"]["accuracy_control"]
+    assert len(ac["steps"]) == 2 and ac["steps"][0]["excluded"] == [] and len(ac["kept_float"]) == 1
+    assert ac["steps"][1]["top1_agreement"] >= ac["steps"][0]["top1_agreement"]
+    import onnx
+
+    from edgepack.backends.tensorrt import qdq
+
+    lint = qdq.lint(onnx.load(str(tmp_path / "d" / "ln" / "ac" / "model.qdq.onnx")))
+    assert lint.passed and lint.quantized_weighted_ops == 1 and lint.weighted_ops == 2
+
+
+def test_fp16_overflow_scan_flags_activations_beyond_65504(tmp_path, cli):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = make_tiny_onnx(tmp_path / "big.onnx")
+    m = onnx.load(str(model))
+    m.graph.initializer.append(numpy_helper.from_array(np.array(1e6, np.float32), "huge"))
+    m.graph.initializer.append(numpy_helper.from_array(np.array(1e-6, np.float32), "tiny"))
+    fc = next(n for n in m.graph.node if n.name == "fc")
+    fc.output[0] = "logits_raw"
+    i = list(m.graph.node).index(fc)
+    m.graph.node.insert(i + 1, helper.make_node("Mul", ["logits_raw", "huge"], ["big"], name="blow_up"))
+    m.graph.node.insert(i + 2, helper.make_node("Mul", ["big", "tiny"], ["logits"], name="scale_back"))
+    onnx.save(m, str(model))
+    res = cli("build", model, "-t", "jetson-orin-jp6-fp16", "--out", tmp_path / "d")
+    assert res.exit_code == 1
+    rep = _report(tmp_path / "d" / "big" / "jetson-orin-jp6-fp16")
+    row = next(c for c in rep["checks"] if c["name"].startswith("trt: fp16 overflow scan"))
+    assert not row["passed"] and row["measured"] >= 1 and "'big'" in row["note"], row

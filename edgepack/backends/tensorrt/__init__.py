@@ -59,6 +59,10 @@ class TensorRTBackend(Backend):
         """INT8 calibrates on it; FP16 scans its activation ranges for overflow."""
         return profile.precision in ("int8", "fp16")
 
+    def tunes_on_data(self, profile: "TargetProfile", options: TensorRTOptions) -> bool:
+        """Accuracy-aware Q/DQ measures top-1 agreement on the tuning split (int8 with accuracy_control only)."""
+        return profile.precision == "int8" and options.accuracy_control is not None
+
     def host_checks(self, artifact: Artifact) -> list[Check]:
         return [Check.from_dict(r) for r in artifact.details.get("host_checks", [])]
 

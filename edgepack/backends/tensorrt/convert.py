@@ -224,9 +224,16 @@ def convert(source: "Source", profile: "TargetProfile", options: TensorRTOptions
                                "l4t": options.l4t, "sm": options.sm, "dla_core": options.dla_core,
                                "proxy_fp16": profile.precision == "fp16"}
     if profile.precision == "int8":
-        details["int8"] = qdq.quantize(out_dir / MODEL, out_dir / QDQ_MODEL, data.calibration, batch,
-                                       method=options.calibration_method, percentile=options.percentile,
-                                       exclude_nodes=options.exclude_nodes, exclude_op_types=options.exclude_op_types)
+        quant = {"method": options.calibration_method, "percentile": options.percentile,
+                 "exclude_nodes": options.exclude_nodes, "exclude_op_types": options.exclude_op_types}
+        ac = options.accuracy_control
+        if ac is not None and data.tuning:
+            details["int8"] = qdq.search(out_dir / MODEL, out_dir / QDQ_MODEL, data.calibration, data.tuning, batch,
+                                         max_drop=ac.max_drop, max_iterations=ac.max_iterations, **quant)
+            details["int8"]["accuracy_control"]["note"] = ("the tuning split is the holdout split: the parity "
+                                                           "report's figures on it are not independent")
+        else:
+            details["int8"] = qdq.quantize(out_dir / MODEL, out_dir / QDQ_MODEL, data.calibration, batch, **quant)
         qmodel = onnx.load(str(out_dir / QDQ_MODEL))
         lint = qdq.lint(qmodel)
         if lint.quantized_weighted_ops == 0:

@@ -201,3 +201,61 @@ def float_names(qmodel, fmodel, scales: dict[str, float]) -> dict[str, float]:
         if node in f_out and index < len(f_out[node]):
             out[f_out[node][index]] = s
     return out
+
+
+# ------------------------------------------------------------------------------------------------ accuracy search
+
+
+def _run(model_path: Path, feeds: dict[str, np.ndarray], batch: int | None, extra_outputs: list[str] = ()):
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.load(str(model_path))
+    have = {o.name for o in m.graph.output}
+    for name in extra_outputs:
+        if name not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    n = len(next(iter(feeds.values())))
+    step = batch or min(n, 64)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    for start in range(0, n - step + 1, step):
+        for k, v in zip(names, sess.run(names, {k: v[start:start + step] for k, v in feeds.items()})):
+            parts[k].append(v)
+    return {k: np.concatenate(v) for k, v in parts.items() if v}
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a.reshape(len(a), -1).argmax(1) == b.reshape(len(b), -1).argmax(1)))
+
+
+def search(model_in: Path, model_out: Path, calibration: dict[str, np.ndarray], tuning: dict[str, np.ndarray],
+           batch: int | None, *, max_drop: float, max_iterations: int, **quant: Any) -> dict[str, Any]:
+    """Accuracy-aware Q/DQ: quantize everything, then while top-1 agreement with the float network on the tuning
+    split drops by more than ``max_drop``, keep the quantized Conv/Gemm/MatMul whose output drifts most (relative
+    RMS error against the float network) in float and quantize again. Returns the figures and the kept nodes."""
+    import onnx
+
+    fmodel = onnx.load(str(model_in))
+    weighted = {n.name: n.output[0] for n in fmodel.graph.node if n.op_type in WEIGHTED and n.name}
+    ref = _run(model_in, tuning, batch, list(weighted.values()))
+    out_name = fmodel.graph.output[0].name
+    excluded = list(quant.pop("exclude_nodes", ()))
+    history = []
+    for _ in range(max_iterations + 1):
+        info = quantize(model_in, model_out, calibration, batch, exclude_nodes=tuple(excluded), **quant)
+        got = _run(model_out, tuning, batch, [t for n, t in weighted.items() if n not in excluded])
+        agree = _agreement(ref[out_name], got[out_name])
+        history.append({"excluded": list(excluded), "top1_agreement": agree})
+        if 1.0 - agree <= max_drop:
+            break
+        drift = {n: float(np.sqrt(np.mean((got[t] - ref[t]) ** 2)) / (np.ptp(ref[t]) + 1e-12))
+                 for n, t in weighted.items() if n not in excluded and t in got}
+        if not drift or len(history) > max_iterations:
+            break
+        excluded.append(max(drift, key=drift.get))
+    info["accuracy_control"] = {"metric": "top1_agreement with the float network on the tuning split",
+                                "max_drop": max_drop, "steps": history, "kept_float": excluded,
+                                "met": 1.0 - history[-1]["top1_agreement"] <= max_drop}
+    return info

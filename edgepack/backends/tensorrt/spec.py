@@ -54,6 +54,17 @@ class InputShape(BaseModel):
         return self
 
 
+class AccuracyControl(BaseModel):
+    """Accuracy-aware Q/DQ (int8): weighted layers go back to float, most drifting first, until top-1 agreement
+    with the float network on the tuning split loses at most ``max_drop`` (same shape as openvino's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_drop: float = Field(..., ge=0, le=1)
+    metric: Literal["top1_agreement"] = "top1_agreement"
+    max_iterations: int = Field(10, ge=1)
+
+
 class TensorRTOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,6 +82,7 @@ class TensorRTOptions(BaseModel):
     percentile: float = Field(99.999, gt=90, le=100)
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
+    accuracy_control: AccuracyControl | None = None
     fp16_margin: float = Field(0.5, gt=0, le=1, description="FP16 scan: warn when an activation's range exceeds "
                                                               "this share of 65504")
 
