@@ -97,12 +97,15 @@ def test_trtexec_command_per_version(built):
     fp16 = cmd["jetson-orin-jp6-fp16"]
     assert "--fp16" in fp16 and "--int8" not in fp16 and "--onnx=model.onnx" in fp16
     for c in cmd.values():
-        assert "--memPoolSize=workspace:1024" in c and "--timingCacheFile=timing.cache" in c
-        assert "--exportLayerInfo=model.engine.layers.json" in c and "--profilingVerbosity=detailed" in c
+        assert "--memPoolSize=workspace:1024" in c and "--timingCacheFile=$ENGINE_DIR/timing.cache" in c
+        assert "--exportLayerInfo=$ENGINE_DIR/model.engine.layers.json" in c and "--profilingVerbosity=detailed" in c
     # the script's own dry run prints the same command
     out = subprocess.run(["bash", str(dist / "jetson-orin-jp6-dla-int8" / "build_engine.sh"), "--dry-run"],
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert out == dla.split()
+                         capture_output=True, text=True, check=True, env={**os.environ, "EDGEPACK_ENGINE_CACHE": "/e"}
+                         ).stdout.split()
+    edir = "/e/trt8.6.2-sm87-" + __import__("hashlib").sha256(
+        (dist / "jetson-orin-jp6-dla-int8" / "manifest.json").read_bytes()).hexdigest()[:16]
+    assert out == dla.replace("$ENGINE_DIR", edir).split()
 
 
 def test_layernorm_refused_on_jetpack5_named_and_passes_on_jetpack61(tmp_path, cli):
@@ -352,7 +355,17 @@ def _fake_trtexec(tmp_path) -> dict:
     bindir.mkdir(exist_ok=True)
     (bindir / "trtexec").write_text(FAKE_TRTEXEC)
     (bindir / "trtexec").chmod(0o755)
-    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "trtexec.args")}
+    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "trtexec.args"),
+            "EDGEPACK_ENGINE_CACHE": str(tmp_path / "engines")}
+
+
+def _engine_dir(tmp_path, b: Path) -> Path:
+    """Where the scripts put the engine: the cache, outside the signed bundle."""
+    import hashlib
+
+    rt = json.loads((b / "manifest.json").read_text())["artifact"]["runtime"]
+    digest = hashlib.sha256((b / "manifest.json").read_bytes()).hexdigest()[:16]
+    return tmp_path / "engines" / f"trt{rt['tensorrt']}-sm{rt['sm']}-{digest}"
 
 
 @pytest.mark.parametrize("case", ["int8_without_qdq_or_cache", "missing_calib"])
@@ -364,7 +377,7 @@ def test_build_engine_sh_refuses_silent_garbage(built, tmp_path, case):
     assert proc.returncode == 3
     assert ("fixed dummy ranges" if case == "int8_without_qdq_or_cache" else "random data") in proc.stderr
     assert not (tmp_path / "trtexec.args").exists()  # trtexec never ran
-    assert not (b / "model.engine").exists()
+    assert not (tmp_path / "engines").exists()
 
 
 def test_build_engine_sh_good_case_runs_the_exact_command_and_writes_engine_json(built, tmp_path):
@@ -373,9 +386,12 @@ def test_build_engine_sh_good_case_runs_the_exact_command_and_writes_engine_json
     proc = subprocess.run(["bash", str(b / "build_engine.sh")], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     argv = (tmp_path / "trtexec.args").read_text().split()
-    expected = json.loads((b / "manifest.json").read_text())["artifact"]["details"]["build"]["trtexec"].split()[1:]
+    edir = _engine_dir(tmp_path, b)
+    expected = json.loads((b / "manifest.json").read_text())["artifact"]["details"]["build"]["trtexec"].replace(
+        "$ENGINE_DIR", str(edir)).split()[1:]
     assert argv == expected
-    rec = json.loads((b / "engine.json").read_text())
+    assert (edir / "model.engine").is_file() and bundles.verify(b)  # nothing was added to the signed bundle
+    rec = json.loads((edir / "engine.json").read_text())
     import hashlib
 
     assert rec["tensorrt"] == "10.3.0" and rec["built_with"] == "trtexec"
@@ -454,7 +470,7 @@ def _stub_env(tmp_path, version="10.3.0") -> dict:
     (stub / "tensorrt").mkdir(parents=True, exist_ok=True)
     (stub / "tensorrt" / "__init__.py").write_text(STUB_TRT)
     return {**os.environ, "PYTHONPATH": str(stub), "STUB_LOG": str(tmp_path / "trt.log"),
-            "STUB_TRT_VERSION": version}
+            "STUB_TRT_VERSION": version, "EDGEPACK_ENGINE_CACHE": str(tmp_path / "engines")}
 
 
 def _calls(tmp_path) -> list[list[str]]:
@@ -492,8 +508,10 @@ def test_build_engine_py_good_case_settings(built, tmp_path, target, version, ex
         assert e in calls, (e, calls)
     if "--stronglyTyped" in json.loads((b / "manifest.json").read_text())["artifact"]["details"]["build"]["trtexec"]:
         assert ["flag", "BuilderFlag.INT8"] not in calls and ["flag", "BuilderFlag.FP16"] not in calls
-    rec = json.loads((b / "engine.json").read_text())
-    assert rec["tensorrt"] == version and rec["built_with"] == "python-api" and (b / "model.engine").read_bytes() == b"PLAN"
+    edir = _engine_dir(tmp_path, b)
+    rec = json.loads((edir / "engine.json").read_text())
+    assert rec["tensorrt"] == version and rec["built_with"] == "python-api"
+    assert (edir / "model.engine").read_bytes() == b"PLAN" and bundles.verify(b)
 
 
 # ------------------------------------------------------------------------------------------- device loader
@@ -628,3 +646,15 @@ def test_fp16_overflow_scan_flags_activations_beyond_65504(tmp_path, cli):
     rep = _report(tmp_path / "d" / "big" / "jetson-orin-jp6-fp16")
     row = next(c for c in rep["checks"] if c["name"].startswith("trt: fp16 overflow scan"))
     assert not row["passed"] and row["measured"] >= 1 and "'big'" in row["note"], row
+
+
+def test_check_reruns_host_proxy_parity_and_keeps_the_host_rows(built, tmp_path, cli):
+    dist, _ = built
+    b = tmp_path / "b"
+    shutil.copytree(dist / "jetson-orin-jp6-dla-int8", b)
+    res = cli("check", b)
+    assert res.exit_code == 0, res.stdout
+    rep = _report(b)
+    assert rep["parity"]["where"] == "host-proxy" and "host-proxy" in res.stdout
+    assert [c["name"] for c in rep["checks"]][:2] == ["integrity (sha256 of every file)",
+                                                     "trt: opset/IR within the profile"]

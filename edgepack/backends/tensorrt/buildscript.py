@@ -54,11 +54,13 @@ def plan(opts: TensorRTOptions, precision: str, shapes: dict[str, dict[str, list
             flags.append("--allowGPUFallback")
     # build only: --skipInference from 8.6 on (trtexec 8.4/8.5 logs "Build only", the older spelling --buildOnly)
     build_only = "--buildOnly" if tuple(int(p) for p in opts.tensorrt.split(".")[:2]) < (8, 6) else "--skipInference"
-    flags += ["--timingCacheFile=timing.cache", "--profilingVerbosity=detailed", build_only]
+    flags += ["--profilingVerbosity=detailed", build_only]
     cfg["trtexec_flags"] = flags
     calib = [f"--calib={cfg['calib']}"] if cfg["calib"] else []
-    cfg["command"] = shlex.join(["trtexec", f"--onnx={cfg['onnx']}", f"--saveEngine={ENGINE}", *flags,
-                                 f"--exportLayerInfo={ENGINE}.layers.json", *calib])
+    # $ENGINE_DIR: the engine cache folder on the device (outside the signed bundle; see build_engine.sh)
+    cfg["command"] = " ".join(["trtexec", f"--onnx={cfg['onnx']}", f"--saveEngine=$ENGINE_DIR/{ENGINE}", *flags,
+                                 "--timingCacheFile=$ENGINE_DIR/timing.cache",
+                                 f"--exportLayerInfo=$ENGINE_DIR/{ENGINE}.layers.json", *calib])
     return cfg
 
 

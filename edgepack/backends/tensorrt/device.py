@@ -1,9 +1,10 @@
 """TensorRT device loader (numpy + the ``tensorrt`` package + the CUDA runtime through ctypes; no torch, no pycuda).
 Shipped in every tensorrt bundle as ``runner/device.py`` and run by ``run_bundle.py`` on the Jetson.
 
-The engine is built on the device by the bundle's own ``build_engine.py`` the first time, into an engine cache keyed
-by TensorRT version, SM and bundle hash (``$EDGEPACK_ENGINE_CACHE``, default ``~/.cache/edgepack/engines``); a
-``model.engine`` + ``engine.json`` already in the bundle folder is used as is. Before a plan is deserialized, the
+The engine lives outside the bundle (whose files are signed), in an engine cache keyed by TensorRT version, SM and
+bundle hash (``$EDGEPACK_ENGINE_CACHE``, default ``~/.cache/edgepack/engines``): where ``build_engine.sh`` /
+``build_engine.py`` put it, or built there with the bundle's ``build_engine.py`` the first time. A ``model.engine`` +
+``engine.json`` in the bundle folder is used as is (then run ``run_bundle.py --no-verify``). Before a plan is deserialized, the
 versions its ``engine.json`` records (TensorRT, SM, L4T) are compared with the live device's: a mismatch is refused.
 """
 
@@ -102,7 +103,7 @@ def engine_files(bundle: Path, runtime: dict, trt_version: str, sm: int) -> tupl
         return own, bundle / runtime["engine_json"]
     digest = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()[:16]
     root = Path(os.environ.get("EDGEPACK_ENGINE_CACHE", Path.home() / ".cache" / "edgepack" / "engines"))
-    folder = root / f"trt{trt_version}-sm{sm}-{digest}"
+    folder = root / f"trt{'.'.join(trt_version.split('.')[:3])}-sm{sm}-{digest}"
     engine, record = folder / runtime["engine"], folder / runtime["engine_json"]
     if not (engine.is_file() and record.is_file()):
         folder.mkdir(parents=True, exist_ok=True)
