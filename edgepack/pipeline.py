@@ -69,6 +69,10 @@ def _convert_worker(source: Source, target: Target, data: ConvertData, out_dir: 
     return target.backend.convert(source, target.profile, target.options, data, Path(out_dir))
 
 
+def _preflight_worker(source: Source, target: Target) -> None:
+    target.backend.preflight(source, target.profile, target.options)
+
+
 def _host_worker(target: Target, artifact: Artifact, bundle_dir: str, feeds: Feeds, warmup: int, repeats: int,
                  threads: int) -> dict[str, Any]:
     """Run the artifact on the holdout feeds and time one model call (in the backend's worker)."""
@@ -318,6 +322,10 @@ def build(
         try:
             sources = {t.name: bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
                        for t in runnable}
+            for t in runnable:  # refusals every target's backend can decide from the source, before any conversion
+                if t.backend.has_preflight():
+                    run_isolated(_preflight_worker, sources[t.name][0], t, what=f"{t.name} preflight",
+                                 family=f"backend:{t.backend.name}")
             converted = _convert_all(runnable, sources, data, out_root / source.name, progress)
             try:
                 for i, c in enumerate(converted):

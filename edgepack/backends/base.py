@@ -175,6 +175,15 @@ class Backend(abc.ABC):
         """Whether convert chooses among recipes on held-out data (it then receives ``data.tuning``)."""
         return False
 
+    def preflight(self, source: "Source", profile: "TargetProfile", options: Any) -> None:
+        """Refuse, before any target converts, what ``convert`` would refuse from the source alone (e.g. an op the
+        device's runtime lacks). Runs in the backend's worker; the default refuses nothing."""
+        return None
+
+    @classmethod
+    def has_preflight(cls) -> bool:
+        return cls.preflight is not Backend.preflight
+
     def host_checks(self, artifact: Artifact) -> list[Check]:
         """Backend-specific report rows proven on the host (static lints the converter ran); none by default."""
         return []

@@ -119,6 +119,7 @@ def test_layernorm_refused_on_jetpack5_named_and_passes_on_jetpack61(tmp_path, c
     assert res.exit_code == 2
     assert "TensorRT 8.5.2 cannot parse op LayerNormalization (node 'block/norm')" in res.stderr, res.stderr
     assert "onnx/onnx-tensorrt@8.5-GA" in res.stderr
+    assert "converting with tensorrt" not in res.stdout + res.stderr  # refused by the preflight, before conversion
     assert not (tmp_path / "d5" / "ln" / "jetson-orin-jp5-int8").exists()
     res = cli("build", model, "-t", "jetson-orin-jp6-int8", "--out", tmp_path / "d6")
     assert res.exit_code == 0, res.stdout + res.stderr

@@ -63,6 +63,12 @@ class TensorRTBackend(Backend):
         """Accuracy-aware Q/DQ measures top-1 agreement on the tuning split (int8 with accuracy_control only)."""
         return profile.precision == "int8" and options.accuracy_control is not None
 
+    def preflight(self, source: "Source", profile: "TargetProfile", options: TensorRTOptions) -> None:
+        """Every op against the profile's TensorRT table, before any target of the build converts."""
+        from edgepack.backends.tensorrt.convert import check_source_ops
+
+        check_source_ops(source, options)
+
     def host_checks(self, artifact: Artifact) -> list[Check]:
         return [Check.from_dict(r) for r in artifact.details.get("host_checks", [])]
 

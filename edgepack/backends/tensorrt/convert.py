@@ -63,6 +63,13 @@ def check_ops_or_refuse(model, options: TensorRTOptions) -> tables.OpCheck:
     return result
 
 
+def check_source_ops(source: "Source", options: TensorRTOptions) -> tables.OpCheck:
+    """The op check on the source graph alone (weights not loaded): the backend's preflight."""
+    import onnx
+
+    return check_ops_or_refuse(onnx.load(str(source.path), load_external_data=False), options)
+
+
 def _ready(model_in, options: TensorRTOptions, table: tables.OpTable) -> tuple[Any, dict[str, Any]]:
     """Opset within the limit, IR within the parser's, constants folded and shapes inferred (onnxslim)."""
     import onnx
