@@ -659,3 +659,14 @@ def test_check_reruns_host_proxy_parity_and_keeps_the_host_rows(built, tmp_path,
     assert rep["parity"]["where"] == "host-proxy" and "host-proxy" in res.stdout
     assert [c["name"] for c in rep["checks"]][:2] == ["integrity (sha256 of every file)",
                                                      "trt: opset/IR within the profile"]
+
+
+def test_torch_source_is_bridged_once_and_passes(trained_digits, tmp_path, cli):
+    res = cli("build", "examples/digits.py:make_cnn", "--weights", trained_digits / "cnn.pt",
+              "--input", "input=1x1x32x32", "-t", "jetson-orin-jp6-fp16", "-t", "jetson-orin-jp6-int8",
+              "--out", tmp_path / "d")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    for t in ("jetson-orin-jp6-fp16", "jetson-orin-jp6-int8"):
+        rep = _report(tmp_path / "d" / "make_cnn" / t)
+        assert rep["status"] == "passed" and "bridged torch → onnx" in rep["notes"]
+        assert rep["parity"]["where"] == "host-proxy"
