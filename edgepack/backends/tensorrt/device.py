@@ -146,18 +146,18 @@ def load(bundle: Path, artifact: dict, runtime: dict, threads: int):
                 ptrs.append(p)
                 cuda.to_device(p, x)
                 context.set_tensor_address(n, p)
-            result = {}
+            result, where = {}, {}
             for n in outputs:
                 y = np.empty(tuple(context.get_tensor_shape(n)), dtype=trt.nptype(engine.get_tensor_dtype(n)))
                 p = cuda.malloc(y.nbytes)
                 ptrs.append(p)
                 context.set_tensor_address(n, p)
-                result[n] = y
+                result[n], where[n] = y, p
             if not context.execute_async_v3(cuda.stream.value or 0):
                 raise RuntimeError("TensorRT execute_async_v3 failed")
             cuda.sync()
             for n in outputs:
-                cuda.to_host(result[n], int(context.get_tensor_address(n)))
+                cuda.to_host(result[n], where[n])
             return {n: (v.astype(np.float32) if v.dtype == np.float16 else v) for n, v in result.items()}
         finally:
             for p in ptrs:
