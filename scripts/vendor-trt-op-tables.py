@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         table = parse(text)
         data = {"source": {"repo": "onnx/onnx-tensorrt", "branch": branch, "commit": commit,
                            "file": "docs/operators.md", "license": "Apache-2.0"}, **table}
-        name = branch.split("-")[0]
+        name = branch.removeprefix("release/").split("-")[0]
         path = OUT / f"onnx-trt-{name}.json"
         path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         print(f"{path.name}: TensorRT {table['doc_version']} opset {table['opset_min']}..{table['opset_max']}, "
