@@ -670,3 +670,31 @@ def test_torch_source_is_bridged_once_and_passes(trained_digits, tmp_path, cli):
         rep = _report(tmp_path / "d" / "make_cnn" / t)
         assert rep["status"] == "passed" and "bridged torch → onnx" in rep["notes"]
         assert rep["parity"]["where"] == "host-proxy"
+
+
+def test_residual_add_gets_qdq_on_both_inputs(tmp_path):
+    """TensorRT fuses a residual Add into the preceding convolution when both its inputs come through Q/DQ."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgepack.backends.tensorrt import qdq
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n)
+             for n, s in (("w0", (8, 1, 3, 3)), ("w1", (8, 8, 3, 3)), ("w2", (8, 8, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["input", "w0"], ["a"], pads=[1] * 4, name="c0"),
+             helper.make_node("Relu", ["a"], ["ar"], name="r0"),
+             helper.make_node("Conv", ["ar", "w1"], ["b"], pads=[1] * 4, name="c1"),
+             helper.make_node("Relu", ["b"], ["br"], name="r1"),
+             helper.make_node("Conv", ["br", "w2"], ["c"], pads=[1] * 4, name="c2"),
+             helper.make_node("Add", ["c", "ar"], ["s"], name="res_add"),
+             helper.make_node("Relu", ["s"], ["out"], name="r2")]
+    graph = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "res.onnx"))
+    calibration = {"input": rng.standard_normal((16, 1, 16, 16)).astype(np.float32)}
+    qdq.quantize(tmp_path / "res.onnx", tmp_path / "res.qdq.onnx", calibration, 1)
+    lint = qdq.lint(onnx.load(str(tmp_path / "res.qdq.onnx")))
+    assert lint.passed and lint.residual_adds == {"res_add": 2} and lint.quantized_weighted_ops == 3
