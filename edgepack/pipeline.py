@@ -72,6 +72,10 @@ def _convert_worker(source: Source, target: Target, data: ConvertData, out_dir: 
     return target.backend.convert(source, target.profile, target.options, data, Path(out_dir))
 
 
+def _preflight_worker(source: Source, target: Target) -> None:
+    target.backend.preflight(source, target.profile, target.options)
+
+
 def _host_worker(target: Target, artifact: Artifact, bundle_dir: str, feeds: Feeds, warmup: int, repeats: int,
                  threads: int) -> dict[str, Any]:
     """Run the artifact on the holdout feeds and time one model call (in the backend's worker)."""
@@ -234,15 +238,17 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                             what=f"{profile.name} host run", family=f"backend:{profile.backend}")
     except RuntimeUnavailable as e:
         parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message, kinds=kinds)
-        checks = budget_checks(profile.budgets, size, None)
+        checks = target.backend.host_checks(artifact) + budget_checks(profile.budgets, size, None)
         return Evaluation(size, None, parity, checks, [f"parity deferred to device: {e.message}"])
     outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()})
     data = outcome.to_dict()
     decided = {**{n: OutputKindInfo(kind=k, how=h) for n, (k, h) in outcome.kinds.items()}, **kinds}
     parity = ParityReport(passed=bool(outcome), samples=outcome.samples, metrics=data["metrics"],
-                          kinds=decided, worst_samples=data["worst_samples"], warnings=list(outcome.warnings))
+                          kinds=decided, worst_samples=data["worst_samples"], warnings=list(outcome.warnings),
+                          where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
-    checks = list(outcome.checks) + budget_checks(profile.budgets, size, host["latency"])
+    checks = (target.backend.host_checks(artifact) + list(outcome.checks)
+              + budget_checks(profile.budgets, size, host["latency"]))
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
 
 
@@ -459,43 +465,81 @@ def build(
         runnable = [t for t in resolved if t.name in the_plan.buildable]
         if not runnable:
             return [results[t.name] for t in resolved]
-        out_root = bundles.prepare_parent(out)
-        progress("preparing calibration and holdout data")
-        data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic))
-        progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
-        golden = golden_outputs(source, data.holdout)
-        check_reference(golden)
-        # decided once per target, before any conversion (bad declarations are refused up front)
-        kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {})) for t in runnable}
-        write_holdout(out_root / source.name / "holdout", data, golden)
         bridges = Bridges(source)
         try:
-            sources: dict[str, tuple[Source, list[str]]] = {}
-            for t in runnable:
-                try:
-                    sources[t.name] = bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
-                except Exception as e:  # noqa: BLE001 - a failed bridge is the verdict of the targets needing it
-                    results[t.name] = _error_report(t, "bridge to ONNX", e, source)
-            todo = [t for t in runnable if t.name in sources]
-            converted, errors = _convert_all(todo, sources, data, out_root / source.name, progress)
-            results.update(errors)
-            try:
-                for i, c in enumerate(converted):
-                    try:
-                        results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
-                                                               kinds[c.target.name], progress)
-                    except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
-                        results[c.target.name] = _error_report(c.target, "host run", e, source)
-                        progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
-                    finally:
-                        bundles.discard(c.staging)
-                    converted[i] = None  # type: ignore[call-overload]
-            finally:
-                for c in converted:
-                    if c is not None:
-                        bundles.discard(c.staging)
+            return _build_planned(source, resolved, runnable, results, bridges, calibration=calibration, out=out,
+                                  synthetic=synthetic, archive=archive, skip_unavailable=skip_unavailable,
+                                  outputs=outputs, progress=progress)
         finally:
             bridges.close()
+
+
+def _bridge_and_preflight(source: Source, runnable: list[Target], results: dict[str, TargetReport], bridges: Bridges,
+                          skip_unavailable: bool) -> dict[str, tuple[Source, list[str]]]:
+    """Each target's source (bridged to ONNX where its backend needs it). Backends with a preflight that could not
+    look at a bridged source during planning look now — still before any data or conversion — and refuse (or, with
+    --skip-unavailable, skip) with the reason."""
+    sources: dict[str, tuple[Source, list[str]]] = {}
+    refused: list[str] = []
+    for t in runnable:
+        try:
+            sources[t.name] = bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
+        except Exception as e:  # noqa: BLE001 - a failed bridge is the verdict of the targets needing it
+            results[t.name] = _error_report(t, "bridge to ONNX", e, source)
+            continue
+        bridged = sources[t.name][0]
+        if bridged is source or not t.backend.has_preflight():
+            continue  # direct sources were checked by the plan
+        try:
+            run_isolated(_preflight_worker, bridged, t, what=f"{t.name} preflight", family=f"backend:{t.backend.name}")
+        except EdgepackError as e:
+            del sources[t.name]
+            if not skip_unavailable:
+                refused.append(f"{t.name}: {e.message}")
+                continue
+            p = t.profile
+            results[t.name] = TargetReport(target=t.name, status="skipped", backend=p.backend, precision=p.precision,
+                                           device=p.device, reason=e.message, hint=e.hint or None,
+                                           source=source.describe())
+    if refused:
+        raise ConfigError(f"{len(refused)} target(s) cannot build {source.name} ({'; '.join(refused)})",
+                          hint="drop them, or pass --skip-unavailable to build the others and report these as skipped")
+    return sources
+
+
+def _build_planned(source: Source, resolved: list[Target], runnable: list[Target], results: dict[str, TargetReport],
+                   bridges: Bridges, *, calibration: str | None, out: Path, synthetic: bool, archive: bool,
+                   skip_unavailable: bool, outputs: dict[str, str] | None, progress: Progress) -> list[TargetReport]:
+    sources = _bridge_and_preflight(source, runnable, results, bridges, skip_unavailable)
+    runnable = [t for t in runnable if t.name in sources]
+    if not runnable:
+        return [results[t.name] for t in resolved]
+    out_root = bundles.prepare_parent(out)
+    progress("preparing calibration and holdout data")
+    data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic))
+    progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
+    golden = golden_outputs(source, data.holdout)
+    check_reference(golden)
+    # decided once per target, before any conversion (bad declarations are refused up front)
+    kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {})) for t in runnable}
+    write_holdout(out_root / source.name / "holdout", data, golden)
+    converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress)
+    results.update(errors)
+    try:
+        for i, c in enumerate(converted):
+            try:
+                results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
+                                                       kinds[c.target.name], progress)
+            except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
+                results[c.target.name] = _error_report(c.target, "host run", e, source)
+                progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
+            finally:
+                bundles.discard(c.staging)
+            converted[i] = None  # type: ignore[call-overload]
+    finally:
+        for c in converted:
+            if c is not None:
+                bundles.discard(c.staging)
     return [results[t.name] for t in resolved]
 
 

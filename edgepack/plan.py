@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgepack.backends.registry import Target
-from edgepack.errors import ConfigError
+from edgepack.errors import ConfigError, EdgepackError
 from edgepack.sources import Source
 
 Action = Literal["build", "skip", "refuse"]
@@ -74,7 +74,12 @@ def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str,
     foreign = [op for op in custom_ops if not (backend.name == "ort_mobile" and op.startswith("com.microsoft::"))]
     if foreign:
         return route, f"ops outside the ONNX standard: {', '.join(foreign)}", "only ort_mobile runs com.microsoft ops"
-    return route, backend.preflight(source, target.profile, target.options), None
+    if backend.has_preflight() and source.kind in backend.accepts:  # bridged sources: checked after the bridge
+        try:
+            backend.preflight(source, target.profile, target.options)
+        except EdgepackError as e:
+            return route, e.message, e.hint or None
+    return route, None, None
 
 
 def make(model: str, targets: list[Target], source: Source, skip_unavailable: bool) -> Plan:

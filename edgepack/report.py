@@ -58,6 +58,9 @@ class ParityReport(_Model):
     worst_samples: dict[str, list[dict[str, Any]]] = Field(default_factory=dict, description="holdout indices "
                                                            "(kept in golden/) that differ most, per output")
     warnings: list[str] = Field(default_factory=list)
+    where: Literal["host", "host-proxy"] = Field("host", description="host: the bundle's own runtime on the build "
+                                                 "host; host-proxy: a stand-in on the build host (e.g. the "
+                                                 "TensorRT-ready ONNX in ONNX Runtime), never device numbers")
     deferred_to_device: bool = False
     reason: str | None = None
 
@@ -189,6 +192,8 @@ def render(console: "Console", results: list[TargetReport]) -> None:
         if r.build_time_s is not None:
             facts.append(f"built in {r.build_time_s:.1f} s")
         console.print("  " + escape(" · ".join(facts)))
+        if r.parity and r.parity.where == "host-proxy":
+            console.print("  parity: host-proxy (a stand-in run on this host, not the device runtime's numbers)")
         for name, m in (r.parity.metrics if r.parity else {}).items():
             kind = r.parity.kinds.get(name)
             parts = [f"{kind.kind}" if kind else "?", f"max|Δ| {_fmt(m.get('max_abs_error'))}"]

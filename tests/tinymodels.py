@@ -111,3 +111,39 @@ def head(n, helper, TensorProto, numpy_helper, rng, hidden: int) -> list:
     rate = numpy_helper.from_array(np.array(16000, np.int64), "rate16k_value")
     return [n("Constant", [], ["r16"], value=rate), n("Equal", ["sr", "r16"], ["is16k"]),
             n("If", ["is16k"], ["logit"], then_branch=then_g, else_branch=else_g)]
+
+
+def make_layernorm_onnx(path: Path, *, channels: int = 1, size: int = 32, classes: int = 10, hidden: int = 32,
+                        seed: int = 0) -> Path:
+    """Flatten → Gemm → LayerNormalization → Relu → Gemm at opset 17: LayerNormalization is an op onnx-tensorrt
+    8.5 marks unsupported and 8.6/10.x parse."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    feat = channels * size * size
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((hidden, feat)) * 0.05).astype(np.float32), "fc1_w"),
+        numpy_helper.from_array((rng.standard_normal(hidden) * 0.1).astype(np.float32), "fc1_b"),
+        numpy_helper.from_array((1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32), "ln_scale"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(hidden)).astype(np.float32), "ln_bias"),
+        numpy_helper.from_array((rng.standard_normal((classes, hidden)) * 0.3).astype(np.float32), "fc2_w"),
+        numpy_helper.from_array((rng.standard_normal(classes) * 0.1).astype(np.float32), "fc2_b"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc1_w", "fc1_b"], ["h"], transB=1, name="fc1"),
+        helper.make_node("LayerNormalization", ["h", "ln_scale", "ln_bias"], ["hn"], axis=-1, epsilon=1e-5,
+                         name="block/norm"),
+        helper.make_node("Relu", ["hn"], ["hr"], name="relu"),
+        helper.make_node("Gemm", ["hr", "fc2_w", "fc2_b"], ["logits"], transB=1, name="fc2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "layernorm",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgepack-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

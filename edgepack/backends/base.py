@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgepack.artifact import Artifact, ConvertData, RuntimeSpec
+from edgepack.core.checks import Check
 from edgepack.errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class Backend(abc.ABC):
     Runtime: ClassVar[type[RuntimeSpec]] = RuntimeSpec
     description: ClassVar[str] = ""
     refusals: ClassVar[dict[str, str]] = {}  # source kind → hint when this backend cannot take it
+    host_parity: ClassVar[str] = "host"  # "host-proxy": the host runs a stand-in for the device runtime
 
     # ---------------------------------------------------------------------------------------- availability
 
@@ -176,11 +178,6 @@ class Backend(abc.ABC):
 
             raise validation_message(e, self.Options, where, prefix="options.") from None
 
-    def preflight(self, source: "Source", profile: "TargetProfile", options: BaseModel) -> str | None:
-        """Why this backend cannot build this source for this profile, decided before any conversion starts (op
-        support, opset, shapes), or None. Cheap and framework-free: it runs in the planning step of every build."""
-        return None
-
     def route(self, kind: str) -> tuple[bool, str]:
         """Whether this backend can take a source kind (directly or through the ONNX bridge), and how / why not."""
         if kind in self.accepts:
@@ -199,6 +196,21 @@ class Backend(abc.ABC):
     def tunes_on_data(self, profile: "TargetProfile", options: BaseModel) -> bool:
         """Whether convert chooses among recipes on held-out data (it then receives ``data.tuning``)."""
         return False
+
+    def preflight(self, source: "Source", profile: "TargetProfile", options: Any) -> None:
+        """Refuse (raise EdgepackError), before any target converts, what ``convert`` would refuse from the source
+        alone (e.g. an op the device's runtime lacks). It only reads the model: the plan calls it for sources the
+        backend takes directly, the build calls it in the backend's worker on a bridged source right after the
+        bridge. The default refuses nothing."""
+        return None
+
+    @classmethod
+    def has_preflight(cls) -> bool:
+        return cls.preflight is not Backend.preflight
+
+    def host_checks(self, artifact: Artifact) -> list[Check]:
+        """Backend-specific report rows proven on the host (static lints the converter ran); none by default."""
+        return []
 
     def runtime_spec(self, artifact: Artifact) -> RuntimeSpec:
         return self.Runtime.model_validate(artifact.runtime)

@@ -22,6 +22,7 @@ BACKENDS: dict[str, str] = {
     "openvino": "edgepack.backends.openvino:OpenVINOBackend",
     "tflite": "edgepack.backends.tflite:TFLiteBackend",
     "coreml": "edgepack.backends.coreml:CoreMLBackend",
+    "tensorrt": "edgepack.backends.tensorrt:TensorRTBackend",
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from edgepack import bundle as bundles
 from edgepack import pipeline
-from edgepack.errors import ConfigError, ConversionFailed
+from edgepack.errors import ConfigError
 from edgepack.report import TargetReport
 
 

@@ -1,0 +1,283 @@
+"""The worker side: ONNX → TensorRT-ready ONNX (+ Q/DQ ONNX and calibration cache for INT8) + the device's build
+scripts, with every host check a named row in ``details["host_checks"]``.
+
+Order: the op check against the profile's TensorRT table runs first, on the source graph, before any conversion
+work (a refusal names op, node and TensorRT version); then opset/IR, onnxslim (constant folding and shape
+inference, no fusions: a fused op could be one the device's parser lacks), the optimization profile, activation
+ranges on the calibration split (FP16 overflow scan), Q/DQ + lint, cache + lint, scripts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgepack.artifact import Artifact, ConvertData
+from edgepack.backends.tensorrt import buildscript, cache, qdq, tables
+from edgepack.backends.tensorrt.spec import CACHE, MODEL, QDQ_MODEL, TensorRTOptions, TensorRTRuntime
+from edgepack.errors import ConfigError, ConversionFailed, InputError, UnsupportedConversion
+
+if TYPE_CHECKING:
+    from edgepack.config import TargetProfile
+    from edgepack.sources import Source
+
+FP16_MAX = 65504.0
+MAX_IR = {8: 8, 10: 10}  # IR version the bundled ONNX parser of each TensorRT major reads
+
+
+def _row(name: str, measured: float | None, limit: float, passed: bool, op: str = "<=", note: str = "") -> dict:
+    return {"name": name, "limit": limit, "measured": measured, "passed": bool(passed), "op": op, "note": note}
+
+
+def graph_nodes(model) -> list[tuple[str, str, str]]:
+    """(op_type, node name, domain) of every node, subgraphs included."""
+    out: list[tuple[str, str, str]] = []
+
+    def walk(g, prefix: str = "") -> None:
+        for n in g.node:
+            out.append((n.op_type, prefix + (n.name or n.output[0]), n.domain))
+            for a in n.attribute:
+                if a.g and a.g.node:
+                    walk(a.g, f"{prefix}{n.name}/")
+                for sub in a.graphs:
+                    walk(sub, f"{prefix}{n.name}/")
+
+    walk(model.graph)
+    return out
+
+
+def opset_of(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def check_ops_or_refuse(model, options: TensorRTOptions) -> tables.OpCheck:
+    result = tables.check_ops(graph_nodes(model), options.tensorrt)
+    if not result.passed:
+        raise UnsupportedConversion(
+            result.message(),
+            hint=f"JetPack {options.jetpack} ships TensorRT {options.tensorrt} ({result.table.describe()}); "
+                 "target a newer JetPack line or replace the op before export")
+    return result
+
+
+def check_source_ops(source: "Source", options: TensorRTOptions) -> tables.OpCheck:
+    """The op check on the source graph alone (weights not loaded): the backend's preflight."""
+    import onnx
+
+    return check_ops_or_refuse(onnx.load(str(source.path), load_external_data=False), options)
+
+
+def _ready(model_in, options: TensorRTOptions, table: tables.OpTable) -> tuple[Any, dict[str, Any]]:
+    """Opset within the limit, IR within the parser's, constants folded and shapes inferred (onnxslim)."""
+    import onnx
+    import onnxslim
+    from onnx import version_converter
+    from onnxslim.core.pattern.registry import DEFAULT_FUSION_PATTERNS
+
+    facts: dict[str, Any] = {"opset_in": opset_of(model_in), "ir_in": model_in.ir_version}
+    model = model_in
+    want = min(max(opset_of(model), table.opset_min), options.max_opset)
+    if want != opset_of(model):
+        try:
+            model = version_converter.convert_version(model, want)
+        except Exception as e:  # noqa: BLE001 - the converter's message names the op it cannot adapt
+            raise ConversionFailed(f"ONNX opset {opset_of(model)} → {want} failed: {str(e).splitlines()[0][:200]}",
+                                   hint=f"export the model at opset <= {options.max_opset}") from None
+    try:
+        model = onnxslim.slim(model, skip_fusion_patterns=list(DEFAULT_FUSION_PATTERNS))
+    except Exception as e:  # noqa: BLE001
+        raise ConversionFailed(f"onnxslim (constant folding, shape inference) failed: {str(e)[:200]}") from None
+    max_ir = MAX_IR[options.trt_major]
+    if model.ir_version > max_ir:
+        model.ir_version = max_ir
+    model = onnx.shape_inference.infer_shapes(model, check_type=True)
+    onnx.checker.check_model(model)
+    facts.update(opset=opset_of(model), ir=model.ir_version, max_ir=max_ir,
+                 constant_folding="onnxslim " + onnxslim.__version__ + " (no fusions)",
+                 nodes_in=len(model_in.graph.node), nodes=len(model.graph.node))
+    return model, facts
+
+
+def _shapes(model, options: TensorRTOptions) -> tuple[dict[str, dict[str, list[int]]], list[str]]:
+    """min/opt/max for every input with a dynamic dimension, and the shape lint's problems."""
+    init = {i.name for i in model.graph.initializer}
+    shapes: dict[str, dict[str, list[int]]] = {}
+    problems: list[str] = []
+    for inp in model.graph.input:
+        if inp.name in init:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in inp.type.tensor_type.shape.dim]
+        if None not in dims:
+            if inp.name in options.shapes:
+                problems.append(f"input '{inp.name}' is static {dims}; options.shapes does not apply")
+            continue
+        given = options.shapes.get(inp.name)
+        if given is None:
+            if any(d is None for d in dims[1:]):
+                raise ConfigError(f"input '{inp.name}' has dynamic dimensions {dims} beyond the batch",
+                                  hint=f"give [options.shapes.{inp.name}] min/opt/max in the target profile")
+            shapes[inp.name] = {"min": [1, *dims[1:]], "opt": [1, *dims[1:]], "max": [options.max_batch, *dims[1:]]}
+        else:
+            if len(given.min) != len(dims) or any(d is not None and d != m for d, m in zip(dims, given.min)) or \
+                    any(d is not None and d != m for d, m in zip(dims, given.max)):
+                raise ConfigError(f"options.shapes.{inp.name} ({list(given.min)}..{list(given.max)}) does not fit "
+                                  f"the model's input {dims}", hint="keep the static dimensions as they are")
+            shapes[inp.name] = {"min": list(given.min), "opt": list(given.opt), "max": list(given.max)}
+    if options.dla_core is not None:
+        for name, s in shapes.items():
+            if not (s["min"] == s["opt"] == s["max"]):
+                problems.append(f"DLA takes static shapes only: input '{name}' has min {s['min']} / max {s['max']}; "
+                                f"set options.shapes.{name} min = opt = max")
+    for name in options.shapes:
+        if name not in {i.name for i in model.graph.input}:
+            problems.append(f"options.shapes names '{name}', which is not a model input")
+    return shapes, problems
+
+
+def _activation_ranges(model, calibration: dict[str, np.ndarray], batch: int | None) -> dict[str, float]:
+    """max |x| of every float tensor over the calibration split (ONNX Runtime CPU, every tensor an output)."""
+    import onnx
+    import onnxruntime as ort
+
+    if not calibration:
+        return {}
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for vi in m.graph.value_info:
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and vi.name not in have:
+            m.graph.output.append(vi)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    inputs = {i.name for i in sess.get_inputs()}
+    amax: dict[str, float] = {}
+    n = len(next(iter(calibration.values())))
+    step = batch or min(n, 32)
+    for start in range(0, n - step + 1, step):
+        feed = {k: v[start:start + step] for k, v in calibration.items() if k in inputs}
+        for name, value in zip(names, sess.run(names, feed)):
+            if value.dtype.kind == "f" and value.size:
+                amax[name] = max(amax.get(name, 0.0), float(np.max(np.abs(value))))
+    for k, v in calibration.items():
+        if k in inputs and v.dtype.kind == "f":
+            amax[k] = float(np.max(np.abs(v)))
+    return amax
+
+
+def _fp16_scan(model, amax: dict[str, float], margin: float) -> dict:
+    from onnx import numpy_helper
+
+    weights = {i.name: float(np.max(np.abs(numpy_helper.to_array(i)))) for i in model.graph.initializer
+               if i.data_type == 1 and i.dims}
+    over = sorted(((v, k) for k, v in {**amax, **weights}.items() if v > FP16_MAX), reverse=True)
+    near = sorted(((v, k) for k, v in amax.items() if margin * FP16_MAX < v <= FP16_MAX), reverse=True)
+    top = max(amax.items(), key=lambda kv: kv[1]) if amax else ("—", 0.0)
+    note = f"{len(amax)} activations + {len(weights)} weights scanned; largest activation '{top[0]}' |x| ≤ {top[1]:.4g}"
+    if over:
+        note += "; over 65504: " + ", ".join(f"'{k}' {v:.4g}" for v, k in over[:5])
+    if near:
+        note += f"; within {margin:.0%} of 65504: " + ", ".join(f"'{k}' {v:.4g}" for v, k in near[:5])
+    if not amax:
+        note = "no calibration data: activations not scanned; " + note
+    return _row("trt: fp16 overflow scan (calibration activation ranges)", float(len(over)), 0.0, not over and
+                bool(amax), "<=", note)
+
+
+def convert(source: "Source", profile: "TargetProfile", options: TensorRTOptions, data: ConvertData,
+            out_dir: Path) -> Artifact:
+    import onnx
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_in = onnx.load(str(source.path))
+    opcheck = check_ops_or_refuse(model_in, options)  # before any conversion work
+    table = opcheck.table
+    if profile.precision == "int8" and not data.calibration:
+        raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
+    rows: list[dict] = []
+    model, facts = _ready(model_in, options, table)
+    opcheck = check_ops_or_refuse(model, options)  # the folded graph too (it only loses nodes)
+    rows.append(_row("trt: opset/IR within the profile", float(facts["opset"]), float(options.max_opset),
+                     facts["opset"] <= options.max_opset and facts["ir"] <= facts["max_ir"], "<=",
+                     f"opset {facts['opset_in']} → {facts['opset']} (TensorRT {options.tensorrt} parses "
+                     f"{table.opset_min}..{options.max_opset}), IR {facts['ir_in']} → {facts['ir']} "
+                     f"(≤ {facts['max_ir']})"))
+    restricted = "; ".join(f"{op}: {why}" for op, why in sorted(opcheck.restricted.items()))
+    rows.append(_row(f"trt: ops in the TensorRT {options.tensorrt} table", float(len(opcheck.rejected)), 0.0,
+                     opcheck.passed, "<=", f"{len({op for op, _, _ in graph_nodes(model)})} op types, "
+                     f"{len(model.graph.node)} nodes; table {table.describe()}"
+                     + (f"; restrictions to respect: {restricted}" if restricted else "")))
+    shapes, shape_problems = _shapes(model, options)
+    rows.append(_row("trt: dynamic-shape/profile lint" + (" (DLA: static only)" if options.dla_core is not None
+                                                           else ""), float(len(shape_problems)), 0.0,
+                     not shape_problems, "<=", "; ".join(shape_problems) or (
+                         "profiles: " + ", ".join(f"{n} {s['min']}/{s['opt']}/{s['max']}" for n, s in shapes.items())
+                         if shapes else "all inputs static")))
+    onnx.save(model, str(out_dir / MODEL))
+    first = source.inputs[0].shape if source.inputs else ()
+    batch = None if (not first or first[0] is None) else first[0]
+    if profile.precision in ("fp16", "int8"):
+        amax = _activation_ranges(model, data.calibration, batch)
+        rows.append(_fp16_scan(model, amax, options.fp16_margin))
+    details: dict[str, Any] = {"tensorrt": options.tensorrt, "jetpack": options.jetpack, "l4t": options.l4t,
+                               "sm": options.sm, "dla_core": options.dla_core, "op_table": table.describe(),
+                               "parity": "host-proxy: the TensorRT-ready ONNX run by ONNX Runtime on the build "
+                                         "host's CPU, never engine numbers", **facts}
+    runtime: dict[str, Any] = {"model": MODEL, "precision": profile.precision, "tensorrt": options.tensorrt,
+                               "l4t": options.l4t, "sm": options.sm, "dla_core": options.dla_core,
+                               "proxy_fp16": profile.precision == "fp16"}
+    if profile.precision == "int8":
+        quant = {"method": options.calibration_method, "percentile": options.percentile,
+                 "exclude_nodes": options.exclude_nodes, "exclude_op_types": options.exclude_op_types}
+        ac = options.accuracy_control
+        if ac is not None and data.tuning:
+            details["int8"] = qdq.search(out_dir / MODEL, out_dir / QDQ_MODEL, data.calibration, data.tuning, batch,
+                                         max_drop=ac.max_drop, max_iterations=ac.max_iterations, **quant)
+            details["int8"]["accuracy_control"]["note"] = ("the tuning split is the holdout split: the parity "
+                                                           "report's figures on it are not independent")
+        else:
+            details["int8"] = qdq.quantize(out_dir / MODEL, out_dir / QDQ_MODEL, data.calibration, batch, **quant)
+        qmodel = onnx.load(str(out_dir / QDQ_MODEL))
+        lint = qdq.lint(qmodel)
+        if lint.quantized_weighted_ops == 0:
+            raise ConversionFailed("int8 was asked for but no Conv/Gemm/MatMul came out quantized",
+                                   hint="check options.exclude_nodes / exclude_op_types in the target profile")
+        adds = ", ".join(f"{k}: {v}/2" for k, v in list(lint.residual_adds.items())[:6])
+        rows.append(_row("trt: Q/DQ lint (INT8 signed, zero-point 0, per-tensor activations, per-channel weights, "
+                         "float bias)", float(len(lint.problems)), 0.0, lint.passed, "<=",
+                         "; ".join(lint.problems[:5]) or
+                         f"{lint.quantize_nodes} Q / {lint.dequantize_nodes} DQ; {lint.quantized_weighted_ops}/"
+                         f"{lint.weighted_ops} weighted ops quantized" + (f"; residual Add inputs via DQ: {adds}"
+                                                                          if adds else "")))
+        scales = qdq.float_names(qmodel, model, lint.activation_scales)
+        cache.write(out_dir / CACHE, options.tensorrt, scales)
+        tensors = {t for n in model.graph.node for t in (*n.input, *n.output)} | {i.name for i in model.graph.input}
+        clint = cache.lint(out_dir / CACHE, options.tensorrt, tensors, scales)
+        rows.append(_row("trt: calibration cache lint (header, version, tensors, scale = Q/DQ scale)",
+                         float(len(clint.problems)), 0.0, clint.passed, "<=",
+                         "; ".join(clint.problems[:5]) or f"{cache.header(options.tensorrt)}, {clint.tensors} tensors"))
+        details.update(quantized_weighted_ops=lint.quantized_weighted_ops, weighted_ops=lint.weighted_ops,
+                       calibration_cache=cache.header(options.tensorrt),
+                       cache_coverage=f"{len(scales)}/{len(lint.activation_scales)} Q/DQ activation scales")
+        runtime.update(qdq_model=QDQ_MODEL, calibration_cache=CACHE, proxy_model=QDQ_MODEL)
+    cfg = buildscript.plan(options, profile.precision, shapes, profile.name)
+    buildscript.write(out_dir, cfg)
+    details["build"] = {"trtexec": cfg["command"], "onnx": cfg["onnx"], "calib": cfg["calib"] or None,
+                        "strongly_typed": cfg["strongly_typed"], "shapes": shapes}
+    details["host_checks"] = rows
+    shutil.rmtree(out_dir / ".work", ignore_errors=True)
+    files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    primary = QDQ_MODEL if profile.precision == "int8" and options.dla_core is None else MODEL
+    return Artifact(
+        backend="tensorrt", precision=profile.precision, primary=primary, files=files,
+        model_files=[primary] + ([CACHE] if profile.precision == "int8" and options.dla_core is not None else []),
+        inputs=list(source.inputs), outputs=list(source.outputs), layout="nchw",
+        runtime=TensorRTRuntime(**runtime).model_dump(mode="json"), details=details,
+        notes=[f"engine built on the device by build_engine.sh / build_engine.py (TensorRT {options.tensorrt}, "
+               f"sm_{options.sm}); host parity is host-proxy (ONNX Runtime CPU), not engine numbers"],
+        warnings=[r["name"] + ": " + r["note"] for r in rows if not r["passed"]],
+    )
