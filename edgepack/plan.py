@@ -104,9 +104,11 @@ def refuse(plan: Plan) -> None:
         by_reason.setdefault(r.reason or "", []).append(r.target)
     listing = "; ".join(f"{', '.join(names)}: {why}" for why, names in by_reason.items())
     many = len(bad) > 1
+    specific = list(dict.fromkeys(r.hint for r in bad if r.hint))
     raise ConfigError(f"{len(bad)} target{'s' if many else ''} cannot build {plan.model} ({listing})",
-                      hint=f"drop {'them' if many else 'it'}, or pass --skip-unavailable to build the others and "
-                           "report these as skipped (`edgepack plan` shows the whole plan)")
+                      hint="; ".join(specific + [f"otherwise drop {'them' if many else 'it'}, or pass "
+                                                 "--skip-unavailable to build the others and report these as skipped "
+                                                 "(`edgepack plan` shows the whole plan)"]))
 
 
 __all__ = ["Plan", "PlanRow", "make", "refuse", "why_not"]

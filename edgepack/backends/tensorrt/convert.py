@@ -70,8 +70,13 @@ def check_source_ops(source: "Source", options: TensorRTOptions) -> tables.OpChe
     return check_ops_or_refuse(onnx.load(str(source.path), load_external_data=False), options)
 
 
-def _ready(model_in, options: TensorRTOptions, table: tables.OpTable) -> tuple[Any, dict[str, Any]]:
-    """Opset within the limit, IR within the parser's, constants folded and shapes inferred (onnxslim)."""
+QDQ_OPSET = 13  # per-channel DequantizeLinear (the `axis` attribute) needs opset 13
+
+
+def _ready(model_in, options: TensorRTOptions, table: tables.OpTable,
+           min_opset: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Opset within the limit (at least ``min_opset``: 13 for per-channel Q/DQ), IR within the parser's, constants
+    folded and shapes inferred (onnxslim)."""
     import onnx
     import onnxslim
     from onnx import version_converter
@@ -79,7 +84,7 @@ def _ready(model_in, options: TensorRTOptions, table: tables.OpTable) -> tuple[A
 
     facts: dict[str, Any] = {"opset_in": opset_of(model_in), "ir_in": model_in.ir_version}
     model = model_in
-    want = min(max(opset_of(model), table.opset_min), options.max_opset)
+    want = min(max(opset_of(model), table.opset_min, min_opset), options.max_opset)
     if want != opset_of(model):
         try:
             model = version_converter.convert_version(model, want)
@@ -199,7 +204,7 @@ def convert(source: "Source", profile: "TargetProfile", options: TensorRTOptions
     if profile.precision == "int8" and not data.calibration:
         raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
     rows: list[dict] = []
-    model, facts = _ready(model_in, options, table)
+    model, facts = _ready(model_in, options, table, QDQ_OPSET if profile.precision == "int8" else 0)
     opcheck = check_ops_or_refuse(model, options)  # the folded graph too (it only loses nodes)
     rows.append(_row("trt: opset/IR within the profile", float(facts["opset"]), float(options.max_opset),
                      facts["opset"] <= options.max_opset and facts["ir"] <= facts["max_ir"], "<=",
