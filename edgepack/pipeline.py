@@ -32,7 +32,6 @@ from edgepack.core.checks import Check
 from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import Limits
-from edgepack.core.npz import load_npz
 from edgepack.errors import ConfigError, RuntimeUnavailable
 from edgepack.feeds import Feeds
 from edgepack.isolation import Workers, current, run_isolated
@@ -306,6 +305,8 @@ def build(
     with _workers():
         progress(f"loading source {model}")
         source = load_source(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+        for t in runnable:  # refused before any conversion: an unsafe name, or a non-bundle in the way
+            bundles.check_destination(out_root / source.name / t.name)
         progress("preparing calibration and holdout data")
         data = load_data(calibration, runnable, source, synthetic)
         progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
@@ -335,13 +336,14 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     """Re-run integrity, host parity and budgets of an existing bundle from its golden files; rewrites report.json."""
     bundle_dir = Path(bundle_dir)
     manifest = bundles.read_manifest(bundle_dir)
-    integrity = bundles.verify(bundle_dir)
+    integrity = bundles.verify(bundle_dir, allow_failed=True)
+    bundles.refuse_unsafe(integrity)  # nothing is read through a symlink, a FIFO or a path out of the bundle
     target = registry.resolve(manifest.target)
     target.backend.ensure_available()
     g = manifest.golden
-    inputs = load_npz(bundle_dir / g.inputs)
-    golden = load_npz(bundle_dir / g.outputs)
-    labels = load_npz(bundle_dir / g.labels)["labels"] if g.labels else None
+    inputs = bundles.read_golden(bundle_dir, g.inputs)
+    golden = bundles.read_golden(bundle_dir, g.outputs)
+    labels = bundles.read_golden(bundle_dir, g.labels)["labels"] if g.labels else None
     with _workers():
         ev = evaluate(target, manifest.artifact, bundle_dir, inputs, golden, labels, manifest.limits,
                       manifest.kinds, progress)
