@@ -69,8 +69,8 @@ def _handle_errors(fn):
             bundles.discard_all()
             signum = getattr(e, "signum", 2)
             err_console.print(f"[bold red]error:[/] interrupted ({'SIGTERM' if signum == 15 else 'SIGINT'}) in "
-                              f"{_line(_stage['name'] or fn.__name__)}: workers stopped, staging removed")
-            err_console.print("[dim]hint:[/] nothing was left half-written; run the command again")
+                              f"{_line(_stage['name'] or fn.__name__)}: workers stopped, staging removed", soft_wrap=True)
+            err_console.print("[dim]hint:[/] nothing was left half-written; run the command again", soft_wrap=True)
             raise typer.Exit(128 + signum) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
@@ -222,6 +222,7 @@ def verify(
     from edgepack import bundle as bundles
 
     result = bundles.verify(bundle, allow_failed=allow_failed)
+    bundles.refuse_unsafe(result)  # symlinks, FIFOs, paths out of the bundle: refused outright (exit 2)
     if result:
         console.print(f"[green]ok[/] {_line(bundle)}: {result.checked} files match the manifest")
         return

@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass
 
 from edgepack.errors import ConfigError
 
+MAX_RANK = 8
+MAX_DIM = 1 << 24
+MAX_ELEMENTS = 1 << 28  # per sample: 1 GiB of float32
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
 
 _INPUT_RE = re.compile(r"^(?P<name>[^=]+)=(?P<shape>[0-9?x]+)(?::(?P<dtype>[a-z0-9]+))?$")
@@ -59,7 +62,7 @@ class TensorSpec:
 
 def parse_input_spec(text: str) -> TensorSpec:
     """Parse ``name=1x3x224x224[:dtype]`` (``?`` marks a dynamic dimension)."""
-    m = _INPUT_RE.match(text.strip())
+    m = _INPUT_RE.match(text.strip()) if isinstance(text, str) and len(text) <= 1024 else None
     if not m:
         raise ConfigError(
             f"cannot parse --input '{text}'",
@@ -73,6 +76,14 @@ def parse_input_spec(text: str) -> TensorSpec:
             dims.append(int(part))
         else:
             raise ConfigError(f"bad dimension '{part}' in --input '{text}'", hint="dimensions are positive integers or ?")
+    elements = 1
+    for d in dims:
+        elements *= d or 1
+    if len(dims) > MAX_RANK or any(d is not None and d > MAX_DIM for d in dims) or elements > MAX_ELEMENTS:
+        raise ConfigError(f"--input '{text}' is too large (at most {MAX_RANK} dimensions of at most {MAX_DIM}, "
+                          f"{MAX_ELEMENTS} elements per sample)", hint="check the shape")
+    if len(m.group("name")) > 256 or not m.group("name").isprintable():
+        raise ConfigError("--input name is too long or holds control characters", hint="use the model's input name")
     dtype = m.group("dtype") or "float32"
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype '{dtype}' in --input '{text}'", hint=f"use one of: {', '.join(DTYPES)}")

@@ -100,9 +100,6 @@ def screen(model: str, kind: str, trust_code: bool) -> list[str]:
     p = Path(model)
     if ":" in model and not p.exists() and not p.is_symlink():
         return []  # a PyTorch factory: the user's own code, named on the command line
-    if p.suffix.lower() in trust.PICKLE_SUFFIXES:
-        raise UnsupportedConversion(f"{safety.shown(model)}: pickled models carry code and are never loaded",
-                                    hint="export the model to ONNX/.keras/.pt2, or give module:factory + --weights")
     is_dir = p.is_dir() and not p.is_symlink()
     if is_dir:
         safety.regular_tree(p, "model folder")
@@ -134,6 +131,11 @@ def load_source(
 ) -> Source:
     from edgepack import safety
 
+    from edgepack import trust
+
+    if Path(model).suffix.lower() in trust.PICKLE_SUFFIXES:
+        raise UnsupportedConversion(f"{safety.shown(model)}: pickled models carry code and are never loaded",
+                                    hint="export the model to ONNX/.keras/.pt2, or give module:factory + --weights")
     kind = detect_kind(model)
     trusted = screen(model, kind, trust_code)
     if weights is not None:
