@@ -73,7 +73,7 @@ def _watch_parent(parent: int) -> None:
                 os._exit(137)
 
 
-def _init_worker(log_path: str, memory_mb: int = 0) -> None:
+def _init_worker(log_path: str, memory_mb: int = 0, parent: int = 0) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -84,7 +84,10 @@ def _init_worker(log_path: str, memory_mb: int = 0) -> None:
         os.setpgid(0, 0)  # its own process group: the build ends the worker and everything it started at once
     except OSError:
         pass
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="edgepack-parent-watch").start()
+    if parent and os.getppid() != parent:  # the build died while this worker was starting
+        os._exit(137)
+    threading.Thread(target=_watch_parent, args=(parent or os.getppid(),), daemon=True,
+                     name="edgepack-parent-watch").start()
     if memory_mb > 0:
         import resource
 
@@ -130,7 +133,7 @@ class _Worker:
         os.close(fd)
         self.memory_mb = memory_limit_mb()
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                        initializer=_init_worker, initargs=(self.log, self.memory_mb))
+                                        initializer=_init_worker, initargs=(self.log, self.memory_mb, os.getpid()))
         self.lock = threading.Lock()
         _LIVE.add(self)
 
