@@ -31,6 +31,7 @@ TESTS = HERE.parent
 REPO = TESTS.parent
 UNDER_TEST = os.environ.get("EDGEPACK_UNDER_TEST", str(REPO))  # another checkout's edgepack, to see the harness bite
 DUMP = os.environ.get("EDGEPACK_HOSTILE_DUMP")  # write every case's verdict and error line here
+ONLY = [w for w in os.environ.get("EDGEPACK_HOSTILE_ONLY", "").split(",") if w]  # classes or case names to run
 TIMEOUT = float(os.environ.get("EDGEPACK_HOSTILE_TIMEOUT", "30"))
 
 
@@ -143,6 +144,8 @@ def test_hostile_corpus_is_refused_cleanly(generated):
     root, cases, before = generated
     assert len(cases) >= 80
     assert {c.cls for c in cases} == set(hostile.CLASSES)
+    if ONLY:
+        cases = [c for c in cases if c.cls in ONLY or c.name in ONLY]
     payload = [{**asdict(c), "argv_dir": str(root / "cases" / c.name)} for c in cases]
     (root / "cases.json").write_text(json.dumps(payload))
     t0 = time.monotonic()
