@@ -183,3 +183,25 @@ def test_worker_wall_clock_limit_is_a_one_line_error(setup):
     first = err.strip().splitlines()[0]
     assert "slow conversion did not finish within 3 s" in first, first
     assert not _leftovers(tmp / "out") and not _wait_gone(marker, 5)
+
+
+def test_sigterm_during_a_real_ort_conversion(tmp_path):
+    """The real-conversion variant: onnxruntime quantization + the ORT converter's subprocess, stopped by SIGTERM."""
+    pytest.importorskip("onnxruntime")
+    from tinymodels import make_tiny_onnx
+
+    model = make_tiny_onnx(tmp_path / "tiny.onnx", width=64)
+    marker = uuid.uuid4().hex
+    p = subprocess.Popen([sys.executable, "-m", "edgepack", "build", str(model), "-t", "android-ort-int8", "-c",
+                          "digits", "--out", str(tmp_path / "out")], env=_env(marker), cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "out").rglob(".staging-*")):
+        time.sleep(0.02)
+    assert list((tmp_path / "out").rglob(".staging-*")), "the conversion never started"
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, (p.returncode, err)
+    assert "Traceback" not in err and err.strip().splitlines()[0].startswith("error: interrupted (SIGTERM)")
+    assert not _wait_gone(marker, 5), "a worker (or the converter's subprocess) outlived SIGTERM"
+    assert not _leftovers(tmp_path / "out") and not (tmp_path / "out" / "tiny" / "android-ort-int8").exists()
