@@ -55,8 +55,9 @@ def run_case(case: dict, timeout: float) -> dict:
             os._exit(99)
     status = None
     while time.monotonic() - t0 < timeout:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, st = os.waitpid(pid, os.WNOHANG)
         if done:
+            status = st
             break
         time.sleep(0.01)
     hung = status is None

@@ -102,8 +102,10 @@ def _judge(case: hostile.Case, res: dict, folder: Path, before: dict[str, str]) 
         faults["signal"] = f"killed by signal {res['signal']}"
     if "Traceback" in text:
         faults["traceback"] = res["stderr"][-400:]
-    if (folder / "CANARY").exists() or Path("/tmp/edgepack-hostile-abs").exists():
+    if (folder / "CANARY").exists():
         faults["code"] = "the canary file exists: a payload ran"
+    if Path("/tmp/edgepack-hostile-abs").exists():  # where the absolute profile name would write
+        faults["outside_write"] = "/tmp/edgepack-hostile-abs was written"
     after = _snapshot(folder)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k != "CANARY")
     outside = [k for k in changed if not k.startswith("out/")]
