@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SUMMARY: list[str] = []
+from hostile_summary import SUMMARY
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import corpus as hostile
-from conftest import SUMMARY
+from hostile_summary import SUMMARY
 
 pytest.importorskip("onnx")
 

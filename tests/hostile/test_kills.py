@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile_summary import SUMMARY
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
@@ -119,7 +120,7 @@ def test_kill_9_at_random_moments_leaves_no_lying_bundle(setup):
     assert bundles.verify(final)
     assert not _leftovers(tmp / "out"), _leftovers(tmp / "out")
     assert not _wait_gone(marker)
-    print(f"kill -9: 20 builds killed within 0-{full * 1.1:.1f} s: final path absent {outcomes['absent']}, "
+    SUMMARY.append(f"kill -9: 20 builds killed within 0-{full * 1.1:.1f} s: final path absent {outcomes['absent']}, "
           f"complete and verified {outcomes['complete']}; the next build succeeded")
 
 
@@ -145,6 +146,7 @@ def test_sigterm_ends_the_process_group_and_removes_staging(setup):
     assert not _wait_gone(marker, 5), "a worker outlived SIGTERM"
     assert not _leftovers(tmp / "out") and not list((tmp / "out").rglob("half-written.bin"))
     assert not (tmp / "out" / "linear" / "slow").exists()
+    SUMMARY.append(f"SIGTERM during a conversion: exit 143, {len(workers)} worker(s) gone, no staging left")
 
 
 def test_sigint_too(setup):
@@ -171,6 +173,7 @@ def test_worker_memory_limit_is_a_one_line_error(setup):
     assert len([ln for ln in lines if ln.startswith("error:")]) == 1 and "Traceback" not in err
     assert "hog conversion ran out of memory" in lines[0] and "1024 MB" in lines[0], lines[0]
     assert any("EDGEPACK_WORKER_MEMORY_MB" in ln for ln in lines if ln.startswith("hint:"))
+    SUMMARY.append(f"memory limit: {lines[0]}")
     assert not _leftovers(tmp / "out") and not _wait_gone(marker, 5)
 
 
