@@ -223,7 +223,9 @@ def _walk_keras(obj, path: str, finding: CodeFinding, depth: int = 0) -> None:
         cls = obj.get("class_name")
         name = obj.get("config", {}).get("name") if isinstance(obj.get("config"), dict) else None
         label = f"{cls} '{safety.shown(name, 60)}'" if name else str(cls)
-        if cls in ("Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__", "function"):
+        module = obj.get("module")
+        if cls in ("Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__") or (
+                cls == "function" and not (isinstance(module, str) and re.match(r"^keras(\.|$)", module))):
             finding.reasons.append(f"a {safety.shown(label, 80)} layer/object (Python code)")
         else:
             module = obj.get("module")
