@@ -24,7 +24,6 @@ import re
 import stat
 import zipfile
 from pathlib import Path
-from typing import Iterable
 
 from edgepack.errors import EdgepackError, InputError
 
@@ -360,9 +359,5 @@ def writable_file_option(path: Path | None, option: str) -> None:
             break
 
 
-def names(values: Iterable[str]) -> str:
-    return ", ".join(shown(v, 60) for v in values)
-
-
-__all__ = ["check_name", "check_zip", "inside", "is_safe_relative", "load_arrays", "open_image", "read_bytes",
-           "regular_file", "regular_tree", "odd_entries", "shown", "write_atomic", "writable_file_option"]
+__all__ = ["check_name", "check_zip", "inside", "is_safe_relative", "load_arrays", "odd_entries", "open_image",
+           "read_bytes", "regular_file", "regular_tree", "shown", "writable_file_option", "write_atomic"]
