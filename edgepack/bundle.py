@@ -27,12 +27,13 @@ from edgepack.artifact import Artifact
 from edgepack.config import TargetProfile
 from edgepack.core import integrity
 from edgepack.core.limits import Limits
+from edgepack import safety
 from edgepack.core.npz import save_npz
-from edgepack.errors import BundleError, InputError
+from edgepack.errors import BundleError, EdgepackError, InputError
 from edgepack.report import OutputKindInfo, TargetReport, dumps
 from edgepack.signature import TensorSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the build's verdict and the user's opt-ins are recorded (and covered by verify)
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 UNSIGNED = frozenset({MANIFEST, REPORT})
@@ -77,6 +78,8 @@ class GoldenInfo(_Model):
 
 
 class SourceInfo(_Model):
+    trusted_code: list[str] = Field(default_factory=list, description="why --trust-model-code was needed (empty: "
+                                    "the model carries no code)")
     kind: str
     format: str
     path: str
@@ -96,8 +99,12 @@ class RunnerInfo(_Model):
 class Manifest(_Model):
     """Everything a bundle says about itself. Read by ``check``, ``verify``, the device harness and the runner."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     edgepack_version: str
+    verdict: Literal["passed", "failed"] = Field(description="the build's verdict (parity, budgets); `verify` fails "
+                                                 "a failed bundle unless --allow-failed")
+    opt_ins: list[str] = Field(default_factory=list, description="every opt-in the build used "
+                               "(--trust-model-code and why it was needed, --synthetic-calibration, user metrics)")
     toolchain: dict[str, str]
     source: SourceInfo
     target: TargetProfile
@@ -116,26 +123,53 @@ class Manifest(_Model):
         return dumps(self.model_dump(mode="json"))
 
 
+def read_golden(bundle: Path, rel: str) -> dict[str, np.ndarray]:
+    """A bundle's golden arrays (a path inside the bundle, regular file, size and header checks first)."""
+    return safety.load_arrays(safety.inside(bundle, rel, "golden file", error=BundleError), "golden file",
+                              error=BundleError)
+
+
 def read_manifest(bundle: Path) -> Manifest:
+    """The bundle's manifest: a regular, size-bounded, valid JSON file whose every path stays inside the bundle."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
+    shown = safety.shown(path)
     if not bundle.is_dir():
-        raise BundleError(f"bundle folder not found: {bundle}")
-    if not path.is_file():
-        raise BundleError(f"{bundle} has no {MANIFEST}: not a bundle, or its build did not finish")
+        raise BundleError(f"bundle folder not found: {safety.shown(bundle)}")
+    if path.is_symlink() or not path.exists():
+        raise BundleError(f"{safety.shown(bundle)} has no {MANIFEST}" + (" (only a symlink)" if path.is_symlink()
+                          else "") + ": not a bundle, or its build did not finish")
+    raw = safety.read_bytes(path, "manifest", error=BundleError)
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise BundleError(f"{shown}: not valid JSON ({safety.shown(str(e).splitlines()[0] if str(e) else e, 100)})"
+                          ) from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        got = data.get("schema_version") if isinstance(data, dict) else None
-        raise BundleError(f"{path}: schema version {got} is not {SCHEMA_VERSION}",
+        got = data.get("schema_version") if isinstance(data, dict) else f"(a JSON {type(data).__name__})"
+        raise BundleError(f"{shown}: schema version {safety.shown(got, 40)} is not {SCHEMA_VERSION}",
                           hint="rebuild the bundle with this edgepack")
     try:
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        raise BundleError(f"{path}: invalid manifest at '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        raise BundleError(f"{shown}: invalid manifest at '{safety.shown('.'.join(map(str, err['loc'])), 100)}': "
+                          f"{safety.shown(err['msg'], 200)}") from None
+    except RecursionError:
+        raise BundleError(f"{shown}: invalid manifest (nested too deeply)") from None
+    bad = [p for p in manifest_paths(manifest) if not safety.is_safe_relative(p)]
+    if bad:
+        raise BundleError(f"{shown}: path '{safety.shown(bad[0], 120)}' is not a relative path inside the bundle",
+                          hint="the manifest was tampered with; rebuild the bundle")
+    return manifest
+
+
+def manifest_paths(manifest: Manifest) -> list[str]:
+    """Every path a manifest names (files, golden data, runner, the artifact's files)."""
+    g, r, a = manifest.golden, manifest.runner, manifest.artifact
+    paths = [e.path for e in manifest.files] + [g.inputs, g.outputs] + ([g.labels] if g.labels else [])
+    paths += [r.launcher, r.core, r.device, a.primary, *a.files, *a.model_files]
+    return paths
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -195,6 +229,10 @@ def write(staging: Path, content: BundleContent) -> Manifest:
         target=content.target.model_copy(update={"path": None}), artifact=content.artifact, golden=golden,
         limits=content.limits, kinds=content.kinds, preprocessing=content.preprocessing, labels=content.class_names,
         calibration=content.calibration, files=files,
+        verdict="passed" if content.report.status == "passed" else "failed",
+        opt_ins=[*(f"--trust-model-code ({r})" for r in content.source.trusted_code),
+                 *(["--synthetic-calibration"] if content.synthetic else []),
+                 *(f"--allow-metric {m}" for m in os.environ.get("EDGEPACK_ALLOW_METRICS", "").split(",") if m)],
     )
     (staging / MANIFEST).write_text(manifest.to_json())
     return manifest
@@ -202,10 +240,7 @@ def write(staging: Path, content: BundleContent) -> Manifest:
 
 def write_report(bundle: Path, report: TargetReport) -> None:
     """Replace a finished bundle's report.json (``edgepack check``); never follows a symlink."""
-    path = Path(bundle) / REPORT
-    tmp = path.with_name(f".{REPORT}.{os.getpid()}.tmp")
-    tmp.write_text(report.to_json())
-    os.replace(tmp, path)
+    safety.write_atomic(Path(bundle) / REPORT, report.to_json(), "report")
 
 
 # ----------------------------------------------------------------------------------------- verify
@@ -221,12 +256,51 @@ class Verification:
         return not self.problems
 
 
-def verify(bundle: Path) -> Verification:
-    """Check every file against the manifest: changed bytes, missing files and unexpected extra files."""
+def verify(bundle: Path, allow_failed: bool = False) -> Verification:
+    """Check every file against the manifest: changed bytes, missing files, unexpected extra files, symlinks,
+    Core ML packages reading outside themselves, and the build's verdict (failed fails unless ``allow_failed``)."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     checked, problems = integrity.verify_files(bundle, [e.model_dump() for e in manifest.files], UNSIGNED)
+    problems += [p for p in safety.odd_entries(bundle) if p not in problems]
+    for pkg in sorted(bundle.rglob("*.mlpackage")):
+        problems += _mlpackage_problems(bundle, pkg)
+    if manifest.verdict != "passed" and not allow_failed:
+        problems.append(f"the build's verdict was {manifest.verdict}: this bundle failed its parity or budget "
+                        "checks (pass --allow-failed to accept it anyway)")
     return Verification(bundle, checked, problems)
+
+
+UNSAFE = ("outside the bundle", "symlink in the bundle", "not a regular file")
+
+
+def refuse_unsafe(result: Verification) -> None:
+    """Raise when a bundle holds something no reader may open (paths out, symlinks, FIFOs or devices)."""
+    bad = [p for p in result.problems if p.startswith(UNSAFE)]
+    if bad:
+        raise BundleError(f"{safety.shown(result.bundle)}: {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1
+                          else "") + "; nothing in it was run", hint="rebuild the bundle; never run a tampered one")
+
+
+def _mlpackage_problems(bundle: Path, pkg: Path) -> list[str]:
+    """A Core ML package's own Manifest.json must name files inside the package's Data folder."""
+    rel_pkg = pkg.relative_to(bundle).as_posix()
+    mf = pkg / "Manifest.json"
+    if not mf.is_file() or mf.is_symlink():
+        return [f"{rel_pkg}: no Manifest.json"]
+    try:
+        data = json.loads(safety.read_bytes(mf, "Core ML package manifest", error=BundleError))
+        entries = data["itemInfoEntries"].values()
+        paths = [e["path"] for e in entries]
+    except (EdgepackError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return [f"{rel_pkg}/Manifest.json: unreadable"]
+    out = []
+    for p in paths:
+        try:
+            safety.inside(pkg / "Data", p, "Core ML package item", error=BundleError)
+        except BundleError:
+            out.append(f"outside the bundle: {rel_pkg}/Manifest.json names '{safety.shown(p, 120)}'")
+    return out
 
 
 # ----------------------------------------------------------------------------------------- staging
@@ -245,20 +319,88 @@ def prepare_parent(out_root: Path) -> Path:
     return out_root
 
 
+_LEFTOVER = ".staging-", ".old-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(parent: Path) -> None:
+    """Remove staging and replaced-bundle folders left by builds that were killed (their process is gone)."""
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return
+    for p in entries:
+        if not p.name.startswith(_LEFTOVER) or p.is_symlink() or not p.is_dir():
+            continue
+        pid = p.name.rsplit("-pid", 1)[-1].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def staging_dir(parent: Path, name: str) -> Path:
+    safety.check_name(name, "target name")
     parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=parent))
+    clean_leftovers(parent)
+    path = Path(tempfile.mkdtemp(prefix=f".staging-{name}-pid{os.getpid()}-", dir=parent))
     path.chmod(0o755)
+    _STAGING.add(path)
     return path
 
 
+_STAGING: set[Path] = set()
+
+
+def discard_all() -> None:
+    """Remove every staging folder this process still holds (on SIGTERM/SIGINT and on errors)."""
+    for p in list(_STAGING):
+        discard(p)
+
+
+def is_bundle(path: Path) -> bool:
+    """A real folder (not a symlink) holding a regular manifest.json that names itself an edgepack bundle."""
+    path = Path(path)
+    mf = path / MANIFEST
+    if path.is_symlink() or not path.is_dir() or mf.is_symlink() or not mf.is_file():
+        return False
+    try:
+        with open(mf, "rb") as f:
+            head = json.loads(f.read(safety.max_text_bytes()))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(head, dict) and isinstance(head.get("schema_version"), int) and "edgepack_version" in head
+
+
+def check_destination(final: Path) -> None:
+    """Refuse to build into a path whose name is unsafe, or that holds something other than an edgepack bundle."""
+    final = Path(final)
+    safety.check_name(final.name, "bundle folder name")
+    safety.check_name(final.parent.name, "model folder name")
+    if final.parent.is_symlink():
+        raise InputError(f"{safety.shown(final.parent)} is a symlink; bundles are written into real folders only",
+                         hint="choose another --out")
+    if (final.exists() or final.is_symlink()) and not is_bundle(final):
+        raise InputError(f"{safety.shown(final)} exists and is not an edgepack bundle: it is never replaced",
+                         hint="move it away or choose another --out")
+
+
 def commit(staging: Path, final: Path) -> Path:
-    """Move a finished staging folder into place, replacing an older bundle of the same name."""
+    """Move a finished staging folder into place by atomic rename, replacing only an older edgepack bundle."""
+    check_destination(final)
     old = None
     if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        old = final.with_name(f".old-{final.name}-pid{os.getpid()}-{os.urandom(4).hex()}")
         os.replace(final, old)
     os.replace(staging, final)
+    _STAGING.discard(Path(staging))
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -267,13 +409,18 @@ def commit(staging: Path, final: Path) -> Path:
 def discard(staging: Path | None) -> None:
     if staging is not None:
         shutil.rmtree(staging, ignore_errors=True)
+        _STAGING.discard(Path(staging))
 
 
 def archive(bundle: Path, zip_path: Path) -> Path:
     """A deterministic zip of the signed bundle (sorted entries, fixed timestamps and modes; report left out)."""
     bundle = Path(bundle)
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+    if zip_path.is_dir() and not zip_path.is_symlink():
+        raise InputError(f"cannot write archive {safety.shown(zip_path)}: it is a folder")
+    tmp = zip_path.with_name(f".{zip_path.name}.pid{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED,
+                                                     compresslevel=9) as zf:
         for rel in integrity.list_files(bundle):
             if rel == REPORT:
                 continue

@@ -104,12 +104,16 @@ def _digits(pre: Preprocess) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.stack(imgs), d.target.astype(np.int64), [str(i) for i in range(10)]
 
 
-def _image_folder(root: Path, pre: Preprocess, exts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    from PIL import Image
+MAX_IMAGES = 100_000
 
-    if not root.is_dir():
-        raise InputError(f"calibration image folder not found: {root}")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+
+def _image_folder(root: Path, pre: Preprocess, exts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    from edgepack import safety
+
+    if root.is_symlink() or not root.is_dir():
+        raise InputError(f"calibration image folder not found: {safety.shown(root)}",
+                         hint="data.path must name a real folder next to the recipe")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
     files: list[tuple[Path, int | None]] = []
     if subdirs:
         for label, sub in enumerate(subdirs):
@@ -117,54 +121,57 @@ def _image_folder(root: Path, pre: Preprocess, exts: tuple[str, ...]) -> tuple[n
     else:
         files = [(f, None) for f in sorted(root.iterdir()) if f.suffix.lower() in exts]
     if not files:
-        raise InputError(f"no images ({', '.join(exts)}) under {root}", hint="calibration needs at least a few images")
+        raise InputError(f"no images ({', '.join(exts)}) under {safety.shown(root)}",
+                         hint="calibration needs at least a few images")
+    if len(files) > MAX_IMAGES:
+        raise InputError(f"{len(files)} images under {safety.shown(root)}, over the limit of {MAX_IMAGES}")
     imgs = []
     for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                imgs.append(_to_array(im, pre))
-        except OSError as e:
-            raise InputError(f"cannot read image {f}: {e}") from None
+        if f.is_symlink():
+            raise InputError(f"calibration image {safety.shown(f)} is a symlink", hint="copy the real image")
+        im = safety.open_image(f, "calibration image")
+        imgs.append(_to_array(im, pre))
     shapes = {a.shape for a in imgs}
     if len(shapes) > 1:
-        raise InputError(f"images under {root} have different sizes {sorted(shapes)[:3]}",
+        raise InputError(f"images under {safety.shown(root)} have different sizes {sorted(shapes)[:3]}",
                          hint="set preprocess.resize in the recipe")
     labels = np.asarray([lab for _, lab in files], np.int64) if subdirs else None
     return np.stack(imgs), labels, [p.name for p in subdirs] if subdirs else None
 
 
 def _read_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[Feeds, np.ndarray | None]:
-    if not path.is_file():
-        raise InputError(f"calibration data not found: {path}")
-    try:
-        if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-            if len(inputs) != 1:
-                raise ConfigError(f"{path}: a .npy file feeds one input; the model has {len(inputs)}",
-                                  hint="use an .npz with one array per input name")
-            return {inputs[0].name: arr}, None
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read calibration arrays {path}: {e}",
-                         hint="arrays must be plain numeric .npy/.npz (no pickled objects)") from None
+    from edgepack import safety
+
+    data = safety.load_arrays(path, "calibration data")
+    if "" in data:  # an .npy file
+        if len(inputs) != 1:
+            raise ConfigError(f"{safety.shown(path)}: a .npy file feeds one input; the model has {len(inputs)}",
+                              hint="use an .npz with one array per input name")
+        data = {inputs[0].name: data[""]}
+    for k, arr in data.items():
+        if arr.ndim < 1 or arr.dtype.kind not in "biuf":
+            raise InputError(f"calibration array '{safety.shown(k, 60)}' in {safety.shown(path)} is "
+                             f"{'0-dimensional' if arr.ndim < 1 else f'of dtype {arr.dtype}'}",
+                             hint="one numeric array per input, one row per sample")
     labels = data.pop("labels", None)
     state = [t.name for t in inputs if t.state_from is not None and t.name in data]  # optional: zeros start
     names = [t.name for t in inputs if t.value is None and t.state_from is None] + state
     missing = [n for n in names if n not in data]
     if missing:
-        raise InputError(f"{path} has arrays {sorted(data)} but the model's inputs are {names}",
+        raise InputError(f"{safety.shown(path)} has arrays {sorted(data)} but the model's inputs are {names}",
                          hint="key each array by its input name (np.savez(path, **{name: array})); declare a "
                               "constant input with --input NAME=:DTYPE,value=NUMBER")
     for n in names:
         if np.ndim(data[n]) == 0:
-            raise InputError(f"array '{n}' in {path} is a scalar; calibration arrays hold one row per sample",
+            raise InputError(f"array '{n}' in {safety.shown(path)} is a scalar; calibration arrays hold one row per "
+                             "sample",
                              hint=f"if '{n}' is a constant (a sample rate, a flag), declare it: "
                                   f"--input {n}=:DTYPE,value={data[n].item() if data[n].dtype.kind in 'iufb' else 'N'}")
         if data[n].dtype.kind not in "iufb":
-            raise InputError(f"array '{n}' in {path} has dtype {data[n].dtype}; calibration arrays are numeric")
+            raise InputError(f"array '{n}' in {safety.shown(path)} has dtype {data[n].dtype}; calibration arrays are "
+                             "numeric")
     if labels is not None and np.ndim(labels) == 0:
-        raise InputError(f"'labels' in {path} is a scalar; labels hold one class index per sample")
+        raise InputError(f"'labels' in {safety.shown(path)} is a scalar; labels hold one class index per sample")
     return {n: data[n] for n in names}, labels
 
 
@@ -266,6 +273,9 @@ def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...]) -> Ca
         feeds = {target: _normalize(raw, pre)}
     feeds = _with_constants(feeds, inputs)
     feeds = _check_shapes(feeds, inputs, origin)
+    if labels is not None and (np.ndim(labels) != 1 or len(labels) != num_samples(feeds)):
+        raise InputError(f"calibration labels have shape {np.shape(labels)} for {num_samples(feeds)} samples "
+                         f"({origin})", hint="one label per sample")
     cal, hold, _ = split_indices(num_samples(feeds), recipe)
     return CalibrationData(
         name=recipe.name,

@@ -14,7 +14,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 app = typer.Typer(
     name="edgepack",
@@ -30,18 +29,36 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+_stage = {"name": ""}  # the stage the command is in (named by an internal error)
+
+
+def _set_stage(msg: str) -> None:
+    _stage["name"] = msg
+
+
+def _line(text: object) -> str:
+    """User text for the terminal: Rich markup escaped, control characters (newlines) shown, never interpreted."""
+    from rich.markup import escape
+
+    from edgepack.safety import shown
+
+    return escape(shown(text, 2000))
+
+
 def _handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from edgepack.errors import EdgepackError
 
+        debug = os.environ.get("EDGEPACK_DEBUG") == "1"
+        _stage["name"] = fn.__name__
         try:
             return fn(*args, **kwargs)
         except EdgepackError as e:
-            err_console.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {_line(e.message)}", markup=True, soft_wrap=True)
             if e.hint:
-                err_console.print(f"[dim]hint:[/] {escape(e.hint)}", soft_wrap=True)
-            if os.environ.get("EDGEPACK_DEBUG") == "1":  # the full story, same exit code
+                err_console.print(f"[dim]hint:[/] {_line(e.hint)}", soft_wrap=True)
+            if debug:  # the full story, same exit code
                 import traceback
 
                 if e.details:
@@ -50,9 +67,33 @@ def _handle_errors(fn):
                 err_console.print("".join(traceback.format_exception(e)), markup=False, highlight=False,
                                   soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("[red]interrupted[/]: nothing was left half-written")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            from edgepack import bundle as bundles
+            from edgepack.isolation import kill_all
+
+            kill_all()
+            bundles.discard_all()
+            signum = getattr(e, "signum", 2)
+            err_console.print(f"[bold red]error:[/] interrupted ({'SIGTERM' if signum == 15 else 'SIGINT'}) in "
+                              f"{_line(_stage['name'] or fn.__name__)}: workers stopped, staging removed", soft_wrap=True)
+            err_console.print("[dim]hint:[/] nothing was left half-written; run the command again", soft_wrap=True)
+            raise typer.Exit(128 + signum) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug: one line and a hint, the traceback only when asked for
+            from edgepack import bundle as bundles
+
+            bundles.discard_all()
+            err_console.print(f"[bold red]error:[/] internal error in {_line(_stage['name'] or fn.__name__)} "
+                              f"({_line(type(e).__name__)})", soft_wrap=True)
+            err_console.print("[dim]hint:[/] this is a bug in edgepack: rerun with EDGEPACK_DEBUG=1 for the "
+                              "traceback and report it", soft_wrap=True)
+            if debug:  # the traceback, same exit code
+                import traceback
+
+                err_console.print("".join(traceback.format_exception(e)), markup=False, highlight=False,
+                                  soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -126,6 +167,9 @@ def build(
                                                    "unsupported ops) instead of refusing the build; each is reported "
                                                    "with its reason")] = False,
     targets_dir: Annotated[Optional[Path], typer.Option(help="extra folder of target profiles")] = None,
+    allow_metric: Annotated[Optional[list[str]], typer.Option("--allow-metric", help="enable an installed "
+                            "`edgepack.metrics` entry point a profile names (it runs that package's code; recorded "
+                            "in the manifest); repeatable")] = None,
     output: Annotated[Optional[list[str]], typer.Option("--output", help="declare what an output means, NAME=KIND "
                       "(scores, probabilities, regression, embedding, dense, sequence, state, other); decides its "
                       "parity metrics; repeatable")] = None,
@@ -145,11 +189,19 @@ def build(
     """
     from edgepack import pipeline
     from edgepack import report as reports
+    from edgepack.safety import writable_file_option
 
+    writable_file_option(junit, "--junit")
+    writable_file_option(report, "--report")
+    if allow_metric:
+        from edgepack.safety import check_name
+
+        os.environ["EDGEPACK_ALLOW_METRICS"] = ",".join(check_name(m, "--allow-metric") for m in allow_metric)
     with console.status("starting…") as status:
         def progress(msg: str) -> None:
-            status.update(msg)
-            console.print(f"[dim]•[/] {escape(msg)}")
+            _set_stage(msg)
+            status.update(_line(msg))
+            console.print(f"[dim]•[/] {_line(msg)}")
 
         inputs, outputs = _declarations(input_spec, output, model_config)
         results = pipeline.build(
@@ -165,7 +217,7 @@ def build(
     report_path = report or (out / model_name / "build-report.json" if model_name else None)
     if report_path:
         reports.write_json(results, report_path)
-        console.print(f"report: {escape(str(report_path))}")
+        console.print(f"report: {_line(report_path)}")
     if junit:
         reports.write_junit(results, junit)
     _exit_for(results)
@@ -179,17 +231,17 @@ def _exit_for(results) -> None:
     if os.environ.get("EDGEPACK_DEBUG") == "1":
         for r in results:
             if r.details:
-                err_console.print(f"--- {escape(r.target)}: full message ({escape(r.stage or '')}) ---",
+                err_console.print(f"--- {_line(r.target)}: full message ({_line(r.stage or '')}) ---",
                                   soft_wrap=True)
                 err_console.print(r.details, markup=False, highlight=False, soft_wrap=True)
     failed = [r.target for r in results if r.status == "failed"]
     for r in results:
         if r.status == "error":
-            err_console.print(f"[bold red]error:[/] {escape(r.target)}: {escape(r.reason or '')}", soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {_line(r.target)}: {_line(r.reason or '')}", soft_wrap=True)
             if r.hint:
-                err_console.print(f"[dim]hint:[/] {escape(r.hint)}", soft_wrap=True)
+                err_console.print(f"[dim]hint:[/] {_line(r.hint)}", soft_wrap=True)
     if failed:
-        err_console.print(f"[bold red]failed:[/] {escape(', '.join(failed))} (see the FAIL rows above)", soft_wrap=True)
+        err_console.print(f"[bold red]failed:[/] {_line(', '.join(failed))} (see the FAIL rows above)", soft_wrap=True)
     if code:
         raise typer.Exit(code)
 
@@ -224,21 +276,21 @@ def plan(
     if json_out is not None and str(json_out) == "-":
         sys.stdout.write(the_plan.to_json())
     else:
-        t = Table(title=f"plan for {escape(model)}", title_justify="left")
+        t = Table(title=f"plan for {_line(model)}", title_justify="left")
         for col in ("target", "backend", "precision", "action", "route", "reason"):
             t.add_column(col, overflow="fold", no_wrap=col != "reason")
         colour = {"build": "green", "skip": "yellow", "refuse": "red"}
         for r in the_plan.rows:
-            t.add_row(escape(r.target), r.backend, r.precision, f"[{colour[r.action]}]{r.action}[/]", escape(r.route),
-                      escape(r.reason or ""))
+            t.add_row(_line(r.target), r.backend, r.precision, f"[{colour[r.action]}]{r.action}[/]", _line(r.route),
+                      _line(r.reason or ""))
         console.print(t)
         hints = {r.hint: r.backend for r in the_plan.rows if r.reason and r.hint}
         for hint, backend in hints.items():
-            console.print(f"[dim]{escape(backend)}:[/] {escape(hint)}", soft_wrap=True)
+            console.print(f"[dim]{_line(backend)}:[/] {_line(hint)}", soft_wrap=True)
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(the_plan.to_json())
-            console.print(f"plan: {escape(str(json_out))}")
+            console.print(f"plan: {_line(str(json_out))}")
     plans.refuse(the_plan)
 
 
@@ -251,9 +303,11 @@ def check(
     """Re-run integrity, host parity and budgets on an existing bundle from its golden/ files."""
     from edgepack import pipeline
     from edgepack import report as reports
+    from edgepack.safety import writable_file_option
 
+    writable_file_option(junit, "--junit")
     with console.status("checking…"):
-        result = pipeline.check(bundle, progress=lambda m: console.print(f"[dim]•[/] {m}"))
+        result = pipeline.check(bundle, progress=lambda m: (_set_stage(m), console.print(f"[dim]•[/] {_line(m)}")))
     reports.render(console, [result])
     if junit:
         reports.write_junit([result], junit)
@@ -263,17 +317,23 @@ def check(
 
 @app.command(epilog="Example:\n\n  edgepack verify dist/model/android-ort-int8")
 @_handle_errors
-def verify(bundle: Annotated[Path, typer.Argument(help="a bundle folder")]) -> None:
-    """Check every file of a bundle against the sha256 and size in its manifest (and find extra files)."""
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="a bundle folder")],
+    allow_failed: Annotated[bool, typer.Option("--allow-failed", help="accept a bundle whose recorded verdict is "
+                                               "failed (its files are still checked)")] = False,
+) -> None:
+    """Check every file of a bundle against the sha256 and size in its manifest (and find extra files); a bundle
+    whose build verdict was failed fails too unless --allow-failed."""
     from edgepack import bundle as bundles
 
-    result = bundles.verify(bundle)
+    result = bundles.verify(bundle, allow_failed=allow_failed)
+    bundles.refuse_unsafe(result)  # symlinks, FIFOs, paths out of the bundle: refused outright (exit 2)
     if result:
-        console.print(f"[green]ok[/] {bundle}: {result.checked} files match the manifest")
+        console.print(f"[green]ok[/] {_line(bundle)}: {result.checked} files match the manifest")
         return
     for p in result.problems:
-        console.print(f"[red]✗[/] {p}")
-    err_console.print(f"[bold red]verify failed:[/] {len(result.problems)} problem(s) in {bundle}")
+        console.print(f"[red]✗[/] {_line(p)}")
+    err_console.print(f"[bold red]verify failed:[/] {len(result.problems)} problem(s) in {_line(bundle)}")
     raise typer.Exit(1)
 
 
@@ -292,17 +352,17 @@ def inspect(
 
     info = inspection.inspect_model(model, inputs=_parse_inputs(input_spec), weights=weights,
                                     trust_code=trust_model_code)
-    console.print(f"[bold]{info['name']}[/] ({info['kind']}, {info['format']})")
+    console.print(f"[bold]{_line(info['name'])}[/] ({info['kind']}, {info['format']})")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            console.print(f"  {kind[:-1]:6} {t['name']}: {'x'.join('?' if d is None else str(d) for d in t['shape'])} {t['dtype']}")
+            console.print(f"  {kind[:-1]:6} {_line(t['name'])}: {'x'.join('?' if d is None else str(d) for d in t['shape'])} {t['dtype']}")
     if info.get("ops"):
-        console.print("  ops: " + ", ".join(f"{k}×{v}" for k, v in info["ops"].items()))
+        console.print("  ops: " + _line(", ".join(f"{k}×{v}" for k, v in info["ops"].items())))
     t = Table(title="targets", title_justify="left")
     for col in ("target", "backend", "precision", "can take it", "why"):
         t.add_column(col, no_wrap=col in ("target", "backend", "precision"), overflow="fold")
     for row in info["targets"]:
-        t.add_row(row["target"], row["backend"], row["precision"], "[green]yes[/]" if row["ok"] else "[red]no[/]", row["why"])
+        t.add_row(row["target"], row["backend"], row["precision"], "[green]yes[/]" if row["ok"] else "[red]no[/]", _line(row["why"]))
     console.print(t)
 
 
@@ -336,10 +396,10 @@ def schema(
     stale = schemas.check(out) if check else schemas.write(out)
     if check and stale:
         for name in stale:
-            err_console.print(f"[red]✗[/] {out / name} is out of date")
-        err_console.print("[bold red]schema check failed:[/] run `edgepack schema --out " + str(out) + "`")
+            err_console.print(f"[red]✗[/] {_line(out / name)} is out of date")
+        err_console.print("[bold red]schema check failed:[/] run `edgepack schema --out " + _line(out) + "`")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/] schemas in {out} " + ("match" if check else "written"))
+    console.print(f"[green]ok[/] schemas in {_line(out)} " + ("match" if check else "written"))
 
 
 @app.command()
@@ -360,6 +420,9 @@ def doctor() -> None:
 
 
 def main() -> None:
+    from edgepack.isolation import install_signal_handlers
+
+    install_signal_handlers()
     app()
 
 

@@ -19,6 +19,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
+MAX_SIDE = 16384  # pixels, for resize/crop
+
 OutputKind = Literal["scores", "probabilities", "regression", "embedding", "dense", "sequence", "state", "other"]
 
 
@@ -56,9 +59,9 @@ class Budgets(_Model):
 
 
 class LatencySettings(_Model):
-    warmup: int = Field(5, ge=0)
-    repeats: int = Field(50, ge=1)
-    threads: int = Field(1, ge=1)
+    warmup: int = Field(5, ge=0, le=10_000)
+    repeats: int = Field(50, ge=1, le=100_000)
+    threads: int = Field(1, ge=1, le=256)
 
 
 class Metadata(_Model):
@@ -73,13 +76,14 @@ class Metadata(_Model):
 class TargetProfile(_Model):
     """One deployment target: a backend, a precision, a device class and its budgets."""
 
-    name: str
-    backend: str
-    precision: str
-    device: str = "generic"
+    name: str = Field(..., pattern=NAME_PATTERN, description="[A-Za-z0-9._-], 1-64 characters, not starting with "
+                      "'.' (the bundle's folder name)")
+    backend: str = Field(..., max_length=64)
+    precision: str = Field(..., max_length=64)
+    device: str = Field("generic", max_length=200)
     description: str = ""
     calibration: str | None = None
-    min_calibration_samples: int = Field(32, ge=1)
+    min_calibration_samples: int = Field(32, ge=1, le=1_000_000)
     golden_max_mb: float = Field(16.0, gt=0, le=4096, description="cap on the golden inputs + outputs kept in a "
                                  "bundle (uncompressed MiB); the worst samples are always kept, the rest is an even "
                                  "spread of the holdout")
@@ -100,14 +104,14 @@ class TargetProfile(_Model):
 
 class DataSpec(_Model):
     kind: Literal["sklearn-digits", "image-folder", "arrays"]
-    path: str | None = None
+    path: str | None = Field(None, max_length=1024)
     extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 class Preprocess(_Model):
     resize: tuple[int, int] | None = None  # (height, width)
     center_crop: tuple[int, int] | None = None
-    scale: float = 1.0  # multiply raw pixel values first (e.g. 1/255)
+    scale: float = Field(1.0, allow_inf_nan=False)  # multiply raw pixel values first (e.g. 1/255)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     layout: Literal["nchw", "nhwc"] = "nchw"
@@ -121,11 +125,25 @@ class Preprocess(_Model):
             raise ValueError("std values must be non-zero")
         return v
 
+    @field_validator("resize", "center_crop")
+    @classmethod
+    def _side(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not all(1 <= x <= MAX_SIDE for x in v):
+            raise ValueError(f"sizes must be between 1 and {MAX_SIDE} pixels")
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not 1 <= len(v) <= 64 or any(x != x or abs(x) == float("inf") for x in v):
+            raise ValueError("1 to 64 finite values")
+        return v
+
 
 class Split(_Model):
-    seed: int = 0
-    calibration: int = Field(256, ge=1)
-    holdout: int = Field(256, ge=1)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    calibration: int = Field(256, ge=1, le=1_000_000)
+    holdout: int = Field(256, ge=1, le=1_000_000)
 
 
 class CalibrationRecipe(_Model):
@@ -182,13 +200,18 @@ def validation_message(exc: ValidationError, model: type[BaseModel], where: str,
 
 
 def read_toml(path: Path) -> dict:
+    """A TOML file's table: regular files only (no FIFO, device or folder), size-bounded, UTF-8."""
+    from edgepack.safety import read_bytes, shown
+
+    raw = read_bytes(path, "TOML file", error=ConfigError)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"file not found: {path}", hint="check the path") from None
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{shown(path)}: not UTF-8 text (byte {e.start})", hint="save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})", hint="fix the syntax at the line named") from None
+        raise ConfigError(f"{shown(path)}: not valid TOML ({shown(e)})", hint="fix the syntax at the line named") from None
+    except RecursionError:
+        raise ConfigError(f"{shown(path)}: nested too deeply", hint="fix the file") from None
 
 
 def targets_dirs(extra: Path | None = None) -> list[Path]:
@@ -222,7 +245,7 @@ def load_profile(name_or_path: str, targets_dir: Path | None = None) -> TargetPr
     Only the profile's own schema is checked here; its backend validates precision and options once, in
     ``backends.registry.resolve``."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
+    if p.suffix == ".toml" or p.exists() or p.is_symlink():
         path = p
     else:
         found = available_targets(targets_dir)
@@ -233,10 +256,22 @@ def load_profile(name_or_path: str, targets_dir: Path | None = None) -> TargetPr
     data = read_toml(path)
     data.setdefault("name", path.stem)
     data["path"] = str(path.resolve())
+    if isinstance(data.get("calibration"), str):
+        _check_data_path(data["calibration"], f"{path}: calibration")
     try:
         return TargetProfile.model_validate(data)
     except ValidationError as e:
         raise validation_message(e, TargetProfile, str(path)) from None
+
+
+def _check_data_path(value: str, where: str) -> None:
+    """A path named inside a profile or recipe: relative, no '..' (it is resolved against the file's folder)."""
+    from edgepack.safety import is_safe_relative, shown
+
+    if not is_safe_relative(value):
+        raise ConfigError(f"{shown(where)} '{shown(value, 120)}' must be a relative path inside the file's folder",
+                          hint="no absolute paths and no '..'; move the data next to the file (or pass "
+                               "--calibration PATH on the command line)")
 
 
 def calibration_dirs() -> list[Path]:
@@ -259,6 +294,8 @@ def load_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> Ca
     data = read_toml(path)
     data.setdefault("name", path.stem)
     data["path"] = str(path.resolve())
+    if isinstance(data.get("data"), dict) and isinstance(data["data"].get("path"), str):
+        _check_data_path(data["data"]["path"], f"{path}: data.path")
     try:
         return CalibrationRecipe.model_validate(data)
     except ValidationError as e:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +28,20 @@ from typing import Any, Callable
 from edgepack.errors import ConversionFailed, EdgepackError, explain
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEPACK_TIMEOUT", "1800"))
+
+
+def memory_limit_mb() -> int:
+    """Each worker's address-space limit (``EDGEPACK_WORKER_MEMORY_MB``; default: the host's RAM; 0 = none)."""
+    raw = os.environ.get("EDGEPACK_WORKER_MEMORY_MB")
+    if raw is not None:
+        try:
+            return max(0, int(float(raw)))
+        except ValueError:
+            return 0
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20))
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 _SOURCE_FAMILIES = {"edgepack.sources.torch": "torch", "edgepack.sources.keras": "tf", "edgepack.sources.onnx": "onnx"}
 
@@ -44,13 +59,44 @@ def family_of(fn: Callable[..., Any], family: str | None = None) -> str:
     return module or "default"
 
 
-def _init_worker(log_path: str) -> None:
+def _watch_parent(parent: int) -> None:
+    """Worker side: end this worker's whole process group when the build process is gone (even after kill -9)."""
+    import signal
+    import time
+
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            try:
+                os.killpg(0, signal.SIGKILL)
+            finally:
+                os._exit(137)
+
+
+def _init_worker(log_path: str, memory_mb: int = 0, parent: int = 0) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        os.setpgid(0, 0)  # its own process group: the build ends the worker and everything it started at once
+    except OSError:
+        pass
+    if parent and os.getppid() != parent:  # the build died while this worker was starting
+        os._exit(137)
+    threading.Thread(target=_watch_parent, args=(parent or os.getppid(),), daemon=True,
+                     name="edgepack-parent-watch").start()
+    if memory_mb > 0:
+        import resource
+
+        limit = memory_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+class _OutOfMemory(Exception):
+    """The worker's call raised MemoryError (its address-space limit was reached)."""
 
 
 class _WorkerBug(Exception):
@@ -62,6 +108,8 @@ def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         return fn(*args, **kwargs)
     except EdgepackError:
         raise
+    except MemoryError:
+        raise _OutOfMemory() from None
     except BaseException as e:  # noqa: BLE001 - converter errors are arbitrary; keep the traceback text
         raise _WorkerBug(f"{type(e).__name__}: {e}\n{traceback.format_exc()}") from None
 
@@ -88,16 +136,32 @@ class _Worker:
     def __init__(self, family: str) -> None:
         fd, self.log = tempfile.mkstemp(prefix=f"edgepack-worker-{family.replace(':', '-')}-", suffix=".log")
         os.close(fd)
+        self.memory_mb = memory_limit_mb()
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                        initializer=_init_worker, initargs=(self.log,))
+                                        initializer=_init_worker, initargs=(self.log, self.memory_mb, os.getpid()))
         self.lock = threading.Lock()
+        _LIVE.add(self)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in list((getattr(self.pool, "_processes", None) or {}).values()) if p.pid]
 
     def kill(self) -> None:
-        for p in list(getattr(self.pool, "_processes", {}).values()):
-            p.kill()
+        """SIGKILL the worker's whole process group (the worker and anything it started)."""
+        import signal
+
+        for pid in self.pids():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        _LIVE.discard(self)
         try:
             os.unlink(self.log)
         except OSError:
@@ -141,6 +205,8 @@ class Workers:
             timeout: float | None = None, **kwargs: Any) -> Any:
         """Call ``fn(*args, **kwargs)`` in the family's warm worker and return its (picklable) result."""
         family = family_of(fn, family)
+        if _TERMINATING.is_set():
+            raise ConversionFailed(f"{what} was not started: edgepack is stopping", hint="")
         worker = self._get(family)
         limit = timeout or DEFAULT_TIMEOUT_S
         debug = os.environ.get("EDGEPACK_DEBUG") == "1"
@@ -150,14 +216,23 @@ class Workers:
                 return worker.pool.submit(_call, fn, args, kwargs).result(timeout=limit)
             except FutureTimeout:
                 self._drop(family, worker)
-                raise ConversionFailed(f"{what} did not finish within {limit:.0f} s",
+                raise ConversionFailed(f"{what} did not finish within {limit:.0f} s (the time limit; stopped)",
                                        hint="raise the limit with EDGEPACK_TIMEOUT=SECONDS") from None
+            except _OutOfMemory:
+                self._drop(family, worker)
+                raise ConversionFailed(f"{what} ran out of memory: the worker's limit is {worker.memory_mb} MB "
+                                       "(stopped)", hint="raise the limit with EDGEPACK_WORKER_MEMORY_MB=MB") from None
             except BrokenProcessPool:
                 log = _read_from(worker.log, start)
                 self._drop(family, worker)
+                if _TERMINATING.is_set():
+                    raise ConversionFailed(f"{what} was stopped: edgepack is stopping", hint="") from None
+                mem = f" (the memory limit is {worker.memory_mb} MB)" if worker.memory_mb else ""
                 raise ConversionFailed(
-                    f"{what} crashed the worker process (a native crash in the converter or runtime)",
-                    hint="the worker's last output is in the report's details (EDGEPACK_DEBUG=1 prints it)",
+                    f"{what} crashed the worker process{mem} (a native crash in the converter or runtime, or out "
+                    "of memory)",
+                    hint="the worker's last output is in the report's details (EDGEPACK_DEBUG=1 prints it); raise "
+                         "EDGEPACK_WORKER_MEMORY_MB if it ran out of memory",
                     details=_tail(log, 60) or None,
                 ) from None
             except ConversionFailed as e:  # the converter's own output belongs to its details
@@ -183,6 +258,36 @@ class Workers:
 
 
 _ACTIVE: contextvars.ContextVar[Workers | None] = contextvars.ContextVar("edgepack_workers", default=None)
+_LIVE: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
+_TERMINATING = threading.Event()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGINT arrived: every worker's process group has been killed; the build unwinds and cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def kill_all() -> None:
+    """Stop every live worker now (their process groups, SIGKILL) and refuse to start new work."""
+    _TERMINATING.set()
+    for w in list(_LIVE):
+        w.kill()
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT end the whole build: workers killed at once, then ``Terminated`` in the main thread."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        kill_all()
+        raise Terminated(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, what: str, family: str | None = None,
@@ -203,4 +308,5 @@ def current() -> Workers | None:
     return _ACTIVE.get()
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "Workers", "current", "family_of", "run_isolated"]
+__all__ = ["DEFAULT_TIMEOUT_S", "Terminated", "Workers", "current", "family_of", "install_signal_handlers", "kill_all",
+           "memory_limit_mb", "run_isolated"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import re
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import numpy as np
 from edgepack import bundle as bundles
 from edgepack import calibration as calibration_mod
 from edgepack import plan as plans
+from edgepack import safety
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends import registry
 from edgepack.backends.registry import Target
@@ -35,7 +35,6 @@ from edgepack.core.checks import Check
 from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import Limits
-from edgepack.core.npz import load_npz
 from edgepack.errors import ConfigError, EdgepackError, InputError, RuntimeUnavailable, explain
 from edgepack.feeds import Feeds, take
 from edgepack.isolation import Workers, current, run_isolated
@@ -452,7 +451,7 @@ def build(
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
                                       signature=signature), inputs)
         if name is not None:
-            source = replace(source, name=check_name(name))
+            source = replace(source, name=safety.check_name(name, "--name", ConfigError))
         the_plan = plans.make(model, resolved, source, skip_unavailable)
         plans.refuse(the_plan)
         results: dict[str, TargetReport] = {}
@@ -515,6 +514,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     if not runnable:
         return [results[t.name] for t in resolved]
     out_root = bundles.prepare_parent(out)
+    for t in runnable:  # refused before any conversion: an unsafe name, or a non-bundle in the way
+        bundles.check_destination(out_root / source.name / t.name)
     progress("preparing calibration and holdout data")
     data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic))
     progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
@@ -543,27 +544,18 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     return [results[t.name] for t in resolved]
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name) or ".." in name:
-        raise ConfigError(f"--name '{name}' is not a usable folder name",
-                          hint="use 1-64 characters from A-Z a-z 0-9 . _ - (starting with a letter or digit)")
-    return name
-
-
 def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     """Re-run integrity, host parity and budgets of an existing bundle from its golden files; rewrites report.json."""
     bundle_dir = Path(bundle_dir)
     manifest = bundles.read_manifest(bundle_dir)
-    integrity = bundles.verify(bundle_dir)
+    integrity = bundles.verify(bundle_dir, allow_failed=True)
+    bundles.refuse_unsafe(integrity)  # nothing is read through a symlink, a FIFO or a path out of the bundle
     target = registry.resolve(manifest.target)
     target.backend.ensure_available()
     g = manifest.golden
-    inputs = load_npz(bundle_dir / g.inputs)
-    golden = load_npz(bundle_dir / g.outputs)
-    labels = load_npz(bundle_dir / g.labels)["labels"] if g.labels else None
+    inputs = bundles.read_golden(bundle_dir, g.inputs)
+    golden = bundles.read_golden(bundle_dir, g.outputs)
+    labels = bundles.read_golden(bundle_dir, g.labels)["labels"] if g.labels else None
     with _workers():
         ev = evaluate(target, manifest.artifact, bundle_dir, inputs, golden, labels, manifest.limits,
                       manifest.kinds, progress)

@@ -125,8 +125,9 @@ def read(path: Path) -> TargetReport:
 
 
 def write_json(results: list[TargetReport], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(BuildReport.of(results).to_json())
+    from edgepack.safety import write_atomic
+
+    write_atomic(path, BuildReport.of(results).to_json(), "build report")  # never through a planted symlink
 
 
 def _fmt(v: Any) -> str:
@@ -162,8 +163,13 @@ def write_junit(results: list[TargetReport], path: Path) -> None:
             if not c.passed:
                 ET.SubElement(case, "failure", message=f"measured {_fmt(c.measured)}, limit {c.op} {_fmt(c.limit)}"
                               + (f" ({c.note})" if c.note else ""))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    import io
+
+    from edgepack.safety import write_atomic
+
+    buf = io.BytesIO()
+    ET.ElementTree(root).write(buf, encoding="utf-8", xml_declaration=True)
+    write_atomic(path, buf.getvalue(), "JUnit report")  # never through a planted symlink
 
 
 def render(console: "Console", results: list[TargetReport]) -> None:

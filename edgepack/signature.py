@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass
 
 from edgepack.errors import ConfigError
 
+MAX_RANK = 8
+MAX_DIM = 1 << 24
+MAX_ELEMENTS = 1 << 28  # per sample: 1 GiB of float32
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
 LAYOUTS = ("nchw", "nhwc", "ncw", "nwc", "nc", "tnc", "ntc", "other")
 
@@ -104,7 +107,7 @@ _KEYS_HINT = ("NAME=[SHAPE][:DTYPE][,batch_axis=N|none][,layout=nchw][,value=NUM
 def parse_input_spec(text: str) -> TensorSpec:
     """Parse an input declaration (see ``_KEYS_HINT``); ``?`` marks a dynamic dimension, an empty shape keeps the
     model's."""
-    m = _INPUT_RE.match(text.strip())
+    m = _INPUT_RE.match(text.strip()) if isinstance(text, str) and len(text) <= 1024 else None
     if not m or not m.group("name").strip():
         raise ConfigError(f"cannot parse --input '{text}'", hint=f"use {_KEYS_HINT}")
     name = m.group("name").strip()
@@ -117,6 +120,14 @@ def parse_input_spec(text: str) -> TensorSpec:
             dims.append(int(part))
         else:
             raise ConfigError(f"bad dimension '{part}' in --input '{text}'", hint="dimensions are positive integers or ?")
+    elements = 1
+    for d in dims:
+        elements *= d or 1
+    if len(dims) > MAX_RANK or any(d is not None and d > MAX_DIM for d in dims) or elements > MAX_ELEMENTS:
+        raise ConfigError(f"--input '{text}' is too large (at most {MAX_RANK} dimensions of at most {MAX_DIM}, "
+                          f"{MAX_ELEMENTS} elements per sample)", hint="check the shape")
+    if len(m.group("name")) > 256 or not m.group("name").isprintable():
+        raise ConfigError("--input name is too long or holds control characters", hint="use the model's input name")
     dtype = m.group("dtype") or "float32"
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype '{dtype}' in --input '{text}'", hint=f"use one of: {', '.join(DTYPES)}")

@@ -48,7 +48,7 @@ def verify_files(root: Path, entries: Iterable[Mapping], unsigned: Iterable[str]
         p = root / rel
         try:
             inside = p.resolve().is_relative_to(resolved_root) and not Path(rel).is_absolute()
-        except OSError:
+        except (OSError, RuntimeError, ValueError):  # symlink loops, NUL bytes
             inside = False
         if not inside:
             problems.append(f"outside the bundle: {rel}")

@@ -18,8 +18,17 @@ from __future__ import annotations
 import sys
 
 sys.dont_write_bytecode = True  # loading the bundle's core must not add files to the bundle
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-sys.path[:] = [p for p in sys.path if p not in ("", ".", _HERE)]  # nothing is imported from the bundle folder
+import os  # noqa: E402 - already loaded by the interpreter's start-up, never from sys.path
+
+_HERE = os.path.dirname(os.path.realpath(__file__))
+
+
+def _in_bundle(entry: str) -> bool:
+    real = os.path.realpath(entry or ".")
+    return real == _HERE or real.startswith(_HERE + os.sep)
+
+
+sys.path[:] = [p for p in sys.path if p and not _in_bundle(p)]  # nothing is imported from the bundle folder
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402

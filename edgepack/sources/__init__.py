@@ -31,6 +31,7 @@ class Source:
     signature: str | None = None  # SavedModel signature
     sha256: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    trusted: tuple[str, ...] = ()  # why --trust-model-code was needed (recorded in the manifest)
 
     def with_inputs(self, inputs: tuple[TensorSpec, ...]) -> "Source":
         return replace(self, inputs=inputs)
@@ -43,6 +44,7 @@ class Source:
             "name": self.name,
             "weights": self.weights,
             "sha256": self.sha256,
+            "trusted_code": list(self.trusted),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
         }
@@ -89,6 +91,36 @@ def detect_kind(model: str) -> str:
     )
 
 
+def screen(model: str, kind: str, trust_code: bool) -> list[str]:
+    """Checks before any framework sees the model: a regular file (or a clean SavedModel folder) under the size
+    limit with a valid name, and code-carrying content refused without ``--trust-model-code`` (see
+    ``edgepack.trust``). Returns what the opt-in allowed, for the manifest."""
+    from edgepack import safety, trust
+
+    p = Path(model)
+    if ":" in model and not p.exists() and not p.is_symlink():
+        return []  # a PyTorch factory: the user's own code, named on the command line
+    is_dir = p.is_dir() and not p.is_symlink()
+    if is_dir:
+        safety.regular_tree(p, "model folder")
+    else:
+        safety.regular_file(p, "model")
+    safety.check_name(p.name if is_dir else p.stem, "model name")
+    if kind == "torch":
+        what = "a torch.export program" if p.suffix == ".pt2" else "a TorchScript/pickle file"
+        return trust.require_trust(model, trust.CodeFinding([what]), trust_code,
+                                   "the PyTorch file")
+    if kind == "tf":
+        if is_dir:
+            return trust.require_trust(model, trust.scan_savedmodel(p), trust_code, "the SavedModel")
+        if p.suffix.lower() in (".h5", ".hdf5"):
+            return trust.require_trust(model, trust.CodeFinding(["legacy HDF5 is loaded without Keras' safe mode"]),
+                                       trust_code, "the .h5 model")
+        if p.suffix.lower() == ".keras":
+            return trust.require_trust(model, trust.scan_keras(p), trust_code, "the Keras model")
+    return []
+
+
 def load_source(
     model: str,
     *,
@@ -97,6 +129,18 @@ def load_source(
     trust_code: bool = False,
     signature: str | None = None,
 ) -> Source:
+    from edgepack import safety
+
+    from edgepack import trust
+
+    if Path(model).suffix.lower() in trust.PICKLE_SUFFIXES:
+        raise UnsupportedConversion(f"{safety.shown(model)}: pickled models carry code and are never loaded",
+                                    hint="export the model to ONNX/.keras/.pt2, or give module:factory + --weights")
     kind = detect_kind(model)
+    trusted = screen(model, kind, trust_code)
+    if weights is not None:
+        safety.regular_file(weights, "weights file")
     mod = module_for(kind)
-    return mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+    src = mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+    safety.check_name(src.name, "model name")
+    return replace(src, trusted=tuple(trusted))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack import safety
 from edgepack.errors import ConfigError, InputError, MissingDependency
 from edgepack.feeds import Feeds, run_batched, sha256_file
 from edgepack.signature import MODEL_SHAPE, TensorSpec
@@ -25,9 +26,7 @@ def _onnx():
 def read_model(path: Path, load_weights: bool = True):
     """Load and check an ONNX model; external data must live inside the model's folder."""
     onnx = _onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"model not found: {path}")
+    path = safety.regular_file(path, "model")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf raises assorted errors on bad bytes
@@ -37,12 +36,16 @@ def read_model(path: Path, load_weights: bool = True):
     for t in model.graph.initializer:
         for kv in t.external_data:
             if kv.key == "location":
-                loc = (base / kv.value).resolve()
-                if base not in loc.parents and loc != base:
-                    raise InputError(f"{path}: external data '{kv.value}' points outside the model's folder",
-                                     hint="keep external data files next to the model")
-                if not loc.is_file():
-                    raise InputError(f"{path}: external data file '{kv.value}' is missing")
+                try:
+                    loc = safety.inside(base, kv.value, f"{path}: external data")
+                except InputError:
+                    raise InputError(f"{safety.shown(path)}: external data '{safety.shown(kv.value, 120)}' points "
+                                     "outside the model's folder",
+                                     hint="keep external data files next to the model") from None
+                if not loc.exists():
+                    raise InputError(f"{safety.shown(path)}: external data file '{safety.shown(kv.value, 120)}' "
+                                     "is missing")
+                safety.regular_file(loc, "external data file")
     if load_weights:
         from onnx.external_data_helper import load_external_data_for_model
 

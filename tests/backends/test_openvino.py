@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -325,7 +326,7 @@ def test_keras_model_builds_all_precisions(tmp_path):
 
 
 @pytest.mark.slow
-def test_digits_int8_and_accuracy_control(trained_digits, tmp_path):
+def test_digits_int8_and_accuracy_control(trained_digits, tmp_path, monkeypatch):
     """Trained CNN: int8 within 1 point and ≥ 98 % agreement; accuracy control with a user metric function meets a
     target plain int8 misses (80 % of plain int8's logit error) and says which layers it kept in float."""
     code, out = _build(str(trained_digits / "cnn.onnx"), ["intel-openvino-int8"], tmp_path / "plain", "-c", "digits")
@@ -333,18 +334,27 @@ def test_digits_int8_and_accuracy_control(trained_digits, tmp_path):
     plain = _report(tmp_path / "plain" / "cnn" / "intel-openvino-int8")
     m = plain["parity"]["metrics"]["logits"]
     assert m["accuracy_drop"] <= 0.01 and m["top1_agreement"] >= 0.98
-    metric = tmp_path / "metric.py"
-    metric.write_text(
+    # a user metric is an installed `edgepack.metrics` entry point (profiles never name code), enabled by a flag
+    site = tmp_path / "site"
+    (site / "mymetric-0.1.dist-info").mkdir(parents=True)
+    (site / "mymetric.py").write_text(
         "import numpy as np\n"
         "def closeness(outputs, reference, labels):\n"
         "    return 1.0 - float(np.abs(outputs['logits'] - reference['logits']).mean())\n")
+    (site / "mymetric-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: mymetric\nVersion: 0.1\n")
+    (site / "mymetric-0.1.dist-info" / "entry_points.txt").write_text(
+        "[edgepack.metrics]\ncloseness = mymetric:closeness\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("EDGEPACK_ALLOW_METRICS", "")  # restored after the test (the CLI sets it in-process)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     target = 0.8 * m["mean_abs_error"]
     strict = tmp_path / "acc.toml"
     strict.write_text(
         (REPO / "targets" / "intel-openvino-int8-acc.toml").read_text()
-        .replace('metric = "top1_agreement"', f'metric = "{metric}:closeness"')
+        .replace('metric = "top1_agreement"', 'metric = "closeness"')
         .replace("max_drop = 0.001", f"max_drop = {target:.6f}"))
-    code, out = _build(str(trained_digits / "cnn.onnx"), [str(strict)], tmp_path / "acc", "-c", "digits")
+    code, out = _build(str(trained_digits / "cnn.onnx"), [str(strict)], tmp_path / "acc", "-c", "digits",
+                       "--allow-metric", "closeness")
     assert code == 0, out
     rep = _report(tmp_path / "acc" / "cnn" / "acc")
     acc = rep["artifact"]["accuracy_control"]

@@ -115,7 +115,7 @@ def test_name_sets_the_folder_and_is_validated(fake_model, profile, tmp_path, cl
     assert res.exit_code == 0 and (tmp_path / "dist" / "v2.1" / "ok" / "manifest.json").is_file()
     for bad in ("../up", "", ".hidden", "a/b", "x" * 80):
         res = cli("build", fake_model, "-t", profile("ok"), "-c", "digits", "--out", tmp_path / "d2", "--name", bad)
-        assert res.exit_code == 2 and "is not a usable folder name" in res.stderr, bad
+        assert res.exit_code == 2 and "is not a valid name" in res.stderr, bad
 
 
 def test_explain_picks_the_cause_not_the_assertion_site():

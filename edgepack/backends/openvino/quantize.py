@@ -18,11 +18,8 @@ and the report's figures on it are not an independent estimate; the artifact det
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import sys
-from pathlib import Path
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -143,27 +140,29 @@ def quantize(model, source, data, opts) -> tuple[Any, dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ accuracy control
 
 
+METRIC_GROUP = "edgepack.metrics"
+
+
 def _import_metric(spec: str) -> Callable[..., float]:
-    target, _, fn = spec.rpartition(":")
-    if not target or not fn.isidentifier():
-        raise ConfigError(f"options.accuracy_control.metric '{spec}' is not top1_agreement, accuracy or "
-                          "module:function")
-    if target.endswith(".py"):
-        path = Path(target)
-        mspec = importlib.util.spec_from_file_location(f"edgepack_metric_{path.stem}", path)
-        if not path.is_file() or mspec is None or mspec.loader is None:
-            raise InputError(f"metric file not found: {target}")
-        module = importlib.util.module_from_spec(mspec)
-        sys.modules[mspec.name] = module
-        mspec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as e:
-            raise InputError(f"cannot import metric module '{target}': {e}") from None
-    func = getattr(module, fn, None)
+    """A user metric: an installed ``edgepack.metrics`` entry point the user enabled with ``--allow-metric NAME``.
+
+    Profiles never name code (a file or module path); only installed packages provide metrics."""
+    from importlib import metadata
+
+    allowed = [n for n in os.environ.get("EDGEPACK_ALLOW_METRICS", "").split(",") if n]
+    found = {ep.name: ep for ep in metadata.entry_points(group=METRIC_GROUP)}
+    if spec not in found:
+        raise ConfigError(f"options.accuracy_control.metric '{spec}' is not top1_agreement, accuracy or an installed "
+                          f"'{METRIC_GROUP}' entry point", hint=f"installed metrics: {', '.join(found) or 'none'}")
+    if spec not in allowed:
+        raise ConfigError(f"metric '{spec}' runs code from an installed package and is not enabled",
+                          hint=f"pass --allow-metric {spec} if you trust the package that provides it")
+    try:
+        func = found[spec].load()
+    except Exception as e:  # noqa: BLE001 - a third-party package's import error
+        raise InputError(f"cannot load metric '{spec}': {type(e).__name__}: {str(e)[:200]}") from None
     if not callable(func):
-        raise InputError(f"'{target}' has no function '{fn}'")
+        raise InputError(f"metric entry point '{spec}' is not a function")
     return func
 
 

@@ -29,7 +29,9 @@ class AccuracyControl(_Opts):
     """nncf.quantize_with_accuracy_control: revert layers to float until the metric drop is within max_drop."""
 
     max_drop: float = Field(..., gt=0, le=1, description="largest allowed drop of the metric from the fp32 IR")
-    metric: str = Field("top1_agreement", description="top1_agreement | accuracy | module:function | file.py:function")
+    metric: str = Field("top1_agreement", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                        description="top1_agreement | accuracy | the name of an installed `edgepack.metrics` entry "
+                        "point, enabled with `--allow-metric NAME` (profiles never name code)")
     drop_type: Literal["absolute", "relative"] = "absolute"
     max_iterations: int = Field(20, ge=1, description="most layer groups reverted")
     ranking_subset_size: int | None = Field(None, ge=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ import numpy as np
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.ort_mobile.spec import MODEL, OrtOptions, OrtRuntime
 from edgepack.core.batching import axes_of
-from edgepack.errors import ConversionFailed, InputError, converter_error, explain
+from edgepack.errors import ConversionFailed, InputError, explain
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -151,28 +150,57 @@ def _opset_for_qdq(model_in: Path, upgraded: Path, per_channel: bool) -> tuple[P
                                  "weights quantized per-tensor instead of per-channel")
 
 
+ADDR_NO_RANDOMIZE = 0x0040000
+
+
+def _no_aslr() -> None:  # runs in the child between fork and exec
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.personality(ADDR_NO_RANDOMIZE)
+
+
+def _convert_deterministically(staged: Path, conv: Path, target_platform: str, level: str) -> None:
+    """Run onnxruntime's ONNX → ORT converter in a fresh process without address-space randomization.
+
+    The converter serializes some tables in the iteration order of pointer-keyed hash maps, so the same ONNX gives
+    differently laid out (same-size, same-content) flatbuffers from run to run. A fresh interpreter with ASLR off
+    (Linux ``personality(ADDR_NO_RANDOMIZE)``) and a fixed ``PYTHONHASHSEED`` allocates the same addresses every
+    time, so the bytes are identical. Elsewhere it still converts, without that guarantee.
+    """
+    import subprocess
+    import sys
+
+    # the same bytes in, the same allocations: a fixed file name, a fixed minimal environment, no cwd on sys.path
+    work = conv.parent / ".ort-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    shutil.copyfile(staged, work / "model.onnx")
+    env = {"ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL": level, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+    cmd = [sys.executable, "-P", "-s", "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "model.onnx",
+           "--output_dir", "out", "--optimization_style", "Fixed", "--target_platform", target_platform,
+           "--save_optimized_onnx_model"]
+    proc = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True,
+                          preexec_fn=_no_aslr if sys.platform.startswith("linux") else None)
+    shutil.rmtree(conv, ignore_errors=True)
+    if (work / "out").is_dir():
+        shutil.move(work / "out", conv)
+    shutil.rmtree(work, ignore_errors=True)
+    if proc.returncode != 0:
+        text = (proc.stderr or proc.stdout or "").strip()
+        raise ConversionFailed("ONNX → ORT format conversion failed: " + (explain(text) or f"exit {proc.returncode}"),
+                               details=text or None)
+
+
 def _to_ort(staged: Path, out_dir: Path, opts: OrtOptions, level: str) -> None:
     """ONNX → .ort with optimizations fixed at ``level``.
 
     fp16 uses "basic": at "all" the converting session (CPU EP on this host, no fp16 kernels) constant-folds
     the casts it inserts and would store fp32 weights again — an fp16 bundle as large as fp32.
     """
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
     conv = out_dir / ".ort-out"
-    env_key = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
-    previous = os.environ.get(env_key)
-    os.environ[env_key] = level
-    try:
-        convert_onnx_models_to_ort(staged, output_dir=conv, optimization_styles=[OptimizationStyle.Fixed],
-                                   target_platform=opts.target_platform, save_optimized_onnx_model=True)
-    except Exception as e:  # noqa: BLE001
-        raise converter_error("ONNX → ORT format conversion failed", e) from None
-    finally:
-        if previous is None:
-            os.environ.pop(env_key, None)
-        else:
-            os.environ[env_key] = previous
+    _convert_deterministically(staged, conv, opts.target_platform, level)
     found = sorted(conv.glob("*.ort"))
     ort_file = found[0] if found else conv / MODEL
     if not ort_file.is_file():

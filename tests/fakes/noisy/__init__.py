@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from edgepack.artifact import Artifact, RuntimeSpec
 from edgepack.backends.base import Backend, Runner
 
-Mode = Literal["noise", "zeros", "constant", "nan", "inf", "shape", "crash"]
+Mode = Literal["noise", "zeros", "constant", "nan", "inf", "shape", "crash", "slow", "hog"]
 
 
 class NoisyOptions(BaseModel):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgepack import safety
 from edgepack.backends.coreml.mil.proto import modules
 from edgepack.errors import InputError
 
@@ -208,9 +209,9 @@ class ValueReader:
         if kind == "blobFileValue":
             if tt.shape is None or any(d is None for d in tt.shape):
                 raise InputError(f"weight blob with unknown shape {tt}")
-            fname = value.blobFileValue.fileName.replace("@model_path/", "")
+            fname = value.blobFileValue.fileName.replace("@model_path/", "", 1)
             if fname not in self._files:
-                path = self.model_dir / fname
+                path = safety.inside(self.model_dir, fname, "weight file")  # never read outside the package
                 if not path.is_file():
                     raise InputError(f"weight file missing from the package: {path}")
                 self._files[fname] = WeightFile(path)
@@ -229,12 +230,17 @@ def spec_path(package: Path) -> Path:
     manifest = package / "Manifest.json"
     if not manifest.is_file():
         raise InputError(f"{package}: not a Core ML package (no Manifest.json)")
-    info = json.loads(manifest.read_text())
-    root = info.get("rootModelIdentifier")
-    entry = info.get("itemInfoEntries", {}).get(root)
+    try:
+        info = json.loads(safety.read_bytes(manifest, "Core ML package manifest"))
+        root = info.get("rootModelIdentifier")
+        entry = info.get("itemInfoEntries", {}).get(root)
+    except (ValueError, RecursionError, AttributeError, TypeError):
+        raise InputError(f"{manifest}: not a readable Core ML package manifest") from None
     if entry is None:
         raise InputError(f"{manifest}: rootModelIdentifier names no item")
-    return package / "Data" / entry["path"]
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        raise InputError(f"{manifest}: the root item has no path")
+    return safety.inside(package / "Data", entry["path"], f"{manifest}: model spec")
 
 
 def load_program(package: Path | str) -> Program:
