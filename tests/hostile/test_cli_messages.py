@@ -32,10 +32,13 @@ def test_a_bug_is_one_line_naming_the_stage(cli, monkeypatch, tmp_path):
 
 
 def test_edgepack_debug_shows_the_traceback(cli, monkeypatch, tmp_path):
+    """EDGEPACK_DEBUG=1 adds the traceback after the same error line, with the same exit code."""
     monkeypatch.setattr(pipeline, "build", _bug)
     monkeypatch.setenv("EDGEPACK_DEBUG", "1")
-    with pytest.raises(ValueError, match="a bug"):
-        cli("build", "x.onnx", "-t", "android-ort-fp32", "--out", tmp_path / "o")
+    res = cli("build", "x.onnx", "-t", "android-ort-fp32", "--out", tmp_path / "o")
+    assert res.exit_code == 2
+    assert res.stderr.startswith("error: internal error in loading source model.onnx (ValueError)")
+    assert "Traceback (most recent call last)" in res.stderr and "ValueError: a bug" in res.stderr
 
 
 def test_messages_cannot_be_split_or_styled_by_user_text(cli, tmp_path):

@@ -200,17 +200,27 @@ def test_recipe_documents(doc):
 
 @SETTINGS
 @given(st.one_of(st.text(max_size=60),
-                 st.builds(lambda n, dims, dt: f"{n}={'x'.join(dims)}{dt}", st.text(max_size=8),
+                 st.builds(lambda n, dims, dt, rest: f"{n}={'x'.join(dims)}{dt}{''.join(rest)}", st.text(max_size=8),
                            st.lists(st.one_of(st.sampled_from(["?", "0", "-1", "99999999999999999999"]),
                                               st.integers(0, 2**40).map(str)), max_size=10),
-                           st.sampled_from(["", ":float32", ":int8", ":complex", ":"]))))
+                           st.sampled_from(["", ":float32", ":int8", ":complex", ":"]),
+                           st.lists(st.one_of(
+                               st.sampled_from([",batch_axis=1", ",batch_axis=none", ",batch_axis=-3", ",value=16000",
+                                                ",value=nan", ",value=1e400", ",layout=nchw", ",layout=zz",
+                                                ",dims=2:1/2/3", ",dims=2:3/2/1", ",dims=x", ",state=s", ",=", ","]),
+                               st.text(max_size=12).map(lambda t: "," + t)), max_size=4))))
 def test_input_spec(text):
-    from edgepack.signature import MAX_ELEMENTS, parse_input_spec
+    from edgepack.signature import MAX_ELEMENTS, MODEL_SHAPE, parse_input_spec
 
     try:
         spec = parse_input_spec(text)
     except EdgepackError as e:
         assert e.message
+        return
+    assert spec.name and (spec.batch_axis is None or 0 <= spec.batch_axis < 16)
+    assert spec.value is None or spec.value == spec.value  # finite numbers only
+    assert all(0 < lo <= opt <= hi for _, lo, opt, hi in spec.dims)
+    if spec.shape == MODEL_SHAPE:  # no shape given: the model's own
         return
     n = 1
     for d in spec.shape:
