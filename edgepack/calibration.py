@@ -149,6 +149,11 @@ def _read_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[Feeds, np.
                               hint="use an .npz with one array per input name")
         data = {inputs[0].name: data[""]}
     for k, arr in data.items():
+        if arr.ndim < 1 and arr.dtype.kind in "biuf":
+            raise InputError(f"array '{safety.shown(k, 60)}' in {safety.shown(path)} is a scalar; calibration "
+                             "arrays hold one row per sample",
+                             hint=f"if '{safety.shown(k, 60)}' is a constant (a sample rate, a flag), declare it: "
+                                  f"--input {safety.shown(k, 60)}=:DTYPE,value={arr.item()}")
         if arr.ndim < 1 or arr.dtype.kind not in "biuf":
             raise InputError(f"calibration array '{safety.shown(k, 60)}' in {safety.shown(path)} is "
                              f"{'0-dimensional' if arr.ndim < 1 else f'of dtype {arr.dtype}'}",
@@ -161,17 +166,6 @@ def _read_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[Feeds, np.
         raise InputError(f"{safety.shown(path)} has arrays {sorted(data)} but the model's inputs are {names}",
                          hint="key each array by its input name (np.savez(path, **{name: array})); declare a "
                               "constant input with --input NAME=:DTYPE,value=NUMBER")
-    for n in names:
-        if np.ndim(data[n]) == 0:
-            raise InputError(f"array '{n}' in {safety.shown(path)} is a scalar; calibration arrays hold one row per "
-                             "sample",
-                             hint=f"if '{n}' is a constant (a sample rate, a flag), declare it: "
-                                  f"--input {n}=:DTYPE,value={data[n].item() if data[n].dtype.kind in 'iufb' else 'N'}")
-        if data[n].dtype.kind not in "iufb":
-            raise InputError(f"array '{n}' in {safety.shown(path)} has dtype {data[n].dtype}; calibration arrays are "
-                             "numeric")
-    if labels is not None and np.ndim(labels) == 0:
-        raise InputError(f"'labels' in {safety.shown(path)} is a scalar; labels hold one class index per sample")
     return {n: data[n] for n in names}, labels
 
 

@@ -46,7 +46,9 @@ def test_bundle_contents_and_parity(built, target):
               "run_bundle.py", "golden/inputs.npz", "golden/outputs.npz", "golden/labels.npz", "labels.txt"):
         assert (b / f).is_file(), f
     manifest = json.loads((b / "manifest.json").read_text())
-    assert manifest["artifact"]["inputs"][0] == {"name": "input", "shape": [1, 1, 32, 32], "dtype": "float32"}
+    assert manifest["artifact"]["inputs"][0] == {"name": "input", "shape": [1, 1, 32, 32], "dtype": "float32",
+                                                 "batch_axis": 0, "layout": None, "value": None, "dims": [],
+                                                 "state_from": None}
     assert manifest["toolchain"]["onnxruntime"] and manifest["source"]["sha256"]
     assert manifest["target"]["name"] == target and manifest["calibration"]["synthetic"] is False
     paths = {f["path"] for f in manifest["files"]}
@@ -272,8 +274,7 @@ def test_convert_returns_runtime_spec_and_details(tmp_path):
     assert art.runtime == {"model": "model.ort", "providers": ["CPUExecutionProvider"],
                            "graph_optimization_level": "all"}
     assert t.backend.runtime_spec(art) == t.backend.Runtime(model="model.ort")
-    assert art.details == {"target_platform": "amd64"} and art.files == ["model.onnx", "model.ort",
-                                                                       "required_operators.config"]
+    assert art.details == {"target_platform": "amd64"} and art.files == ["model.ort", "required_operators.config"]
     t8 = registry.resolve(load_profile("linux-ort-int8"))
     assert t8.backend.needs_calibration(t8.profile, t8.options) and not t8.backend.tunes_on_data(t8.profile, t8.options)
     with pytest.raises(InputError, match="int8 needs calibration data"):

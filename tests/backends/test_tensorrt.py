@@ -665,7 +665,7 @@ def test_torch_source_is_bridged_once_and_passes(trained_digits, tmp_path, cli):
               "--out", tmp_path / "d")
     assert res.exit_code == 0, res.stdout + res.stderr
     for t in ("jetson-orin-jp6-fp16", "jetson-orin-jp6-int8"):
-        rep = _report(tmp_path / "d" / "make_cnn" / t)
+        rep = _report(tmp_path / "d" / "make_cnn-cnn" / t)
         assert rep["status"] == "passed" and "bridged torch → onnx" in rep["notes"]
         assert rep["parity"]["where"] == "host-proxy"
 
