@@ -1,0 +1,97 @@
+"""The device harness for real: the ORT, TFLite and OpenVINO bundles on an emulated ARM64 CPU (qemu-user), and over
+a real OpenSSH server on 127.0.0.1 whose Python is that emulated ARM64 one. Failure modes end FAIL or INFRA, never
+PASS: a tampered bundle, a connection dropped mid-run, a hanging runner, a killed runner."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tamper
+from sshd import DISCONNECT, FLAKY, HANG, KILLED, script, start
+
+from edgepack.devices import history, runs
+from edgepack.devices.inventory import Device
+from edgepack.devices.verdicts import FAIL, FLAKY as S_FLAKY, INFRA, PASS
+
+pytestmark = pytest.mark.device
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    import shutil
+
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    server = start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+def ssh_device(server, python: str, **kw) -> Device:
+    return Device(name=kw.pop("name", "ssh-loopback"), kind="ssh", host="127.0.0.1", port=server.port,
+                  user=server.user, identity=str(server.identity), known_hosts=str(server.known_hosts),
+                  python=python, **kw)
+
+
+def test_arm64_emu_runs_every_runtime(tiny_bundles, arm64_python, tmp_path):
+    dev = Device(name="arm64-emu", kind="arm64-emu", timeout_s=900)
+    record = runs.run_all([dev], list(tiny_bundles.values()), repeats=3, warmup=1)
+    by = {(r["backend"], r["config"]): r for r in record["results"]}
+    assert set(by) == {("ort_mobile", "parity"), ("tflite", "parity"), ("openvino", "parity"),
+                       ("openvino", "deployment")}, by.keys()
+    for key in (("ort_mobile", "parity"), ("tflite", "parity"), ("openvino", "parity")):
+        r = by[key]
+        assert r["status"] == PASS, json.dumps(r, indent=2)
+        assert "aarch64" in r["machine"] and r["latency_where"] == "emulated"
+        assert len(r["latency"]["samples_ms"]) == 3 and r["parity"]
+    assert by[("openvino", "parity")]["runtime"]["inference_precision"] == "f32"
+    dep = by[("openvino", "deployment")]
+    # OpenVINO's ARM CPU plugin picks f16 on a CPU with FP16 arithmetic (cortex-a76): the deployment configuration
+    # differs from the parity one, and the harness says so whatever the verdict
+    assert dep["runtime"]["inference_precision"] == "f16", dep["runtime"]
+    assert dep["status"] in (PASS, FAIL)
+    if dep["status"] == FAIL:
+        assert dep["diagnosis"].startswith("runtime:"), dep
+    runs.write_junit(record, tmp_path / "run.junit.xml")
+    history.append(tmp_path / "h.sqlite", record)
+    assert len(history.series(tmp_path / "h.sqlite")) == 4
+
+
+def test_ssh_loopback_runs_on_the_arm64_python(sshd, tiny_bundles, arm64_python, tmp_path):
+    dev = ssh_device(sshd, str(arm64_python), timeout_s=900)
+    bundles = [tiny_bundles["ort"], tiny_bundles["tflite"], tiny_bundles["openvino"]]
+    record = runs.run_all([dev], bundles, repeats=3, warmup=1)
+    for r in record["results"]:
+        if r["config"] == "parity":
+            assert r["status"] == PASS and "aarch64" in r["machine"], json.dumps(r, indent=2)
+        assert r["kind"] == "ssh" and r["latency_where"] == "device"
+
+
+def test_ssh_tampered_bundle_fails(sshd, tiny_bundles, tmp_path):
+    bad = tamper(tiny_bundles["ort"], tmp_path / "tampered")
+    r = runs.run_one(ssh_device(sshd, sys.executable), bad, "parity", repeats=2, warmup=0)
+    assert r.status == FAIL and r.attempts == [FAIL] and "integrity" in r.reason, r
+
+
+def test_ssh_disconnect_hang_and_kill_are_infra(sshd, tiny_bundles, tmp_path):
+    b = tiny_bundles["ort"]
+    drop = runs.run_one(ssh_device(sshd, script(tmp_path, "drop.sh", DISCONNECT), retries=1), b, "parity",
+                        repeats=2, warmup=0)
+    assert drop.status == INFRA and drop.attempts == [INFRA, INFRA] and "no exit marker" in drop.reason, drop
+    hang = runs.run_one(ssh_device(sshd, script(tmp_path, "hang.sh", HANG), timeout_s=8, retries=0), b, "parity",
+                        repeats=2, warmup=0)
+    assert hang.status == INFRA and "timed out" in hang.reason, hang
+    killed = runs.run_one(ssh_device(sshd, script(tmp_path, "killed.sh", KILLED), retries=0), b, "parity",
+                          repeats=2, warmup=0)
+    assert killed.status == INFRA and "signal 9" in killed.reason, killed
+
+
+def test_pass_after_a_dropped_connection_is_flaky(sshd, tiny_bundles, tmp_path):
+    drop = script(tmp_path, "drop.sh", DISCONNECT)
+    flaky = script(tmp_path, "flaky.sh", FLAKY.format(state=tmp_path / "state", disconnect=drop,
+                                                      python=sys.executable))
+    r = runs.run_one(ssh_device(sshd, flaky, retries=2), tiny_bundles["ort"], "parity", repeats=2, warmup=0)
+    assert r.status == S_FLAKY and r.attempts == [INFRA, PASS], r
