@@ -94,12 +94,13 @@ def html_page(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: 
     run_ids = [rid for rid, _ in sorted({r["run_id"]: r["started"] for rows in history.values() for r in rows}.items(),
                                         key=lambda x: x[1])]
     index = {rid: i for i, rid in enumerate(run_ids)}
-    lat = [(f"{d} · {t} [{c}]" + (" (emulated)" if rows[-1]["latency_where"] == "emulated" else ""),
+    lat = [(f"{d} · {t} [{c}]", rows[-1]["latency_where"],
             [(index[r["run_id"]], r["p50_ms"]) for r in rows if r["p50_ms"] is not None])
            for (d, t, c), rows in sorted(history.items())]
+    lat_dev = [(n, s) for n, where, s in lat if s and where != "emulated"]
+    lat_emu = [(n, s) for n, where, s in lat if s and where == "emulated"]
     par = [(f"{d} · {t} [{c}]", [(index[r["run_id"]], v) for r in rows if (v := _parity_value(r)) is not None])
            for (d, t, c), rows in sorted(history.items())]
-    lat = [s for s in lat if s[1]]
     par = [s for s in par if s[1]]
     rows_html = []
     for (dev, target, config), rows in sorted(history.items()):
@@ -129,7 +130,9 @@ td, th {{ border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; }}
 parity is judged everywhere. INFRA = the run did not complete (never a pass); NOT_RUN = parity not run on
 this device.</p>
 <h2>Regressions (latest run against a baseline window)</h2><ul>{flag_html}</ul>
-<h2>Latency p50 per run</h2>{_svg_lines("latency p50 (ms)", lat, len(run_ids), "ms", "plot-latency")}
+<h2>Latency p50 per run</h2>{_svg_lines("latency p50 on devices (ms)", lat_dev, len(run_ids), "ms", "plot-latency")}
+{_svg_lines("latency p50 under emulation (ms; recorded, never judged)", lat_emu, len(run_ids), "ms",
+            "plot-latency-emulated")}
 <h2>Parity per run</h2>{_svg_lines("top-1 agreement (min over outputs)", par, len(run_ids), "fraction", "plot-parity")}
 <h2>Latest</h2>
 <table><tr><th>device</th><th>target</th><th>config</th><th>status</th><th>p50 ms</th><th>where</th>

@@ -214,7 +214,7 @@ def test_report_markdown_html_and_junit(tmp_path):
     md = report.markdown(data, flags)
     assert "| jetson | android-ort-int8 | parity | PASS |" in md and "emulated" in md and "latency" in md
     page = report.html_page(data, flags)
-    assert page.count("<svg") == 2 and "<script" not in page and "http" not in page.replace(
+    assert page.count("<svg") == 3 and "<script" not in page and "http" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     record = {"id": "r1", "started": "2026-12-01T00:00:00+00:00",
               "results": [_result("d", "t1", PASS, [1.0], 1.0), {**_result("d", "t2", FAIL, [1.0], 0.5), "reason": "x"},
