@@ -30,8 +30,10 @@ DEBS = (
     "libffi8", "libssl3", "libstdc++6", "libgcc-s1", "libbz2-1.0", "liblzma5", "libsqlite3-0", "libncursesw6",
     "libtinfo6", "libreadline8", "libuuid1", "libcrypt1", "libgomp1", "libzstd1", "media-types",
 )
-# Wheels for the device: pinned to constraints.txt where it pins them.
+# Wheels for the device, and the wheels they pull in: pinned to constraints.txt where it pins them.
 WHEELS = ("numpy", "onnxruntime", "ai-edge-litert", "openvino")
+DEPENDENCIES = ("backports.strenum", "flatbuffers", "ml_dtypes", "packaging", "protobuf", "tqdm", "typing_extensions",
+                "openvino-telemetry")
 # manylinux tags accepted (bookworm's glibc is 2.36)
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64",
              "manylinux_2_31_aarch64", "manylinux_2_34_aarch64", "manylinux_2_35_aarch64")
@@ -95,7 +97,9 @@ def recipe(dev: EmuDevice = ARM64) -> dict:
     """What the prefix is made of; its hash names the cached build."""
     p = pins()
     return {"device": dev.name, "arch": dev.arch, "cpu": dev.cpu, "debs": list(DEBS),
-            "wheels": [f"{w}=={p[w]}" if w in p else w for w in WHEELS], "platforms": list(dev.platforms),
+            "wheels": [f"{w}=={p[w]}" if w in p else w for w in WHEELS],
+            "dependencies": [f"{w}=={p[w.lower()]}" for w in DEPENDENCIES if w.lower() in p],
+            "platforms": list(dev.platforms),
             "cpuinfo": hashlib.sha256(CPUINFO_A76.encode()).hexdigest()[:16], "wrapper": WRAPPER}
 
 
@@ -171,8 +175,10 @@ def setup(dev: EmuDevice = ARM64, *, force: bool = False, log: Callable[[str], N
     wheel_dir = staging / "wheels"
     plat = [a for p in dev.platforms for a in ("--platform", p)]
     common = ["--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *plat]
-    _run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheel_dir), *common, *recipe(dev)["wheels"]],
-         log)
+    pinned = staging / "pins.txt"
+    pinned.write_text("\n".join(recipe(dev)["dependencies"]) + "\n")
+    _run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheel_dir), *common, "-c", str(pinned),
+          *recipe(dev)["wheels"]], log)
     for whl in sorted(wheel_dir.glob("*.whl")):
         lock["wheels"][whl.name] = hashlib.sha256(whl.read_bytes()).hexdigest()
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(site),
