@@ -5,6 +5,8 @@ Kinds and what they need:
 * ``local``      this host as a device; torch, TensorFlow and edgepack are made unimportable for the runner.
 * ``arm64-emu``  an aarch64 Python under qemu-user (``edgepack device setup arm64-emu`` builds it); latency is
                  recorded as ``emulated`` and never judged.
+* ``x86-64-emu`` this host's Python under ``qemu-x86_64-static -cpu Haswell`` (``cpu`` to change): an AVX2 edge box
+                 without AVX-512, to prove whether a bundle built here runs on one (latency ``emulated``).
 * ``ssh``        a Linux board or Jetson: ``host`` (+ ``user``, ``port``, ``identity``, ``known_hosts``) and the
                  board's ``python``; key-based auth only (BatchMode).
 * ``adb``        an Android phone: ``serial``; latency from the benchmark binaries the user put on the phone
@@ -21,8 +23,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-KINDS = ("local", "arm64-emu", "ssh", "adb", "command", "ios")
-EMULATED = ("arm64-emu",)
+KINDS = ("local", "arm64-emu", "x86-64-emu", "ssh", "adb", "command", "ios")
+EMULATED = ("arm64-emu", "x86-64-emu")
 
 
 class InventoryError(ValueError):
@@ -38,7 +40,7 @@ class Device:
     device_class: str = ""  # e.g. "android-arm64", "jetson": profile latency budgets of this class are judged here
     python: str = ""  # the device's Python ("" = the host's for local, the emulator's for arm64-emu)
     unavailable: tuple[str, ...] = ()  # local: more modules to make unimportable (tests)
-    cpu: str = ""  # arm64-emu: qemu -cpu model ("" = the device's recipe, cortex-a76)
+    cpu: str = ""  # qemu -cpu model ("" = cortex-a76 for arm64-emu, Haswell for x86-64-emu)
     host: str = ""
     user: str = ""
     port: int = 22

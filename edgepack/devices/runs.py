@@ -115,7 +115,7 @@ def diagnose(results: list[Result]) -> None:
       emulator (or the runtime's kernels for this CPU) is suspect; rerun with another ``cpu``.
     """
     by = {(r.device, r.bundle, r.config): r for r in results}
-    passed_elsewhere = {r.bundle for r in results if r.config == "parity" and r.kind != "arm64-emu" and r.ok}
+    passed_elsewhere = {r.bundle for r in results if r.config == "parity" and r.latency_where != "emulated" and r.ok}
     for r in results:
         if r.config == "deployment" and r.status not in OK and r.status not in (INFRA, SKIPPED):
             p = by.get((r.device, r.bundle, "parity"))
@@ -124,7 +124,7 @@ def diagnose(results: list[Result]) -> None:
                 r.diagnosis = (f"runtime: its deployment default ({prec} inference precision) fails parity on this "
                                f"device while the parity configuration ({p.runtime.get('inference_precision', '?')}) "
                                "passes on the same device — not the emulator, not the conversion")
-        if r.config == "parity" and r.kind == "arm64-emu" and r.status not in OK and r.status != INFRA \
+        if r.config == "parity" and r.latency_where == "emulated" and r.status not in OK and r.status != INFRA \
                 and r.bundle in passed_elsewhere:
             r.diagnosis = ("emulator or the runtime's ARM kernels: fails here, passes on the other devices; rerun "
                            "with another qemu cpu (cpu = \"cortex-a53\" / \"neoverse-n1\" / \"max\")")

@@ -111,6 +111,11 @@ class LocalTransport(Transport):
             if not Path(py).is_file():
                 raise FileNotFoundError(f"{py} is missing: run `edgepack device setup arm64-emu`")
             return [py]
+        if d.kind == "x86-64-emu":
+            qemu = shutil.which("qemu-x86_64-static")
+            if not qemu:
+                raise FileNotFoundError("qemu-x86_64-static is missing: apt-get install qemu-user-static")
+            return [qemu, "-cpu", d.cpu or "Haswell", d.python or emu.sys.executable]
         return [d.python or emu.sys.executable]
 
     def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
@@ -191,7 +196,7 @@ def transport_for(device: Device) -> Transport:
     from edgepack.devices.adb import AdbTransport
 
     kinds = {"local": LocalTransport, "arm64-emu": LocalTransport, "ssh": SshTransport, "adb": AdbTransport,
-             "command": CommandTransport}
+             "command": CommandTransport, "x86-64-emu": LocalTransport}
     if device.kind not in kinds:
         raise ValueError(f"device {device.name}: kind {device.kind} is not driven from here (see docs/devices.md)")
     return kinds[device.kind](device)
