@@ -38,18 +38,37 @@ DEPENDENCIES = ("backports.strenum", "flatbuffers", "ml_dtypes", "packaging", "p
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64",
              "manylinux_2_31_aarch64", "manylinux_2_34_aarch64", "manylinux_2_35_aarch64")
 
-CPUINFO_A76 = "".join(
-    f"processor\t: {i}\nBogoMIPS\t: 50.00\n"
-    "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
-    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n"
-    for i in range(4))
+
+def cpuinfo(part: str, variant: str, features: str, cores: int = 4) -> str:
+    """An ARM /proc/cpuinfo as Linux prints it."""
+    return "".join(f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+                   f"CPU architecture: 8\nCPU variant\t: {variant}\nCPU part\t: {part}\nCPU revision\t: 1\n\n"
+                   for i in range(cores))
+
+
+_V80 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+_V82 = _V80.replace(" cpuid", "") + " atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+# One /proc/cpuinfo per qemu -cpu model: the features it lists must be the ones qemu emulates for that model, or the
+# runtimes' cpuinfo library picks kernels (dot-product, fp16) the emulated CPU lacks and dies of SIGILL.
+CPUINFO = {
+    "cortex-a53": cpuinfo("0xd03", "0x0", _V80),
+    "cortex-a72": cpuinfo("0xd08", "0x0", _V80),
+    "cortex-a76": cpuinfo("0xd0b", "0x4", _V82),
+    "neoverse-n1": cpuinfo("0xd0c", "0x3", _V82 + " ssbs"),
+}
+CPUINFO_A76 = CPUINFO["cortex-a76"]
 
 WRAPPER = """#!/bin/sh
-# edgepack arm64-emu: aarch64 CPython under qemu-user (cpu overridable with EDGEPACK_QEMU_CPU)
+# edgepack arm64-emu: aarch64 CPython under qemu-user (cpu overridable with EDGEPACK_QEMU_CPU). qemu-user serves
+# /proc/cpuinfo from QEMU_LD_PREFIX: each known cpu model has its own view of the prefix (cpus/<model>, symlinks +
+# its own proc/cpuinfo); other models (e.g. max) see the cortex-a76 one, which lists no more than they have.
 here="$(cd "$(dirname "$0")/.." && pwd)"
-export QEMU_LD_PREFIX="$here"
+cpu="${{EDGEPACK_QEMU_CPU:-{cpu}}}"
+root="$here"
+[ -d "$here/cpus/$cpu" ] && root="$here/cpus/$cpu"
+export QEMU_LD_PREFIX="$root"
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP
-exec {qemu} -cpu "${{EDGEPACK_QEMU_CPU:-{cpu}}}" "$here/usr/bin/python3.11" -s "$@"
+exec {qemu} -cpu "$cpu" "$here/usr/bin/python3.11" -s "$@"
 """
 
 
@@ -100,7 +119,7 @@ def recipe(dev: EmuDevice = ARM64) -> dict:
             "wheels": [f"{w}=={p[w]}" if w in p else w for w in WHEELS],
             "dependencies": [f"{w}=={p[w.lower()]}" for w in DEPENDENCIES if w.lower() in p],
             "platforms": list(dev.platforms),
-            "cpuinfo": hashlib.sha256(CPUINFO_A76.encode()).hexdigest()[:16], "wrapper": WRAPPER}
+            "cpuinfo": hashlib.sha256(CPUINFO_A76.encode()).hexdigest()[:16]}
 
 
 def recipe_hash(dev: EmuDevice = ARM64) -> str:
@@ -151,11 +170,32 @@ def _ensure_foreign_arch(dev: EmuDevice, log) -> None:
     _run(["apt-get", "update", "-q"], log)
 
 
+def _finish(root: Path, qemu: str, dev: EmuDevice) -> Path:
+    """The cheap, derived parts (rewritten on every setup): the default cpuinfo, one prefix view per cpu model
+    (symlinks to the prefix's folders + that model's proc/cpuinfo) and the wrapper."""
+    (root / "proc").mkdir(exist_ok=True)
+    (root / "proc" / "cpuinfo").write_text(CPUINFO[dev.cpu])
+    for model, text in CPUINFO.items():
+        view = root / "cpus" / model
+        (view / "proc").mkdir(parents=True, exist_ok=True)
+        (view / "proc" / "cpuinfo").write_text(text)
+        for entry in ("usr", "lib", "etc", "bin"):
+            link = view / entry
+            if (root / entry).exists() and not link.is_symlink():
+                link.symlink_to(Path("..") / ".." / entry)
+    (root / "bin").mkdir(exist_ok=True)
+    wrapper = root / "bin" / "python3"
+    wrapper.write_text(WRAPPER.format(qemu=qemu, cpu=dev.cpu))
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def setup(dev: EmuDevice = ARM64, *, force: bool = False, log: Callable[[str], None] = lambda s: None) -> Path:
     """Build (or reuse) the emulated device's prefix; returns the wrapper Python. Idempotent and cached."""
     final = prefix_dir(dev)
     if not force and is_ready(dev):
         log(f"{dev.name}: cached at {final}")
+        _finish(final, _ensure_qemu(dev, log), dev)
         return final / "bin" / "python3"
     qemu = _ensure_qemu(dev, log)
     _ensure_foreign_arch(dev, log)
@@ -183,12 +223,7 @@ def setup(dev: EmuDevice = ARM64, *, force: bool = False, log: Callable[[str], N
         lock["wheels"][whl.name] = hashlib.sha256(whl.read_bytes()).hexdigest()
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(site),
           "--no-index", *common, *map(str, sorted(wheel_dir.glob("*.whl")))], log)
-    (root / "proc").mkdir(exist_ok=True)
-    (root / "proc" / "cpuinfo").write_text(CPUINFO_A76)
-    (root / "bin").mkdir(exist_ok=True)
-    wrapper = root / "bin" / "python3"
-    wrapper.write_text(WRAPPER.format(qemu=qemu, cpu=dev.cpu))
-    wrapper.chmod(0o755)
+    wrapper = _finish(root, qemu, dev)
     (root / "lock.json").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(debs_dir)
     shutil.rmtree(wheel_dir)
