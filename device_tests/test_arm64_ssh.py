@@ -95,3 +95,36 @@ def test_pass_after_a_dropped_connection_is_flaky(sshd, tiny_bundles, tmp_path):
                                                       python=sys.executable))
     r = runs.run_one(ssh_device(sshd, flaky, retries=2), tiny_bundles["ort"], "parity", repeats=2, warmup=0)
     assert r.status == S_FLAKY and r.attempts == [INFRA, PASS], r
+
+
+def test_device_run_cli_on_the_local_host(tiny_bundles, tmp_path):
+    """`edgepack device run` end to end on the local host: all three runtimes PASS, a tampered bundle FAILs,
+    JSON + JUnit written, the history grows, and `edgepack device report` renders it."""
+    import xml.etree.ElementTree as ET
+
+    from typer.testing import CliRunner
+
+    from edgepack.cli import app
+
+    bundles = tmp_path / "bundles"
+    for k, b in tiny_bundles.items():
+        import shutil
+
+        shutil.copytree(b, bundles / k)
+    tamper(tiny_bundles["ort"], bundles / "tampered")
+    inv = tmp_path / "devices.toml"
+    inv.write_text('[[device]]\nname = "local-host"\nkind = "local"\n')
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["device", "run", str(bundles), "--devices", str(inv), "--out", str(out),
+                                   "--repeats", "5", "--warmup", "1"])
+    assert res.exit_code == 1, res.stdout + res.stderr  # the tampered bundle
+    record = json.loads(next(out.glob("*.json")).read_text())
+    status = {(Path(r["bundle"]).name, r["config"]): r["status"] for r in record["results"]}
+    assert status == {("ort", "parity"): PASS, ("tflite", "parity"): PASS, ("openvino", "parity"): PASS,
+                      ("openvino", "deployment"): PASS, ("tampered", "parity"): FAIL}, status
+    suite = ET.parse(next(out.glob("*.junit.xml"))).getroot().find("testsuite")
+    assert suite.get("tests") == "5" and suite.get("failures") == "1"
+    res = CliRunner().invoke(app, ["device", "report", "--history", str(out / "history.sqlite"), "--out",
+                                   str(tmp_path / "report")])
+    assert res.exit_code == 0, res.stdout
+    assert "| local-host | bundles/tflite | parity | PASS |" in (tmp_path / "report" / "report.md").read_text()

@@ -125,6 +125,6 @@ def report(
     (out / "report.html").write_text(rep.html_page(data, flags))
     console.print(f"wrote {out / 'report.md'} and {out / 'report.html'} ({len(flags)} regression flag(s))")
     for f in flags:
-        console.print(f"[yellow]regression[/] {f.what} {f.device} · {f.target} [{f.config}]: {f.detail}",
+        console.print(f"[yellow]regression[/] {f.what} {f.device} · {f.bundle} [{f.config}]: {f.detail}",
                       markup=True, soft_wrap=True)
     raise typer.Exit(1 if flags else 0)

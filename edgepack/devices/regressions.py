@@ -49,7 +49,7 @@ def mann_whitney_greater(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 @dataclass
 class Flag:
     device: str
-    target: str
+    bundle: str
     config: str
     what: str  # latency | parity | status
     detail: str
@@ -62,7 +62,7 @@ def _min_metric(parity: dict, key: str) -> float | None:
 
 def check_series(key: tuple[str, str, str], rows: list[dict[str, Any]], *, window: int = 5, alpha: float = 0.01,
                  min_ratio: float = 1.05) -> list[Flag]:
-    """Flags for the latest row of one (device, target, config) series against the ``window`` rows before it."""
+    """Flags for the latest row of one (device, bundle, config) series against the ``window`` rows before it."""
     if len(rows) < 2:
         return []
     latest, base = rows[-1], rows[-1 - window:-1]

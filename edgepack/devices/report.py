@@ -35,8 +35,8 @@ def markdown(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: l
     lines.append(f"{len(runs)} runs, latest {runs[-1][1] if runs else '—'}. Latency under emulation is labelled "
                  "`emulated` and never judged against a budget.")
     lines += ["", "## Regressions (latest run against a baseline window)", ""]
-    lines += [f"- **{f.what}** {f.device} · {f.target} [{f.config}]: {f.detail}" for f in flags] or ["- none"]
-    lines += ["", "## Latest", "", "| device | target | config | status | p50 ms | where | top-1 agreement | "
+    lines += [f"- **{f.what}** {f.device} · {f.bundle} [{f.config}]: {f.detail}" for f in flags] or ["- none"]
+    lines += ["", "## Latest", "", "| device | bundle | config | status | p50 ms | where | top-1 agreement | "
               "cosine p1 | runtime | note |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (dev, target, config), rows in sorted(history.items()):
         r = rows[-1]
@@ -114,7 +114,7 @@ def html_page(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: 
             f"<td>{html.escape(r['latency_where'])}</td><td>{_fmt(_parity_value(r), 4)}</td>"
             f"<td>{_fmt(_cos(r), 4)}</td><td>{rt}</td>"
             f"<td>{html.escape((r.get('diagnosis') or r.get('reason') or '')[:300])}</td></tr>")
-    flag_html = "".join(f"<li><b>{html.escape(f.what)}</b> {html.escape(f.device)} · {html.escape(f.target)} "
+    flag_html = "".join(f"<li><b>{html.escape(f.what)}</b> {html.escape(f.device)} · {html.escape(f.bundle)} "
                         f"[{html.escape(f.config)}]: {html.escape(f.detail)}</li>" for f in flags) or "<li>none</li>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgepack device runs</title>
@@ -135,7 +135,7 @@ this device.</p>
             "plot-latency-emulated")}
 <h2>Parity per run</h2>{_svg_lines("top-1 agreement (min over outputs)", par, len(run_ids), "fraction", "plot-parity")}
 <h2>Latest</h2>
-<table><tr><th>device</th><th>target</th><th>config</th><th>status</th><th>p50 ms</th><th>where</th>
+<table><tr><th>device</th><th>bundle</th><th>config</th><th>status</th><th>p50 ms</th><th>where</th>
 <th>top-1 agreement</th><th>cosine p1</th><th>runtime</th><th>note</th></tr>
 {''.join(rows_html)}</table>
 </body></html>

@@ -212,7 +212,7 @@ def test_report_markdown_html_and_junit(tmp_path):
     data = history.series(tmp_path / "h.sqlite")
     flags = regressions.check_all(data)
     md = report.markdown(data, flags)
-    assert "| jetson | android-ort-int8 | parity | PASS |" in md and "emulated" in md and "latency" in md
+    assert "| jetson | b/android-ort-int8 | parity | PASS |" in md and "emulated" in md and "latency" in md
     page = report.html_page(data, flags)
     assert page.count("<svg") == 3 and "<script" not in page and "http" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
