@@ -62,6 +62,7 @@ def run(
     repeats: Annotated[int, typer.Option(min=1, help="timed runs per bundle")] = 20,
     warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 3,
     only: Annotated[Optional[list[str]], typer.Option("--device", help="run only these devices (by name)")] = None,
+    deployment: Annotated[bool, typer.Option(help="also run the deployment configuration where it differs")] = True,
 ) -> None:
     """Run every bundle on every device; write JSON + JUnit, append to the history. Exit 1 on FAIL or INFRA."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -85,7 +86,7 @@ def run(
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
                   transient=True) as progress:
         task = progress.add_task("devices", total=None)
-        record = runs.run_all(inventory, found, repeats=repeats, warmup=warmup,
+        record = runs.run_all(inventory, found, repeats=repeats, warmup=warmup, deployment=deployment,
                               progress=lambda s: progress.update(task, description=s, advance=1))
     runs.write_json(record, out / f"{record['id']}.json")
     runs.write_junit(record, out / f"{record['id']}.junit.xml")

@@ -55,11 +55,12 @@ class Device:
     remote: str = "/tmp/edgepack-bundles/{name}"
     backends: tuple[str, ...] = ()  # empty = every backend
     timeout_s: float = 600.0
-    retries: int = 1  # a run that is not PASS is tried again this many times; a later PASS is FLAKY
+    retries: int = 1  # an INFRA run is tried again this many times; a later PASS is FLAKY
+    latency_emulated: bool = False  # an ssh/command "board" that is really an emulator (CI's loopback one)
 
     @property
     def emulated(self) -> bool:
-        return self.kind in EMULATED
+        return self.kind in EMULATED or self.latency_emulated
 
     @property
     def klass(self) -> str:

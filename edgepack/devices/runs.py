@@ -131,8 +131,9 @@ def diagnose(results: list[Result]) -> None:
 
 
 def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, warmup: int = 3,
-            progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run everything; returns the run record (``id``, ``started``, ``results`` as dicts)."""
+            deployment: bool = True, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run everything; returns the run record (``id``, ``started``, ``results`` as dicts). ``deployment=False``
+    leaves out the deployment-configuration runs."""
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results: list[Result] = []
     for dev in devices:
@@ -142,7 +143,8 @@ def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, wa
             target, backend = bundle_info(b)
             if dev.backends and backend not in dev.backends:
                 continue
-            configs = ["parity"] + (["deployment"] if backend in DEPLOYMENT_DIFFERS and dev.kind != "adb" else [])
+            extra = deployment and backend in DEPLOYMENT_DIFFERS and dev.kind != "adb"
+            configs = ["parity"] + (["deployment"] if extra else [])
             for config in configs:
                 progress(f"{dev.name} · {target} · {config}")
                 results.append(run_one(dev, b, config, repeats=repeats, warmup=warmup))
