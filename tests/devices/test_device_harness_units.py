@@ -248,3 +248,14 @@ def test_device_package_imports_no_framework():
             "print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}).stdout
     assert out.strip() in ("[]", "['numpy']"), out
+
+
+def test_emulated_kinds_label_latency_and_pick_their_python():
+    from edgepack.devices.transports import LocalTransport
+
+    arm = Device(name="a", kind="arm64-emu")
+    x86 = Device(name="x", kind="x86-64-emu", cpu="Haswell")
+    assert arm.emulated and x86.emulated and not Device(name="l").emulated
+    if __import__("shutil").which("qemu-x86_64-static"):
+        cmd = LocalTransport(x86).python()
+        assert cmd[1:3] == ["-cpu", "Haswell"] and cmd[3] == sys.executable
