@@ -419,6 +419,11 @@ def doctor() -> None:
     console.print(f"python {sys.version.split()[0]} · edgepack {inspection.edgepack_version()}")
 
 
+from edgepack.devices.cli import app as _device_app  # noqa: E402 - typer + rich only; commands import lazily
+
+app.add_typer(_device_app, name="device")
+
+
 def main() -> None:
     from edgepack.isolation import install_signal_handlers
 

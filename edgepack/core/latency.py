@@ -20,8 +20,9 @@ def summarize(times_ms: list[float] | np.ndarray, warmup: int = 0) -> dict[str, 
     }
 
 
-def measure(infer: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
-    """Wall-clock latency of ``infer()`` in ms after ``warmup`` calls: p50, p90, mean, min over ``repeats``."""
+def measure(infer: Callable[[], Any], warmup: int, repeats: int, keep_samples: bool = False) -> dict[str, Any]:
+    """Wall-clock latency of ``infer()`` in ms after ``warmup`` calls: p50, p90, mean, min over ``repeats``
+    (and every timed call as ``samples_ms`` with ``keep_samples``, for regression tests across runs)."""
     for _ in range(warmup):
         infer()
     times = np.empty(repeats)
@@ -29,4 +30,7 @@ def measure(infer: Callable[[], Any], warmup: int, repeats: int) -> dict[str, fl
         t0 = time.perf_counter()
         infer()
         times[i] = (time.perf_counter() - t0) * 1000.0
-    return summarize(times, warmup)
+    out: dict[str, Any] = dict(summarize(times, warmup))
+    if keep_samples:
+        out["samples_ms"] = [round(float(t), 6) for t in times]
+    return out

@@ -4,7 +4,11 @@
 Needs only numpy and the bundle's runtime (onnxruntime, openvino, ai_edge_litert/tflite_runtime, or coremltools
 on macOS) — no torch, no TensorFlow, no edgepack. Prints a JSON verdict on stdout.
 
-    python run_bundle.py [--bundle DIR] [--repeats 50] [--warmup 5] [--threads 1] [--no-verify]
+    python run_bundle.py [--bundle DIR] [--repeats 50] [--warmup 5] [--threads 1] [--config parity] [--no-verify]
+
+``--config parity`` (default) runs the bundle as the build host checked it (e.g. OpenVINO forced to f32);
+``--config deployment`` lets the runtime use its own defaults on this device (e.g. OpenVINO's f16 inference
+precision on ARM CPUs). The device loader reads the choice from ``EDGEPACK_RUNTIME_CONFIG``.
 
 The bundle's files are checked against manifest.json (sha256) with the standard library BEFORE anything from the
 bundle is loaded; then edgepack's numpy core (runner/edgepack_core/, the same code the build host uses) and the
@@ -34,6 +38,7 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--config", choices=("parity", "deployment"), default="parity")
     ap.add_argument("--no-verify", action="store_true", help="skip the sha256 integrity check")
     args = ap.parse_args(argv)
     bundle = Path(args.bundle)
@@ -106,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     core = _load_package("edgepack_core", bundle / "runner" / "edgepack_core")
     from edgepack_core import bundle_run  # noqa: E402 - loaded by explicit path above
 
+    os.environ["EDGEPACK_RUNTIME_CONFIG"] = args.config
     device = _load_module("edgepack_device", bundle / "runner" / "device.py")
     try:
         result = bundle_run.run(bundle, manifest, device.load, threads=args.threads, warmup=args.warmup,
-                                repeats=args.repeats, integrity=problems)
+                                repeats=args.repeats, integrity=problems, config=args.config)
     except ImportError as e:
         result = {"bundle": str(bundle), "target": manifest["target"]["name"],
                   "backend": manifest["artifact"]["backend"], "passed": False,

@@ -71,6 +71,25 @@ def load_on(bundle: Path, artifact: dict, runtime: dict, threads: int, device: s
     return make_infer(compiled, artifact), facts
 
 
+def deployment_config(device: str, threads: int) -> dict[str, Any]:
+    """Compile properties of the deployment compile: the plugin's own inference precision (f16 on ARM CPUs, bf16 on
+    CPUs with AMX/AVX-512 BF16, f32 elsewhere), ``threads`` threads and the LATENCY hint."""
+    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"} if device == "CPU" else {}
+
+
 def load(bundle: Path, artifact: dict, runtime: dict, threads: int):
-    """The bundle runner's entry point; raises ImportError when openvino is not installed."""
-    return load_on(bundle, artifact, runtime, threads, os.environ.get("OPENVINO_DEVICE", "CPU"))
+    """The bundle runner's entry point; raises ImportError when openvino is not installed.
+
+    ``EDGEPACK_RUNTIME_CONFIG=deployment`` (set by ``run_bundle.py --config deployment``) compiles with the
+    plugin's defaults instead of the parity precision; the facts say which precision actually ran."""
+    device = os.environ.get("OPENVINO_DEVICE", "CPU")
+    if os.environ.get("EDGEPACK_RUNTIME_CONFIG") != "deployment":
+        return load_on(bundle, artifact, runtime, threads, device)
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(model_path(bundle, artifact, runtime))), device,
+                                  deployment_config(device, threads))
+    facts = {"runtime": f"openvino {ov.__version__}", "device": device, "config": "deployment",
+             **compiled_facts(compiled)}
+    return make_infer(compiled, artifact), facts

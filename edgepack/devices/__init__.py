@@ -1,0 +1,1 @@
+"""Devices: emulated, ssh and adb transports, inventories, run history and reports (``edgepack device``)."""

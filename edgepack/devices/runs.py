@@ -1,0 +1,199 @@
+"""One device run: every bundle on every device of the inventory (in the deployment configuration too where the
+runtime's defaults differ from the parity configuration), judged, written as JSON + JUnit and kept in the history.
+
+Latency measured on an emulated device is stored with ``latency_where = "emulated"`` and never judged; latency on
+the build host is ``host``; only real devices of a profile's device class could be judged against its budgets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from xml.sax.saxutils import escape, quoteattr
+
+from edgepack.devices.adb import judge_benchmark
+from edgepack.devices.inventory import Device
+from edgepack.devices.transports import transport_for
+from edgepack.devices.verdicts import FLAKY, INFRA, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
+
+# Backends whose device loader pins a parity precision that differs from the runtime's own default on some CPUs
+# (OpenVINO: f16 on ARM, bf16 on AMX/AVX512-BF16 x86); they also run in the deployment configuration.
+DEPLOYMENT_DIFFERS = frozenset({"openvino"})
+
+
+@dataclass
+class Result:
+    """One (device, bundle, configuration) outcome."""
+
+    device: str
+    kind: str
+    device_class: str
+    bundle: str
+    target: str
+    backend: str
+    config: str
+    status: str
+    reason: str = ""
+    attempts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    latency_where: str = "device"  # device | emulated
+    latency: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)  # per output: cosine_min/mean, top1 agreement
+    runtime: dict[str, Any] = field(default_factory=dict)
+    machine: str = ""
+    diagnosis: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK
+
+
+def bundle_info(bundle: Path) -> tuple[str, str]:
+    """(target, backend) from the bundle's manifest, read as plain JSON (no trust needed: the runner verifies)."""
+    m = json.loads((bundle / "manifest.json").read_text())
+    return m["target"]["name"], m["artifact"]["backend"]
+
+
+def find_bundles(roots: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if (root / "manifest.json").is_file() and (root / "run_bundle.py").is_file():
+            found.append(root)
+            continue
+        found += sorted(p.parent for p in root.rglob("manifest.json") if (p.parent / "run_bundle.py").is_file())
+    return found
+
+
+def parity_summary(verdict: dict) -> dict[str, Any]:
+    """The few numbers per output kept in the history (not the whole check list)."""
+    out: dict[str, Any] = {}
+    for name, m in ((verdict.get("parity") or {}).get("metrics") or {}).items():
+        keep = {k: m[k] for k in ("cosine", "sample_cosine_min", "sample_cosine_p1", "top1_agreement",
+                                  "top1_agreement_ci_low", "top1_agreement_ci_high", "top1_agreement_n", "max_abs_error")
+                if m.get(k) is not None}
+        out[name] = keep
+    return out
+
+
+def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: int) -> Result:
+    target, backend = bundle_info(bundle)
+    transport = transport_for(device)
+    attempts: list[str] = []
+    t0 = time.monotonic()
+    while True:
+        raw = transport.run(bundle, repeats=repeats, warmup=warmup, config=config)
+        latency_only = device.kind == "adb" and not device.python
+        status, reason, verdict = judge_benchmark(raw) if latency_only else judge(raw)
+        attempts.append(status)
+        if not retryable(status) or len(attempts) > device.retries:
+            break
+    lat = dict(verdict.get("latency") or {})
+    lat.pop("where", None)
+    res = Result(device=device.name, kind=device.kind, device_class=device.klass, bundle=str(bundle), target=target,
+                 backend=backend, config=config, status=combine(attempts), reason=reason, attempts=attempts,
+                 seconds=round(time.monotonic() - t0, 3), latency_where="emulated" if device.emulated else "device",
+                 latency=lat, parity=parity_summary(verdict), runtime=dict(verdict.get("runtime") or {}),
+                 machine=str(verdict.get("host", "")))
+    if res.status == FLAKY:
+        res.reason = f"passed on attempt {len(attempts)} after {', '.join(attempts[:-1])}"
+    return res
+
+
+def diagnose(results: list[Result]) -> None:
+    """Say, per (device, bundle), whether a parity failure is the runtime's deployment default or the device/emulator.
+
+    * deployment FAIL, parity config PASS on the same device: the runtime's default precision on this device
+      (e.g. OpenVINO's f16 on ARM) loses the accuracy; the conversion and the emulator are fine.
+    * parity config FAIL on an emulated device while the same bundle passes on a real device or the host: the
+      emulator (or the runtime's kernels for this CPU) is suspect; rerun with another ``cpu``.
+    """
+    by = {(r.device, r.bundle, r.config): r for r in results}
+    passed_elsewhere = {r.bundle for r in results if r.config == "parity" and r.latency_where != "emulated" and r.ok}
+    for r in results:
+        if r.config == "deployment" and r.status not in OK and r.status not in (INFRA, SKIPPED):
+            p = by.get((r.device, r.bundle, "parity"))
+            prec = r.runtime.get("inference_precision", "?")
+            if p is not None and p.ok:
+                r.diagnosis = (f"runtime: its deployment default ({prec} inference precision) fails parity on this "
+                               f"device while the parity configuration ({p.runtime.get('inference_precision', '?')}) "
+                               "passes on the same device — not the emulator, not the conversion")
+        if r.config == "parity" and r.latency_where == "emulated" and r.status not in OK and r.status != INFRA \
+                and r.bundle in passed_elsewhere:
+            r.diagnosis = ("emulator or the runtime's ARM kernels: fails here, passes on the other devices; rerun "
+                           "with another qemu cpu (cpu = \"cortex-a53\" / \"neoverse-n1\" / \"max\")")
+
+
+def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, warmup: int = 3,
+            deployment: bool = True, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run everything; returns the run record (``id``, ``started``, ``results`` as dicts). ``deployment=False``
+    leaves out the deployment-configuration runs."""
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results: list[Result] = []
+    for dev in devices:
+        if dev.kind == "ios":
+            continue
+        for b in bundles:
+            target, backend = bundle_info(b)
+            if dev.backends and backend not in dev.backends:
+                continue
+            extra = deployment and backend in DEPLOYMENT_DIFFERS and dev.kind != "adb"
+            configs = ["parity"] + (["deployment"] if extra else [])
+            for config in configs:
+                progress(f"{dev.name} · {target} · {config}")
+                results.append(run_one(dev, b, config, repeats=repeats, warmup=warmup))
+    diagnose(results)
+    return {"id": uuid.uuid4().hex[:12], "started": started, "build_host": platform.node(),
+            "results": [asdict(r) for r in results]}
+
+
+def exit_code(run: dict) -> int:
+    """0 when every run that ran passed (FLAKY counts as passed, NOT_RUN/SKIPPED never as passed but not failed),
+    1 on any FAIL or INFRA, 2 when nothing ran at all."""
+    rs = run["results"]
+    if not any(r["status"] in (PASS, FLAKY) for r in rs):
+        return 2 if all(r["status"] in (SKIPPED, NOT_RUN) for r in rs) else 1
+    return 0 if all(r["status"] in (PASS, FLAKY, SKIPPED, NOT_RUN) for r in rs) else 1
+
+
+def write_json(run: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run, indent=2, allow_nan=False, default=str) + "\n")
+
+
+def write_junit(run: dict, path: Path) -> None:
+    """JUnit XML: one testsuite per device, one testcase per bundle × configuration. FAIL → <failure>,
+    INFRA → <error>, SKIPPED/NOT_RUN → <skipped> (never a pass), FLAKY → passed with a system-out note."""
+    suites: dict[str, list[dict]] = {}
+    for r in run["results"]:
+        suites.setdefault(r["device"], []).append(r)
+    lines = ['<?xml version="1.0" encoding="utf-8"?>',
+             f'<testsuites name="edgepack device run {escape(run["id"])}">']
+    for dev, rs in suites.items():
+        count = lambda *s: sum(r["status"] in s for r in rs)  # noqa: E731
+        lines.append(f'  <testsuite name={quoteattr(dev)} tests="{len(rs)}" failures="{count("FAIL")}" '
+                     f'errors="{count("INFRA")}" skipped="{count("SKIPPED", "NOT_RUN")}" '
+                     f'time="{sum(r["seconds"] for r in rs):.3f}" timestamp={quoteattr(run["started"])}>')
+        for r in rs:
+            name = f'{r["target"]}[{r["config"]}]'
+            lines.append(f'    <testcase classname={quoteattr(dev)} name={quoteattr(name)} time="{r["seconds"]:.3f}">')
+            msg = quoteattr(r["reason"][:500])
+            if r["status"] == "FAIL":
+                lines.append(f'      <failure message={msg}>{escape(r.get("diagnosis") or r["reason"])}</failure>')
+            elif r["status"] == "INFRA":
+                lines.append(f'      <error type="INFRA" message={msg}/>')
+            elif r["status"] in ("SKIPPED", "NOT_RUN"):
+                lines.append(f'      <skipped message={quoteattr(r["status"] + ": " + r["reason"][:480])}/>')
+            elif r["status"] == "FLAKY":
+                lines.append(f"      <system-out>FLAKY: {escape(r['reason'])}</system-out>")
+            lines.append("    </testcase>")
+        lines.append("  </testsuite>")
+    lines.append("</testsuites>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,202 @@
+"""How a bundle gets to a device and how its runner is started there.
+
+Every transport runs the bundle's own ``run_bundle.py`` (or, on a phone without Python, the runtime's benchmark
+binary) inside ``sh -c '...; echo <marker> $?'`` so that the real exit code comes back in-band: a run whose
+output lacks the marker (lost connection, killed transport), that times out, or whose runner died from a signal
+is INFRA, never a verdict. Transports return a :class:`RawRun`; :mod:`edgepack.devices.verdicts` judges it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgepack.devices import setup as emu
+from edgepack.devices.inventory import Device
+
+MARKER = "__EDGEPACK_EXIT__"
+_MARKER_RE = re.compile(rf"^{MARKER}=(\d+)$", re.M)
+BLOCKED = ("torch", "tensorflow", "keras", "edgepack")
+
+# Runs run_bundle.py with the frameworks made unimportable: what a device has is numpy + a runtime.
+GUARD = """
+import importlib.abc, runpy, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not available on this device")
+        return None
+sys.meta_path.insert(0, _Block())
+sys.argv = [{runner!r}] + sys.argv[1:]
+runpy.run_path({runner!r}, run_name="__main__")
+"""
+
+
+@dataclass
+class RawRun:
+    """What came back from one attempt, before any judgement."""
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None  # from the marker; None when the marker never arrived
+    transport_code: int | None = None  # the local transport process's own exit code (ssh: 255 = connection)
+    timed_out: bool = False
+    infra: str = ""  # a transport step failed (push, pull, connect)
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def with_marker(command: str) -> str:
+    """``command`` followed by the marker carrying its exit code, as one POSIX shell command line."""
+    return f"{command}; echo {MARKER}=$?"
+
+
+def split_marker(stdout: str) -> tuple[str, int | None]:
+    """(output before the marker, exit code) — (stdout, None) when there is no marker."""
+    found = list(_MARKER_RE.finditer(stdout))
+    if not found:
+        return stdout, None
+    last = found[-1]
+    return stdout[: last.start()], int(last.group(1))
+
+
+def execute(argv: list[str], timeout_s: float, *, cwd: str | None = None, env: dict | None = None) -> RawRun:
+    """Run ``argv`` (which must print the marker) in its own process group; on time-out the whole group is killed."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        timed_out = True
+    body, code = split_marker(out or "")
+    return RawRun(stdout=body, stderr=err or "", exit_code=code, transport_code=proc.returncode,
+                  timed_out=timed_out, seconds=time.monotonic() - t0)
+
+
+def runner_args(remote: str, repeats: int, warmup: int, config: str) -> str:
+    return (f"--bundle {shlex.quote(remote)} --repeats {repeats} --warmup {warmup} --threads 1 "
+            f"--config {shlex.quote(config)}")
+
+
+class Transport:
+    """Push a bundle, run its runner, clean up. One instance per (device, bundle) attempt."""
+
+    def __init__(self, device: Device):
+        self.device = device
+
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+        raise NotImplementedError
+
+
+class LocalTransport(Transport):
+    """This host (``local``) or an emulated device (``arm64-emu``): the bundle is copied to a scratch folder and
+    run by the device's Python with the frameworks blocked."""
+
+    def python(self) -> list[str]:
+        d = self.device
+        if d.kind == "arm64-emu":
+            py = d.python or str(emu.python_of("arm64-emu"))
+            if not Path(py).is_file():
+                raise FileNotFoundError(f"{py} is missing: run `edgepack device setup arm64-emu`")
+            return [py]
+        if d.kind == "x86-64-emu":
+            qemu = shutil.which("qemu-x86_64-static")
+            if not qemu:
+                raise FileNotFoundError("qemu-x86_64-static is missing: apt-get install qemu-user-static")
+            return [qemu, "-cpu", d.cpu or "Haswell", d.python or emu.sys.executable]
+        return [d.python or emu.sys.executable]
+
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+        d = self.device
+        try:
+            py = self.python()
+        except FileNotFoundError as e:
+            return RawRun(infra=str(e))
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        if d.cpu:
+            env["EDGEPACK_QEMU_CPU"] = d.cpu
+        with tempfile.TemporaryDirectory(prefix="edgepack-device-") as scratch:
+            remote = Path(scratch) / bundle.name
+            shutil.copytree(bundle, remote)
+            runner = str(remote / "run_bundle.py")
+            guard = GUARD.format(blocked=BLOCKED + tuple(d.unavailable), runner=runner)
+            cmd = " ".join(shlex.quote(a) for a in [*py, "-c", guard])
+            cmd += " " + runner_args(str(remote), repeats, warmup, config)
+            return execute(["sh", "-c", with_marker(cmd)], d.timeout_s, cwd=scratch, env=env)
+
+
+class SshTransport(Transport):
+    """A Linux board or Jetson over OpenSSH: ``scp`` the bundle, run it with the board's Python, remove it.
+    Key-based auth only (BatchMode); a connection that drops ends without the marker → INFRA."""
+
+    def base(self, program: str) -> list[str]:
+        d = self.device
+        opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=5",
+                "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
+        if d.known_hosts:
+            opts += ["-o", f"UserKnownHostsFile={d.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+        if d.identity:
+            opts += ["-i", d.identity, "-o", "IdentitiesOnly=yes"]
+        return [program, *opts, "-P" if program == "scp" else "-p", str(d.port)]
+
+    @property
+    def target(self) -> str:
+        return f"{self.device.user}@{self.device.host}" if self.device.user else self.device.host
+
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+        d = self.device
+        remote = d.remote.format(name=f"{bundle.name}-{os.getpid()}-{time.monotonic_ns()}")
+        mk = execute([*self.base("ssh"), self.target, with_marker(f"mkdir -p {shlex.quote(remote)}")], d.timeout_s)
+        if mk.exit_code != 0:
+            return RawRun(infra=f"ssh {self.target}: cannot create {remote}: {(mk.stderr or mk.stdout).strip()[-300:]}",
+                          transport_code=mk.transport_code, timed_out=mk.timed_out)
+        t0 = time.monotonic()
+        cp = subprocess.run([*self.base("scp"), "-rq", f"{bundle}/.", f"{self.target}:{remote}"],
+                            capture_output=True, text=True, timeout=d.timeout_s)
+        if cp.returncode != 0:
+            return RawRun(infra=f"scp to {self.target} failed: {cp.stderr.strip()[-300:]}",
+                          transport_code=cp.returncode)
+        cmd = (f"{d.python} {shlex.quote(remote)}/run_bundle.py {runner_args(remote, repeats, warmup, config)}")
+        res = execute([*self.base("ssh"), self.target, with_marker(cmd)], d.timeout_s)
+        res.extra["push_s"] = time.monotonic() - t0 - res.seconds
+        subprocess.run([*self.base("ssh"), self.target, f"rm -rf {shlex.quote(remote)}"], capture_output=True,
+                       timeout=60)
+        return res
+
+
+class CommandTransport(Transport):
+    """Two shell templates (push, run); placeholders {bundle}, {remote}, {name}."""
+
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+        d = self.device
+        name = bundle.name
+        remote = d.remote.format(name=name)
+        fmt = {"bundle": shlex.quote(str(bundle)), "remote": shlex.quote(remote), "name": name}
+        push = subprocess.run(d.push.format(**fmt), shell=True, capture_output=True, text=True, timeout=d.timeout_s)
+        if push.returncode != 0:
+            return RawRun(infra=f"push failed: {push.stderr.strip()[-300:]}", transport_code=push.returncode)
+        cmd = d.run.format(**fmt) + " " + runner_args(remote, repeats, warmup, config)
+        return execute(["sh", "-c", with_marker(cmd)], d.timeout_s)
+
+
+def transport_for(device: Device) -> Transport:
+    from edgepack.devices.adb import AdbTransport
+
+    kinds = {"local": LocalTransport, "arm64-emu": LocalTransport, "ssh": SshTransport, "adb": AdbTransport,
+             "command": CommandTransport, "x86-64-emu": LocalTransport}
+    if device.kind not in kinds:
+        raise ValueError(f"device {device.name}: kind {device.kind} is not driven from here (see docs/devices.md)")
+    return kinds[device.kind](device)
