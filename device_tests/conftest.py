@@ -1,5 +1,4 @@
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,13 +85,4 @@ def arm64_python() -> Path:
         pytest.skip(f"arm64-emu unavailable: {e}")
 
 
-def tamper(bundle: Path, dest: Path) -> Path:
-    """A copy of ``bundle`` whose golden outputs are negated (integrity and parity must both fail)."""
-    from edgepack.feeds import save_npz
-
-    shutil.copytree(bundle, dest)
-    golden = dict(np.load(dest / "golden" / "outputs.npz"))
-    name = next(iter(golden))
-    golden[name] = golden[name] * -1.0
-    save_npz(dest / "golden" / "outputs.npz", golden)
-    return dest
+from devicekit import tamper  # noqa: E402,F401 - kept importable from here

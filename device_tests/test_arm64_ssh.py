@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tamper
+from devicekit import tamper
 from sshd import DISCONNECT, FLAKY, HANG, KILLED, script, start
 
 from edgepack.devices import history, runs
