@@ -10,12 +10,15 @@ device loader. Only the runtime's import (onnxruntime, openvino, ...) is shared,
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
-import json
 import sys
-import traceback
+
+sys.dont_write_bytecode = True  # as `python run_bundle.py` (a __main__ script is never cached): no __pycache__ in bundles
+
+import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import traceback  # noqa: E402
 
 
 def run_one(bundle: str) -> dict:

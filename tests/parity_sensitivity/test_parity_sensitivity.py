@@ -99,6 +99,7 @@ class Verdict:
     outcome: str  # "caught" | "passed" | "not run" | "traceback" | "not built"
     detail: str = ""
     parity: dict | None = None  # kinds, metrics, check rows, verdict (for the host/runner identity check)
+    integrity: bool | None = None  # the sha256 check passed (None: not reported)
 
 
 def _parity_view(parity: dict | None, rows: list[dict], passed: bool) -> dict | None:
@@ -128,10 +129,11 @@ def host_check(bundle: Path) -> Verdict:
         failing = [c["name"] for c in rows if not c["passed"]]
         view = _parity_view(report.get("parity"), rows, all(c["passed"] for c in rows if c["name"].startswith(
             ("parity.", "output "))))
+    integrity = not any(name.startswith("integrity") for name in failing) if res.exit_code in (0, 1) else None
     if res.exit_code == 0:
-        return Verdict("passed", "exit 0", view)
+        return Verdict("passed", "exit 0", view, integrity)
     if res.exit_code == 1:
-        return Verdict("caught", "exit 1: " + (", ".join(failing[:3]) or "a check failed"), view)
+        return Verdict("caught", "exit 1: " + (", ".join(failing[:3]) or "a check failed"), view, integrity)
     if res.exit_code == 2 and "error" in text.lower():
         line = next(ln for ln in text.splitlines() if "error" in ln.lower())
         return Verdict("caught", f"exit 2: {line.strip()[:100]}")
@@ -145,8 +147,10 @@ def runner_verdict(run: dict, backend: str) -> Verdict:
         result = json.loads(stdout)
     except ValueError:
         result = None
+    integrity = (result.get("integrity") or {}).get("passed") if isinstance(result, dict) else None
     if result is not None and result.get("passed") and code == 0:
-        return Verdict("passed", "exit 0", _parity_view(result.get("parity"), result["parity"]["checks"], True))
+        return Verdict("passed", "exit 0", _parity_view(result.get("parity"), result["parity"]["checks"], True),
+                       integrity)
     if code == 2 and result is not None and "runtime unavailable" in str(result.get("error", "")):
         if backend in NO_DEVICE_RUNTIME:
             return Verdict("not run", "runtime unavailable on Linux")
@@ -157,7 +161,8 @@ def runner_verdict(run: dict, backend: str) -> Verdict:
     parity = result.get("parity") or {}
     failing = [c["name"] for c in parity.get("checks", []) if not c.get("passed")]
     view = _parity_view(parity, parity.get("checks", []), bool(parity.get("passed"))) if parity else None
-    return Verdict("caught", f"exit {code}: " + (", ".join(failing[:3]) or str(result.get("error", ""))), view)
+    return Verdict("caught", f"exit {code}: " + (", ".join(failing[:3]) or str(result.get("error", ""))), view,
+                   integrity)
 
 
 def start_runners(jobs: dict[object, tuple[Path, str]]) -> dict[str, subprocess.Popen]:
@@ -510,6 +515,8 @@ def test_defect_is_caught(experiment, model, defect, backend):
     assert caught_runner(runner, backend), f"run_bundle.py did not catch {DEFECTS[defect][0]}: {runner.detail}"
     if backend in NO_DEVICE_RUNTIME:
         assert runner.outcome == "not run"
+    # the forger re-signed the bundle: integrity passes on both sides, so parity (or the run itself) caught it
+    assert host.integrity is not False and runner.integrity is not False, (host.detail, runner.detail)
     assert agree(host, runner) is not False, f"host and runner disagree: {host.parity} != {runner.parity}"
 
 
