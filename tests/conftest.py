@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +46,3 @@ def cli():
 def _no_debug(monkeypatch):
     monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
     monkeypatch.chdir(REPO)
-
-
-# The defect-injection suite (tests/parity_sensitivity) builds ~90 defective bundles: ~22 min on 2 cores, too long
-# for the default run. Run it with EDGEPACK_SENSITIVITY=1 pytest tests/parity_sensitivity (see its module docstring).
-collect_ignore = [] if os.environ.get("EDGEPACK_SENSITIVITY") == "1" else ["parity_sensitivity"]

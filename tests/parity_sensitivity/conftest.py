@@ -1,5 +1,6 @@
 """The parity-sensitivity table is printed at the end of the run (whatever ``-s`` says) from the file the suite
-writes under pytest's tmp folder."""
+writes under pytest's tmp folder (``parity_sensitivity_table.txt``, and the same figures as JSON beside it:
+``parity_sensitivity_table.json``)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
     if path is not None and path.is_file():
         terminalreporter.section("parity sensitivity: injected defects and false alarms")
         terminalreporter.write(path.read_text())
+        terminalreporter.write_line(f"(written to {path} and {path.with_suffix('.json')})")

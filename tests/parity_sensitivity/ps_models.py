@@ -1,5 +1,6 @@
-"""Test-only torch modules for the parity-sensitivity suite: a small 3-channel digits classifier and the DEFECTIVE
-versions of the example models (a wrapper around the correct model that injects one defect).
+"""Test-only torch modules for the parity-sensitivity suite: a small 3-channel digits classifier, a small 1-channel
+one (the false-alarm seeds) and the DEFECTIVE versions of the example models (a wrapper around the correct model that
+injects one output defect; input defects are injected in the bundle's golden inputs, see ps_catalogue.py).
 
 Imported by path (``ps_models.py:<factory>``) in edgepack's torch worker and by ``ps_train.py``; never by pytest's
 own process (no torch there).
@@ -43,6 +44,16 @@ def make_rgb() -> nn.Module:
     )
 
 
+def make_small() -> nn.Module:
+    """A small 1-channel digits classifier (the false-alarm seeds: seconds to train, quantizes well)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(256, 10),
+    )
+
+
 INNER = {"cnn": lambda: _digits().make_cnn(), "detector": lambda: _digits().make_detector(), "rgb": make_rgb}
 CHANNELS = {"cnn": 1, "detector": 1, "rgb": 3}
 
@@ -62,25 +73,12 @@ class Defective(nn.Module):
         if defect == "constant_output":
             self.register_buffer("const", torch.zeros(10))  # the reference's mean output on the holdout
 
-    def pre(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.defect
-        if d == "norm_0_255":  # recipe: (p/255 - 0.5)/0.5; the bundle computes (p - 0.5)/0.5 on 0..255 pixels
-            return ((x * 0.5 + 0.5) * 255.0 - 0.5) / 0.5
-        if d == "norm_mean_std":
-            return ((x * 0.5 + 0.5) - 0.485) / 0.229
-        if d == "rgb_bgr":
-            return x.flip(1)
-        if d == "nchw_nhwc":
-            n, c, h, w = x.shape
-            return x.reshape(n, h, w, c).permute(0, 3, 1, 2)
-        return x
-
     def forward(self, x: torch.Tensor):
         d = self.defect
         if d == "dropped_softmax":
             logits, boxes, landmarks = self.m.heads(x)
             return {"scores": logits, "boxes": boxes, "landmarks": landmarks}
-        out = self.m(self.pre(x))
+        out = self.m(x)
         named = dict(out) if isinstance(out, dict) else {"output": out}
         first = "scores" if "scores" in named else "output"
         if d == "swap_outputs":
@@ -101,7 +99,8 @@ class Defective(nn.Module):
         elif d == "shape_mismatch":
             key = "boxes" if "boxes" in named else first
             v = named[key]
-            named[key] = v.reshape(v.shape[0], 2, v.shape[1] // 2) if key == "boxes" else v.unsqueeze(1)
+            # cnn: (N, 10) → (N, 1, 10); detector: boxes (N, 4) → (2N, 2) (litert-torch refuses a 3-D output in a dict)
+            named[key] = v.reshape(-1, 2) if key == "boxes" else v.unsqueeze(1)
         return named if isinstance(out, dict) else named["output"]
 
 
