@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from edgepack.sources import Source
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QDQ_MIN_OPSET = 13  # DequantizeLinear/QuantizeLinear take `axis` (per-channel) from opset 13 on
 
 
 def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, data: ConvertData,
@@ -98,6 +99,7 @@ def _quantize(model_in: Path, staged: Path, source: "Source", calibration: dict[
     if not calibration:
         raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
     pre = staged.with_name("preprocessed.onnx")
+    model_in, upgrade = _upgrade_opset(model_in, staged.with_name("upgraded.onnx"))
     try:
         quant_pre_process(str(model_in), str(pre), skip_symbolic_shape=True)
     except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the original instead
@@ -119,9 +121,35 @@ def _quantize(model_in: Path, staged: Path, source: "Source", calibration: dict[
         calibrate_method=method[opts.calibration_method], nodes_to_exclude=excluded, extra_options=extra,
     )
     pre.unlink(missing_ok=True)
-    return {"quantization": "static QDQ", "calibration_method": opts.calibration_method,
+    return {**upgrade, "quantization": "static QDQ", "calibration_method": opts.calibration_method,
             "per_channel": opts.per_channel, "activation_type": opts.activation_type,
             "weight_type": opts.weight_type, "excluded_nodes": excluded}
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgrade_opset(model_in: Path, out: Path) -> tuple[Path, dict[str, Any]]:
+    """Graphs below opset 13 cannot hold per-channel QDQ (``axis`` on (De)QuantizeLinear): upgrade them with
+    onnx's version converter first. Returns the model to quantize and a note for the report."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(model_in))
+    have = _opset(model)
+    if have >= QDQ_MIN_OPSET:
+        return model_in, {}
+    try:
+        upgraded = version_converter.convert_version(model, QDQ_MIN_OPSET)
+        onnx.checker.check_model(upgraded)
+    except Exception as e:  # noqa: BLE001 - the converter raises assorted errors on adapters it lacks
+        raise ConversionFailed(
+            f"int8 QDQ needs ONNX opset >= {QDQ_MIN_OPSET}; this model is opset {have} and onnx's version converter "
+            f"could not upgrade it: {type(e).__name__}: {e}",
+            hint=f"re-export the model at opset >= {QDQ_MIN_OPSET}, or build its fp32/fp16 targets") from None
+    onnx.save(upgraded, str(out))
+    return out, {"opset_upgrade": f"{have} -> {QDQ_MIN_OPSET} (onnx version converter) for QDQ quantization"}
 
 
 def _to_ort(staged: Path, out_dir: Path, opts: OrtOptions, level: str) -> None:
