@@ -230,9 +230,18 @@ def _export(source: Source, path: str, opset: int) -> list[str]:
     import onnx
     import tf2onnx
 
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
     fn, _ = tf_function(source, batch=None if source.inputs and source.inputs[0].dynamic_batch else 1)
-    spec = fn.input_signature
-    model_proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    # Freeze every capture first: tf2onnx's from_function leaves some captures of a loaded SavedModel (e.g. the
+    # constant kernels of custom layers) as graph inputs nobody feeds ("17390:0"), found only at the host run.
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    in_names = [t.name for t in frozen.inputs]
+    if len(in_names) != len(source.inputs):
+        raise ConversionFailed(f"TensorFlow → ONNX: freezing left {len(in_names)} graph inputs ({', '.join(in_names)}) "
+                               f"for the source's {len(source.inputs)} ({', '.join(t.name for t in source.inputs)})")
+    model_proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=in_names,
+                                                    output_names=[t.name for t in frozen.outputs], opset=opset)
     # tf2onnx names graph I/O after TensorFlow tensors ("image:0", "Identity:0"); restore the source's names
     rename = {}
     for vi, t in zip(model_proto.graph.input, source.inputs):
