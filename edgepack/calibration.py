@@ -148,6 +148,9 @@ def _read_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[Feeds, np.
             raise ConfigError(f"{safety.shown(path)}: a .npy file feeds one input; the model has {len(inputs)}",
                               hint="use an .npz with one array per input name")
         data = {inputs[0].name: data[""]}
+    for t in inputs:  # a declared constant is fed from its declaration; a value in the file is not needed
+        if t.value is not None:
+            data.pop(t.name, None)
     for k, arr in data.items():
         if arr.ndim < 1 and arr.dtype.kind in "biuf":
             raise InputError(f"array '{safety.shown(k, 60)}' in {safety.shown(path)} is a scalar; calibration "
@@ -166,7 +169,24 @@ def _read_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[Feeds, np.
         raise InputError(f"{safety.shown(path)} has arrays {sorted(data)} but the model's inputs are {names}",
                          hint="key each array by its input name (np.savez(path, **{name: array})); declare a "
                               "constant input with --input NAME=:DTYPE,value=NUMBER")
-    return {n: data[n] for n in names}, labels
+    return _samples_first({n: data[n] for n in names}, inputs), labels
+
+
+def _samples_first(feeds: Feeds, inputs: tuple[TensorSpec, ...]) -> Feeds:
+    """Data files hold samples on axis 0; an input whose batch axis is k > 0 may also come in the model's own layout
+    (e.g. a state (layers, N, hidden)): its axis k then holds the samples and moves to the front."""
+    firsts = {len(v) for n, v in feeds.items() if next((t.batch_axis for t in inputs if t.name == n), 0) == 0}
+    if len(firsts) != 1:
+        return feeds
+    n = firsts.pop()
+    out = dict(feeds)
+    for t in inputs:
+        a, arr = t.batch_axis, feeds.get(t.name)
+        if arr is None or not a or arr.ndim != len(t.shape) or a >= arr.ndim:
+            continue
+        if arr.shape[0] != n and arr.shape[a] == n:
+            out[t.name] = np.ascontiguousarray(np.moveaxis(arr, a, 0))
+    return out
 
 
 # -------------------------------------------------------------------------------------------- split + checks

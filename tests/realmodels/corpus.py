@@ -57,12 +57,17 @@ class InputDecl:
     layout: str | None = None  # NCHW / NHWC / NTC … where it matters
     note: str = ""
 
-    def today(self) -> str | None:
-        """Today's ``--input NAME=SHAPE:DTYPE`` (batch axis first only), or None when it cannot be said."""
-        if self.constant is not None or self.batch_axis not in (0,):
-            return None
+    def spec(self) -> str:
+        """The ``--input`` declaration (``edgepack build --help``): shape, dtype, batch axis, constant, state."""
+        if self.constant is not None:
+            return f"{self.name}=:{self.dtype},value={self.constant}"
         dims = ["1" if d == "B" else ("?" if isinstance(d, str) else str(d)) for d in self.shape]
-        return f"{self.name}={'x'.join(dims)}:{self.dtype}"
+        text = f"{self.name}={'x'.join(dims)}:{self.dtype}"
+        if self.batch_axis != 0:
+            text += f",batch_axis={'none' if self.batch_axis is None else self.batch_axis}"
+        if self.state_of:
+            text += f",state={self.state_of}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "batch_axis": self.batch_axis,
@@ -107,12 +112,10 @@ class Model:
         return out, desc.read_text()
 
     def cli_args(self, npz: Path) -> list[str]:
-        """Flags for today's ``edgepack build`` (what a user can say now)."""
+        """Flags for ``edgepack build``: the data, every input's declaration, the output kinds."""
         args = ["--calibration", str(npz)]
         for d in self.inputs:
-            spec = d.today()
-            if spec:
-                args += ["--input", spec]
+            args += ["--input", d.spec()]
         for name, kind in self.outputs.items():
             args += ["--output", f"{name}={kind}"]
         if self.trust_code:
