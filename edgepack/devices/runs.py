@@ -19,7 +19,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from edgepack.devices.adb import judge_benchmark
 from edgepack.devices.inventory import Device
-from edgepack.devices.transports import transport_for
+from edgepack.devices.adb import AdbTransport
+from edgepack.devices.transports import CommandTransport, LocalTransport, SshTransport, Transport
 from edgepack.devices.verdicts import FLAKY, INFRA, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
 
 # Backends whose device loader pins a parity precision that differs from the runtime's own default on some CPUs
@@ -52,6 +53,15 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.status in OK
+
+
+
+def transport_for(device: Device) -> Transport:
+    kinds = {"local": LocalTransport, "arm64-emu": LocalTransport, "ssh": SshTransport, "adb": AdbTransport,
+             "command": CommandTransport, "x86-64-emu": LocalTransport}
+    if device.kind not in kinds:
+        raise ValueError(f"device {device.name}: kind {device.kind} is not driven from here (see docs/devices.md)")
+    return kinds[device.kind](device)
 
 
 def bundle_info(bundle: Path) -> tuple[str, str]:

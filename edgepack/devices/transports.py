@@ -190,13 +190,3 @@ class CommandTransport(Transport):
             return RawRun(infra=f"push failed: {push.stderr.strip()[-300:]}", transport_code=push.returncode)
         cmd = d.run.format(**fmt) + " " + runner_args(remote, repeats, warmup, config)
         return execute(["sh", "-c", with_marker(cmd)], d.timeout_s)
-
-
-def transport_for(device: Device) -> Transport:
-    from edgepack.devices.adb import AdbTransport
-
-    kinds = {"local": LocalTransport, "arm64-emu": LocalTransport, "ssh": SshTransport, "adb": AdbTransport,
-             "command": CommandTransport, "x86-64-emu": LocalTransport}
-    if device.kind not in kinds:
-        raise ValueError(f"device {device.name}: kind {device.kind} is not driven from here (see docs/devices.md)")
-    return kinds[device.kind](device)
