@@ -696,3 +696,29 @@ def test_residual_add_gets_qdq_on_both_inputs(tmp_path):
     qdq.quantize(tmp_path / "res.onnx", tmp_path / "res.qdq.onnx", calibration, 1)
     lint = qdq.lint(onnx.load(str(tmp_path / "res.qdq.onnx")))
     assert lint.passed and lint.residual_adds == {"res_add": 2} and lint.quantized_weighted_ops == 3
+
+
+def test_optimization_profile_follows_the_input_declarations():
+    """An ONNX input ?x3x?x? declared --input x=1x3x48x192 (or with dims=AXIS:MIN/OPT/MAX) gets that profile; an
+    undeclared dynamic spatial axis is refused with the exact --input to pass."""
+    from onnx import TensorProto, helper
+
+    from edgepack.backends import registry
+    from edgepack.backends.tensorrt.convert import _shapes
+    from edgepack.config import load_profile
+    from edgepack.errors import ConfigError
+    from edgepack.signature import TensorSpec
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    model = helper.make_model(g)
+    opts = registry.resolve(load_profile("jetson-orin-jp6-fp16")).options
+    shapes, problems = _shapes(model, opts, (TensorSpec("x", (1, 3, 48, 192)),))
+    assert shapes["x"] == {"min": [1, 3, 48, 192], "opt": [1, 3, 48, 192], "max": [1, 3, 48, 192]} and not problems
+    spec = TensorSpec("x", (None, 3, None, None), dims=((2, 32, 48, 64), (3, 96, 192, 320)))
+    shapes, _ = _shapes(model, opts, (spec,))
+    assert shapes["x"] == {"min": [1, 3, 32, 96], "opt": [1, 3, 48, 192], "max": [opts.max_batch, 3, 64, 320]}
+    with pytest.raises(ConfigError, match="beyond the batch") as e:
+        _shapes(model, opts, ())
+    assert "--input 'x=...,dims=2:MIN/OPT/MAX'" in e.value.hint

@@ -106,9 +106,13 @@ def _ready(model_in, options: TensorRTOptions, table: tables.OpTable,
     return model, facts
 
 
-def _shapes(model, options: TensorRTOptions) -> tuple[dict[str, dict[str, list[int]]], list[str]]:
-    """min/opt/max for every input with a dynamic dimension, and the shape lint's problems."""
+def _shapes(model, options: TensorRTOptions,
+            declared: tuple = ()) -> tuple[dict[str, dict[str, list[int]]], list[str]]:
+    """min/opt/max for every input with a dynamic dimension, and the shape lint's problems. The source's input
+    declarations (``--input x=1x3x48x192``, ``dims=AXIS:MIN/OPT/MAX``, ``batch_axis``) fill what the ONNX file leaves
+    dynamic; ``options.shapes`` in the profile overrides them."""
     init = {i.name for i in model.graph.initializer}
+    specs = {t.name: t for t in declared}
     shapes: dict[str, dict[str, list[int]]] = {}
     problems: list[str] = []
     for inp in model.graph.input:
@@ -122,10 +126,26 @@ def _shapes(model, options: TensorRTOptions) -> tuple[dict[str, dict[str, list[i
             continue
         given = options.shapes.get(inp.name)
         if given is None:
-            if any(d is None for d in dims[1:]):
-                raise ConfigError(f"input '{inp.name}' has dynamic dimensions {dims} beyond the batch",
-                                  hint=f"give [options.shapes.{inp.name}] min/opt/max in the target profile")
-            shapes[inp.name] = {"min": [1, *dims[1:]], "opt": [1, *dims[1:]], "max": [options.max_batch, *dims[1:]]}
+            spec = specs.get(inp.name)
+            fixed = list(spec.shape) if spec is not None and len(spec.shape) == len(dims) else [None] * len(dims)
+            ranges = {a: (lo, opt, hi) for a, lo, opt, hi in (spec.dims if spec is not None else ())}
+            batch_axis = spec.batch_axis if spec is not None else 0
+            lo_hi: list[tuple[int, int, int]] = []
+            for axis, d in enumerate(dims):
+                if d is not None:
+                    lo_hi.append((d, d, d))
+                elif axis in ranges:
+                    lo_hi.append(ranges[axis])
+                elif fixed[axis] is not None:
+                    lo_hi.append((fixed[axis], fixed[axis], fixed[axis]))
+                elif axis == batch_axis:
+                    lo_hi.append((1, 1, options.max_batch))
+                else:
+                    raise ConfigError(f"input '{inp.name}' has dynamic dimensions {dims} beyond the batch",
+                                      hint=f"declare them: --input '{inp.name}=...,dims={axis}:MIN/OPT/MAX' (or a fixed "
+                                           f"shape), or [options.shapes.{inp.name}] min/opt/max in the profile")
+            shapes[inp.name] = {"min": [x[0] for x in lo_hi], "opt": [x[1] for x in lo_hi],
+                                "max": [x[2] for x in lo_hi]}
         else:
             if len(given.min) != len(dims) or any(d is not None and d != m for d, m in zip(dims, given.min)) or \
                     any(d is not None and d != m for d, m in zip(dims, given.max)):
@@ -216,7 +236,7 @@ def convert(source: "Source", profile: "TargetProfile", options: TensorRTOptions
                      opcheck.passed, "<=", f"{len({op for op, _, _ in graph_nodes(model)})} op types, "
                      f"{len(model.graph.node)} nodes; table {table.describe()}"
                      + (f"; restrictions to respect: {restricted}" if restricted else "")))
-    shapes, shape_problems = _shapes(model, options)
+    shapes, shape_problems = _shapes(model, options, tuple(source.inputs))
     rows.append(_row("trt: dynamic-shape/profile lint" + (" (DLA: static only)" if options.dla_core is not None
                                                            else ""), float(len(shape_problems)), 0.0,
                      not shape_problems, "<=", "; ".join(shape_problems) or (
