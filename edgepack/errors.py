@@ -90,11 +90,21 @@ def explain(text: str, limit: int = 300) -> str:
     lines = [ln.strip() for ln in lines if not ln.startswith((" ", "\t")) or not any(
         x.startswith("Traceback (most recent call last)") for x in lines)]
     useful = [ln for ln in lines if not _NOISE.match(ln) and not _LOCATION.search(ln)]
-    for ln in useful:
-        if _CAUSE.search(ln):
-            return ln[:limit]
-    pick = useful[0] if useful else (lines[-1] if lines else "")
+    pick = next((ln for ln in useful if _CAUSE.search(ln)), useful[0] if useful else (lines[-1] if lines else ""))
+    if re.fullmatch(r"[\w.]+:?", pick):  # a bare exception name (an assert): say which statement failed, and where
+        raw = [ln for ln in str(text).splitlines() if ln.strip()]
+        frames = [i for i, ln in enumerate(raw) if ln.strip().startswith('File "')]
+        if frames:
+            where = re.search(r'File "([^"]+)", line (\d+), in (\S+)', raw[frames[-1]])
+            stmt = next((ln.strip() for ln in raw[frames[-1] + 1:] if ln.strip() and not set(ln.strip()) <= set("^~ ")), "")
+            if where:
+                pick = (f"{pick.rstrip(':')} in {where.group(3)} ({Path_name(where.group(1))}:{where.group(2)})"
+                        + (f": {stmt}" if stmt else ""))
     return pick[:limit]
+
+
+def Path_name(path: str) -> str:  # noqa: N802 - a tiny basename helper (os.path without importing os here)
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def converter_error(what: str, exc: BaseException, hint: str | None = None) -> "ConversionFailed":

@@ -134,3 +134,12 @@ def test_input_errors_keep_their_details_across_processes():
 
     e = pickle.loads(pickle.dumps(InputError("m", "h", "full text")))
     assert (e.message, e.hint, e.details) == ("m", "h", "full text")
+
+
+def test_explain_a_bare_assert_names_the_statement_and_place():
+    text = ('AssertionError: \nTraceback (most recent call last):\n  File "/x/isolation.py", line 108, in _call\n'
+            '    return fn(*args, **kwargs)\n           ^^^^^^^^^^^^^^^^^^^\n'
+            '  File "/site-packages/onnxruntime/transformers/float16.py", line 325, in convert_float_to_float16\n'
+            '    assert n.name not in fp32_initializers\n           ^^^^^^^\nAssertionError\n')
+    assert explain(text) == ("AssertionError in convert_float_to_float16 (float16.py:325): "
+                             "assert n.name not in fp32_initializers")

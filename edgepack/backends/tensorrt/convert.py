@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgepack.core.batching import axes_of, per_sample
+
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.tensorrt import buildscript, cache, qdq, tables
 from edgepack.backends.tensorrt.spec import CACHE, MODEL, QDQ_MODEL, TensorRTOptions, TensorRTRuntime
@@ -163,7 +165,8 @@ def _shapes(model, options: TensorRTOptions,
     return shapes, problems
 
 
-def _activation_ranges(model, calibration: dict[str, np.ndarray], batch: int | None) -> dict[str, float]:
+def _activation_ranges(model, calibration: dict[str, np.ndarray], batch: int | None,
+                       axes: dict[str, int | None] | None = None) -> dict[str, float]:
     """max |x| of every float tensor over the calibration split (ONNX Runtime CPU, every tensor an output)."""
     import onnx
     import onnxruntime as ort
@@ -179,11 +182,14 @@ def _activation_ranges(model, calibration: dict[str, np.ndarray], batch: int | N
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     inputs = {i.name for i in sess.get_inputs()}
+    from edgepack.core.batching import model_batches, per_sample
+
     amax: dict[str, float] = {}
     n = len(next(iter(calibration.values())))
     step = batch or min(n, 32)
-    for start in range(0, n - step + 1, step):
-        feed = {k: v[start:start + step] for k, v in calibration.items() if k in inputs}
+    whole = (n // step) * step if not per_sample(axes) else n  # whole model batches only
+    for part in model_batches({k: v[:whole] for k, v in calibration.items()}, step, axes):
+        feed = {k: v for k, v in part.items() if k in inputs}
         for name, value in zip(names, sess.run(names, feed)):
             if value.dtype.kind == "f" and value.size:
                 amax[name] = max(amax.get(name, 0.0), float(np.max(np.abs(value))))
@@ -245,8 +251,13 @@ def convert(source: "Source", profile: "TargetProfile", options: TensorRTOptions
     onnx.save(model, str(out_dir / MODEL))
     first = source.inputs[0].shape if source.inputs else ()
     batch = None if (not first or first[0] is None) else first[0]
+    axes = axes_of(source.inputs)
+    if profile.precision == "int8" and per_sample(axes):
+        odd = ", ".join(f"{t.name} (batch_axis {t.batch_axis})" for t in source.inputs if t.batch_axis != 0)
+        raise UnsupportedConversion(f"TensorRT INT8 calibration here feeds batch-first inputs only; {odd} is not",
+                                    hint="build this model's fp16 Jetson target, or its INT8 on ort_mobile/openvino")
     if profile.precision in ("fp16", "int8"):
-        amax = _activation_ranges(model, data.calibration, batch)
+        amax = _activation_ranges(model, data.calibration, batch, axes)
         rows.append(_fp16_scan(model, amax, options.fp16_margin))
     details: dict[str, Any] = {"tensorrt": options.tensorrt, "jetpack": options.jetpack, "l4t": options.l4t,
                                "sm": options.sm, "dla_core": options.dla_core, "op_table": table.describe(),
