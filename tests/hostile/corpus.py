@@ -554,7 +554,7 @@ def build(root: Path, fake_model: Path, tiny_onnx: Path | None, bundle: Path) ->
          arrays(lambda d: npz_raw(d / "x.npz", {"input.npy": npy_header((1,), "|O") + pickle_payload(d / "CANARY")})),
          fragment="numeric")
     case("npz-zero-dim", "tracebacks", cal_args,
-         arrays(lambda d: np.savez(d / "x.npz", input=np.float32(3.0))), fragment="0-dimensional")
+         arrays(lambda d: np.savez(d / "x.npz", input=np.float32(3.0))), fragment="is a scalar; calibration arrays hold one row per sample")
     case("npz-strings", "tracebacks", cal_args,
          arrays(lambda d: np.savez(d / "x.npz", input=np.array(["a", "b"]))), fragment="numeric")
     case("npz-complex", "tracebacks", cal_args,
