@@ -14,6 +14,14 @@ from edgepack.bundle import read_manifest, verify
 from edgepack.errors import ConfigError, InputError, explain
 
 
+def _ort_reason() -> str:
+    """Why ort_mobile cannot build a fake source: its runtime is missing (base-only venv) or it takes ONNX only."""
+    from edgepack.backends import registry
+
+    missing = registry.get("ort_mobile").missing()
+    return f"not installed: {', '.join(missing)}" if missing else "ort_mobile takes onnx sources, not fake"
+
+
 def test_plan_refuses_before_any_work(fake_model, profile, tmp_path, cli):
     """A target whose backend cannot take the source is refused by the plan: nothing converted, nothing written."""
     ok = profile("ok")
@@ -21,7 +29,7 @@ def test_plan_refuses_before_any_work(fake_model, profile, tmp_path, cli):
     onnx_only.write_text('backend = "ort_mobile"\nprecision = "fp32"\n')
     res = cli("build", fake_model, "-t", ok, "-t", onnx_only, "-c", "digits", "--out", tmp_path / "dist")
     assert res.exit_code == 2
-    assert "1 target cannot build" in res.stderr and "ort: ort_mobile takes onnx sources, not fake" in res.stderr
+    assert "1 target cannot build" in res.stderr and f"ort: {_ort_reason()}" in res.stderr
     assert "--skip-unavailable" in res.stderr
     assert not (tmp_path / "dist").exists()  # refused before any conversion or folder
 
@@ -31,7 +39,7 @@ def test_plan_refuses_before_any_work(fake_model, profile, tmp_path, cli):
     report = json.loads((tmp_path / "dist" / "linear" / "build-report.json").read_text())
     rows = {t["target"]: t for t in report["targets"]}
     assert rows["ok"]["status"] == "passed"
-    assert rows["ort"]["status"] == "skipped" and rows["ort"]["reason"] == "ort_mobile takes onnx sources, not fake"
+    assert rows["ort"]["status"] == "skipped" and rows["ort"]["reason"] == _ort_reason()
 
 
 def test_plan_command_table_and_json(fake_model, profile, tmp_path, cli):
@@ -43,7 +51,7 @@ def test_plan_command_table_and_json(fake_model, profile, tmp_path, cli):
     assert "build" in res.stdout and "skip" in res.stdout
     plan = json.loads((tmp_path / "plan.json").read_text())
     actions = {r["target"]: (r["action"], r["reason"]) for r in plan["targets"]}
-    assert actions == {"ok": ("build", None), "ort": ("skip", "ort_mobile takes onnx sources, not fake")}
+    assert actions == {"ok": ("build", None), "ort": ("skip", _ort_reason())}
     assert plan["source"]["name"] == "linear"
     assert cli("plan", fake_model, "-t", ok, "-t", onnx_only).exit_code == 2  # refusals without the flag
 
