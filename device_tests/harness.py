@@ -25,19 +25,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BLOCKED = ("torch", "tensorflow", "keras", "edgepack")
-
-_GUARD = """
-import importlib.abc, runpy, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {blocked!r}:
-            raise ImportError(f"{{name}} is not available on this device")
-        return None
-sys.meta_path.insert(0, _Block())
-sys.argv = [{runner!r}] + sys.argv[1:]
-runpy.run_path({runner!r}, run_name="__main__")
-"""
+from edgepack.devices.transports import BLOCKED  # noqa: E402 - one device guard for the harness and `edgepack device`
+from edgepack.devices.transports import GUARD as _GUARD  # noqa: E402
 
 
 @dataclass
