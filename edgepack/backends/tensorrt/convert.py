@@ -69,7 +69,9 @@ def check_source_ops(source: "Source", options: TensorRTOptions) -> tables.OpChe
     """The op check on the source graph alone (weights not loaded): the backend's preflight."""
     import onnx
 
-    return check_ops_or_refuse(onnx.load(str(source.path), load_external_data=False), options)
+    model = onnx.load(str(source.path), load_external_data=False)
+    _shapes(model, options, tuple(source.inputs))  # a dynamic axis nobody gave a range for: refused up front
+    return check_ops_or_refuse(model, options)
 
 
 QDQ_OPSET = 13  # per-channel DequantizeLinear (the `axis` attribute) needs opset 13
