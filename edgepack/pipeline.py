@@ -458,9 +458,7 @@ def build(
         for row in the_plan.rows:
             if row.action == "skip":
                 t = next(t for t in resolved if t.name == row.target)
-                results[t.name] = TargetReport(target=t.name, status="skipped", backend=t.profile.backend,
-                                               precision=t.profile.precision, device=t.profile.device,
-                                               reason=row.reason, hint=row.hint, source=source.describe())
+                results[t.name] = _skipped_report(t, row.reason, row.hint, source)
         runnable = [t for t in resolved if t.name in the_plan.buildable]
         if not runnable:
             return [results[t.name] for t in resolved]
@@ -479,7 +477,7 @@ def _bridge_and_preflight(source: Source, runnable: list[Target], results: dict[
     look at a bridged source during planning look now — still before any data or conversion — and refuse (or, with
     --skip-unavailable, skip) with the reason."""
     sources: dict[str, tuple[Source, list[str]]] = {}
-    refused: list[str] = []
+    refused: list[plans.PlanRow] = []
     for t in runnable:
         try:
             sources[t.name] = bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
@@ -493,17 +491,20 @@ def _bridge_and_preflight(source: Source, runnable: list[Target], results: dict[
             run_isolated(_preflight_worker, bridged, t, what=f"{t.name} preflight", family=f"backend:{t.backend.name}")
         except EdgepackError as e:
             del sources[t.name]
-            if not skip_unavailable:
-                refused.append(f"{t.name}: {e.message}")
-                continue
-            p = t.profile
-            results[t.name] = TargetReport(target=t.name, status="skipped", backend=p.backend, precision=p.precision,
-                                           device=p.device, reason=e.message, hint=e.hint or None,
-                                           source=source.describe())
-    if refused:
-        raise ConfigError(f"{len(refused)} target(s) cannot build {source.name} ({'; '.join(refused)})",
-                          hint="drop them, or pass --skip-unavailable to build the others and report these as skipped")
+            if skip_unavailable:
+                results[t.name] = _skipped_report(t, e.message, e.hint or None, source)
+            else:
+                refused.append(plans.PlanRow(target=t.name, backend=t.backend.name, precision=t.profile.precision,
+                                             action="refuse", route=t.backend.route(source.kind)[1], reason=e.message,
+                                             hint=e.hint or None))
+    plans.refuse(plans.Plan(model=source.name, source=source.describe(), rows=tuple(refused)))
     return sources
+
+
+def _skipped_report(t: Target, reason: str | None, hint: str | None, source: Source) -> TargetReport:
+    p = t.profile
+    return TargetReport(target=t.name, status="skipped", backend=p.backend, precision=p.precision, device=p.device,
+                        reason=reason, hint=hint, source=source.describe())
 
 
 def _build_planned(source: Source, resolved: list[Target], runnable: list[Target], results: dict[str, TargetReport],

@@ -7,13 +7,14 @@ members, ``data/`` generated calibration arrays).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgepack.feeds import sha256_file
 
 CACHE = Path(os.environ.get("EDGEPACK_REALMODELS_CACHE", "~/.cache/edgepack/realmodels")).expanduser()
 
@@ -38,14 +39,6 @@ class Package:
     @property
     def spec(self) -> str:
         return f"{self.name}=={self.version}"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _offline(text: str) -> bool:
