@@ -381,8 +381,7 @@ def check_reference(golden: Feeds) -> None:
         a = np.asarray(arr)
         if not np.issubdtype(a.dtype, np.floating):
             continue
-        bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1)) if a.ndim else (
-            np.array([0]) if not np.isfinite(a) else np.array([], dtype=int))
+        bad = np.flatnonzero(~np.isfinite(a.reshape(len(a) if a.ndim else 1, -1)).all(axis=1))
         if len(bad):
             shown = ", ".join(str(int(i)) for i in bad[:8]) + (" …" if len(bad) > 8 else "")
             raise InputError(f"the reference model itself produced NaN/Inf in output '{name}' for {len(bad)} of "
