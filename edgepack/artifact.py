@@ -58,8 +58,9 @@ class Artifact(BaseModel):
 
 
 class ConvertData(BaseModel):
-    """The build's data as a backend sees it: the calibration split (for quantizers), the tuning split only for
-    backends that declare they tune on data, class names and preprocessing (for app metadata), and summary
+    """The build's data as a backend sees it: the calibration split (for quantizers), the tuning split (inputs,
+    labels, reference outputs, the parity limits and output kinds) only for backends that declare they tune on
+    data, class names and preprocessing (for app metadata), and summary
     ranges of the holdout (for calibration sanity warnings; the holdout itself never reaches a backend)."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -67,9 +68,23 @@ class ConvertData(BaseModel):
     calibration: dict[str, np.ndarray] = Field(default_factory=dict)
     tuning: dict[str, np.ndarray] | None = None
     tuning_labels: np.ndarray | None = None
+    tuning_reference: dict[str, np.ndarray] | None = Field(None, description="the reference model's outputs on the "
+                                                           "tuning split (what the accuracy search compares with)")
+    limits: dict[str, Any] | None = Field(None, description="the parity limits the build judges (for the search)")
+    kinds: dict[str, str] | None = Field(None, description="output name → decided kind")
     class_names: list[str] | None = None
     preprocess: dict[str, Any] = Field(default_factory=dict)
     holdout_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+    def search_tuning(self):
+        """The tuning split as :mod:`edgepack.quantsearch` takes it, or None when this build passed none."""
+        from edgepack.core.limits import Limits
+        from edgepack.quantsearch import Tuning
+
+        if not self.tuning or self.tuning_reference is None:
+            return None
+        return Tuning(self.tuning, self.tuning_reference, self.tuning_labels, Limits.from_dict(self.limits),
+                      self.kinds)
 
     @classmethod
     def ranges(cls, feeds: Feeds) -> dict[str, tuple[float, float]]:

@@ -7,13 +7,13 @@ and flagged as such in every report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgepack.config import CalibrationRecipe, Preprocess, load_recipe
+from edgepack.config import CalibrationRecipe, DataSpec, Preprocess, load_recipe
 from edgepack.errors import ConfigError, InputError
 from edgepack.feeds import Feeds, num_samples, take
 from edgepack.signature import TensorSpec
@@ -23,12 +23,17 @@ SYNTHETIC_SAMPLES = 64
 
 @dataclass
 class CalibrationData:
-    """Calibration split (for quantizers) and holdout split (for parity), never overlapping."""
+    """Calibration split (for quantizers), tuning split (for the INT8 accuracy search) and holdout split (for
+    parity), never overlapping. ``holdout_origin`` is set when the user gave a separate holdout set."""
 
     name: str
     calibration: Feeds
     holdout: Feeds
     holdout_labels: np.ndarray | None = None
+    tuning: Feeds = field(default_factory=dict)
+    tuning_labels: np.ndarray | None = None
+    tuning_reference: Feeds = field(default_factory=dict)  # the reference model's outputs on the tuning split
+    holdout_origin: str = ""
     class_names: list[str] | None = None
     synthetic: bool = False
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +47,8 @@ class CalibrationData:
     def describe(self) -> dict[str, Any]:
         n_cal, n_hold = self.sizes
         return {
+            "tuning_samples": num_samples(self.tuning) if self.tuning else 0,
+            **({"holdout_origin": self.holdout_origin} if self.holdout_origin else {}),
             "name": self.name,
             "origin": self.origin,
             "synthetic": self.synthetic,
@@ -192,18 +199,27 @@ def _samples_first(feeds: Feeds, inputs: tuple[TensorSpec, ...]) -> Feeds:
 # -------------------------------------------------------------------------------------------- split + checks
 
 
-def _split(n: int, n_cal: int, n_hold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(n: int, n_cal: int, n_hold: int, seed: int, n_tune: int = 0,
+           separate_holdout: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration, holdout and tuning indices from one seeded permutation: holdout first (up to half the data;
+    none when a separate holdout set is given), then calibration, then tuning (up to a third of what remains, so
+    calibration keeps the larger part of small sets)."""
     if n < 2:
         raise InputError(f"calibration data has {n} sample(s); at least 2 are needed for disjoint splits")
-    n_hold = min(n_hold, n // 2)
-    n_cal = min(n_cal, n - n_hold)
+    n_hold = 0 if separate_holdout else min(n_hold, n // 2)
+    left = n - n_hold - min(n_cal, n - n_hold)  # what calibration leaves unused
+    n_tune = min(n_tune, max(left, (n - n_hold) // 3))
+    n_cal = min(n_cal, n - n_hold - n_tune)
     order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_hold:n_hold + n_cal]), np.sort(order[:n_hold])
+    cal = order[n_hold:n_hold + n_cal]
+    tune = order[n_hold + n_cal:n_hold + n_cal + n_tune]
+    return np.sort(cal), np.sort(order[:n_hold]), np.sort(tune)
 
 
 def split_indices(n: int, recipe: CalibrationRecipe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibration, holdout and remaining (training) indices: deterministic and disjoint."""
-    cal, hold = _split(n, recipe.split.calibration, recipe.split.holdout, recipe.split.seed)
+    """Calibration, holdout and remaining (training) indices: deterministic and disjoint. The tuning split is
+    drawn from the remaining samples (a model may be trained on them: tuning only chooses among recipes)."""
+    cal, hold, _ = _split(n, recipe.split.calibration, recipe.split.holdout, recipe.split.seed)
     rest = np.setdiff1d(np.arange(n), np.concatenate([cal, hold]))
     return cal, hold, rest
 
@@ -254,7 +270,8 @@ def _check_shapes(feeds: Feeds, inputs: tuple[TensorSpec, ...], origin: str) -> 
     return out
 
 
-def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...]) -> CalibrationData:
+def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...],
+                separate_holdout: bool = False, whole: bool = False) -> CalibrationData:
     pre = recipe.preprocess
     labels = None
     class_names = recipe.labels
@@ -290,23 +307,29 @@ def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...]) -> Ca
     if labels is not None and (np.ndim(labels) != 1 or len(labels) != num_samples(feeds)):
         raise InputError(f"calibration labels have shape {np.shape(labels)} for {num_samples(feeds)} samples "
                          f"({origin})", hint="one label per sample")
-    cal, hold, _ = split_indices(num_samples(feeds), recipe)
+    if whole:  # a separate holdout set: every sample is holdout
+        cal, hold, tune = np.arange(0), np.arange(num_samples(feeds)), np.arange(0)
+    else:
+        cal, hold, tune = _split(num_samples(feeds), recipe.split.calibration, recipe.split.holdout,
+                                 recipe.split.seed, recipe.split.tuning, separate_holdout)
     return CalibrationData(
         name=recipe.name,
         calibration=take(feeds, cal),
         holdout=take(feeds, hold),
         holdout_labels=None if labels is None else np.asarray(labels)[hold],
+        tuning=take(feeds, tune) if len(tune) else {},
+        tuning_labels=None if labels is None or not len(tune) else np.asarray(labels)[tune],
         class_names=class_names,
         preprocess=pre.model_dump(mode="json") if recipe.data.kind != "arrays" else {},
         origin=origin,
     )
 
 
-def from_arrays(path: Path, inputs: tuple[TensorSpec, ...]) -> CalibrationData:
+def from_arrays(path: Path, inputs: tuple[TensorSpec, ...], separate_holdout: bool = False) -> CalibrationData:
     from edgepack.config import DataSpec
 
     recipe = CalibrationRecipe(name=Path(path).stem, data=DataSpec(kind="arrays", path=str(Path(path).resolve())))
-    return from_recipe(recipe, inputs)
+    return from_recipe(recipe, inputs, separate_holdout)
 
 
 def synthetic(inputs: tuple[TensorSpec, ...], seed: int = 0) -> CalibrationData:
@@ -321,19 +344,32 @@ def synthetic(inputs: tuple[TensorSpec, ...], seed: int = 0) -> CalibrationData:
     idx = np.arange(2 * SYNTHETIC_SAMPLES)
     return CalibrationData(name="synthetic", calibration=take(feeds, idx[:SYNTHETIC_SAMPLES]),
                            holdout=take(feeds, idx[SYNTHETIC_SAMPLES:]), synthetic=True,
+                           tuning=take(feeds, idx[SYNTHETIC_SAMPLES:SYNTHETIC_SAMPLES + SYNTHETIC_SAMPLES // 2]),
                            origin=f"seeded standard-normal noise (seed {seed})")
 
 
 def load(spec: str | None, inputs: tuple[TensorSpec, ...], *, allow_synthetic: bool = False,
-         relative_to: Path | None = None) -> CalibrationData:
-    """Calibration data from a recipe name/path, an .npz/.npy file, or (only if allowed) synthetic noise."""
+         relative_to: Path | None = None, holdout: str | None = None) -> CalibrationData:
+    """Calibration data from a recipe name/path, an .npz/.npy file, or (only if allowed) synthetic noise.
+    ``holdout`` (a recipe or an .npz/.npy) is a separate holdout set: all of it is the holdout, and the calibration
+    source is split into calibration and tuning only."""
     if spec is None:
         if allow_synthetic:
             return synthetic(inputs)
         raise ConfigError("no calibration data given",
                           hint="pass --calibration RECIPE|file.npz (real data), or --synthetic-calibration to accept "
                                "random inputs (parity on noise can hide broken models)")
+    data = _load_one(spec, inputs, relative_to, separate_holdout=holdout is not None)
+    if holdout is None:
+        return data
+    held = _load_one(holdout, inputs, relative_to, separate_holdout=False, whole=True)
+    return replace(data, holdout=held.holdout, holdout_labels=held.holdout_labels, holdout_origin=held.origin)
+
+
+def _load_one(spec: str, inputs: tuple[TensorSpec, ...], relative_to: Path | None, separate_holdout: bool,
+              whole: bool = False) -> CalibrationData:
+    """One data source, split; ``whole``: every sample is holdout (a separate holdout set)."""
     p = Path(spec)
-    if p.suffix in (".npz", ".npy"):
-        return from_arrays(p, inputs)
-    return from_recipe(load_recipe(spec, relative_to=relative_to), inputs)
+    recipe = (CalibrationRecipe(name=p.stem, data=DataSpec(kind="arrays", path=str(p.resolve())))
+              if p.suffix in (".npz", ".npy") else load_recipe(spec, relative_to=relative_to))
+    return from_recipe(recipe, inputs, separate_holdout, whole)

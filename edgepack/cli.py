@@ -143,7 +143,12 @@ def build(
     target: Annotated[list[str], typer.Option("--target", "-t", help="target profile name (see `edgepack targets`), "
                                                                       "path to a profile .toml, or `all`; repeatable")],
     calibration: Annotated[Optional[str], typer.Option("--calibration", "-c", help="calibration recipe (name in "
-                           "calibration/ or .toml path) or an .npz/.npy file with arrays keyed by input name")] = None,
+                           "calibration/ or .toml path) or an .npz/.npy file with arrays keyed by input name; "
+                           "split three ways, disjoint and seeded: calibration (ranges), tuning (the INT8 accuracy "
+                           "search) and holdout (the verdict)")] = None,
+    holdout: Annotated[Optional[str], typer.Option("--holdout", help="a separate holdout set (recipe or .npz/.npy, "
+                       "with 'labels' if any): all of it judges the bundles; --calibration then gives calibration "
+                       "and tuning only")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output root: bundles go to OUT/<model>/<target>/")] = Path("dist"),
     input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="declare an input: "
                           "NAME=[SHAPE][:DTYPE][,batch_axis=N|none][,layout=nchw][,value=NUMBER]"
@@ -205,7 +210,7 @@ def build(
 
         inputs, outputs = _declarations(input_spec, output, model_config)
         results = pipeline.build(
-            model, target, calibration=calibration, out=out, inputs=inputs, weights=weights,
+            model, target, calibration=calibration, holdout=holdout, out=out, inputs=inputs, weights=weights,
             trust_code=trust_model_code, signature=signature, synthetic=synthetic_calibration, archive=archive,
             skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=outputs, name=name,
             progress=progress,

@@ -53,6 +53,9 @@ class ParityBudget(_Model):
 
 class Budgets(_Model):
     max_size_mb: float | None = Field(None, gt=0)
+    max_int8_latency_ratio: float | None = Field(None, gt=0, description="host latency of the INT8 build ÷ the "
+                                                 "float model in the same runtime (1 thread, interleaved in one "
+                                                 "run): keeps a float fallback from erasing INT8's gain")
     max_latency_p50_ms: float | None = Field(None, gt=0)
     max_latency_p90_ms: float | None = Field(None, gt=0)
     parity: ParityBudget = ParityBudget()
@@ -141,8 +144,12 @@ class Preprocess(_Model):
 
 
 class Split(_Model):
+    """Three disjoint, seeded splits: calibration (quantizer ranges), tuning (choosing among INT8 recipes and
+    ranking layer sensitivity) and holdout (the verdict, untouched by any choice)."""
+
     seed: int = Field(0, ge=0, le=2**32 - 1)
     calibration: int = Field(256, ge=1, le=1_000_000)
+    tuning: int = Field(256, ge=0, le=1_000_000, description="samples for the INT8 accuracy search (0: no search)")
     holdout: int = Field(256, ge=1, le=1_000_000)
 
 

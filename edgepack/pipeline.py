@@ -143,11 +143,16 @@ def with_state_trajectories(source: Source, data: CalibrationData) -> Calibratio
             new[inp] = np.concatenate([feeds[inp][:1], y[:-1]]).astype(feeds[inp].dtype)
         return new
 
-    return replace(data, calibration=trajectory(data.calibration), holdout=trajectory(data.holdout))
+    return replace(data, calibration=trajectory(data.calibration), holdout=trajectory(data.holdout),
+                   tuning=trajectory(data.tuning) if data.tuning else data.tuning)
 
 
-def load_data(spec: str | None, targets: list[Target], source: Source, synthetic: bool) -> CalibrationData:
-    """The build's data. Without ``--calibration`` the profiles' recipe is used only when they all name the same one."""
+def load_data(spec: str | None, targets: list[Target], source: Source, synthetic: bool,
+              holdout: str | None = None) -> CalibrationData:
+    """The build's data. Without ``--calibration`` the profiles' recipe is used only when they all name the same one.
+    ``holdout``: a separate holdout set (recipe or .npz), then the calibration source gives calibration + tuning."""
+    if holdout is not None and spec is None:
+        raise ConfigError("--holdout needs --calibration", hint="pass --calibration RECIPE|file.npz as well")
     relative = None
     if spec is None:
         named = {t.profile.calibration: t for t in targets if t.profile.calibration}
@@ -159,7 +164,7 @@ def load_data(spec: str | None, targets: list[Target], source: Source, synthetic
         if named and not synthetic:
             spec, first = next(iter(named.items()))
             return _default_recipe(spec, first, source)
-    return calibration_mod.load(spec, source.inputs, allow_synthetic=synthetic, relative_to=relative)
+    return calibration_mod.load(spec, source.inputs, allow_synthetic=synthetic, relative_to=relative, holdout=holdout)
 
 
 def _default_recipe(spec: str, target: Target, source: Source) -> CalibrationData:
@@ -237,7 +242,8 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                             what=f"{profile.name} host run", family=f"backend:{profile.backend}")
     except RuntimeUnavailable as e:
         parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message, kinds=kinds)
-        checks = target.backend.host_checks(artifact) + budget_checks(profile.budgets, size, None)
+        checks = (target.backend.host_checks(artifact) + budget_checks(profile.budgets, size, None)
+                  + search_checks(target, artifact))
         return Evaluation(size, None, parity, checks, [f"parity deferred to device: {e.message}"])
     outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()})
     data = outcome.to_dict()
@@ -247,8 +253,20 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                           where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
     checks = (target.backend.host_checks(artifact) + list(outcome.checks)
-              + budget_checks(profile.budgets, size, host["latency"]))
+              + budget_checks(profile.budgets, size, host["latency"]) + search_checks(target, artifact))
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
+
+
+def search_checks(target: Target, artifact: Artifact) -> list[Check]:
+    """Rows from the INT8 accuracy search (met the budget on the tuning split, fallback latency cost) and the INT8
+    speed budget."""
+    from edgepack import quantsearch
+
+    search = getattr(target.options, "accuracy_search", None)
+    if not target.profile.precision.startswith("int8"):
+        return []
+    return quantsearch.checks(artifact.details, search.max_latency_ratio if search is not None else None,
+                              target.profile.budgets.max_int8_latency_ratio)
 
 
 @dataclass(frozen=True)
@@ -261,13 +279,17 @@ class Converted:
 
 
 def convert_target(target: Target, source: Source, notes: list[str], data: CalibrationData, staging: Path,
-                   progress: Progress) -> Converted:
+                   progress: Progress, kinds: dict[str, OutputKindInfo] | None = None) -> Converted:
     backend, profile = target.backend, target.profile
     progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
-    tunes = backend.tunes_on_data(profile, target.options)
+    tunes = backend.tunes_on_data(profile, target.options) and bool(data.tuning)
+    limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
     convert_data = ConvertData(
         calibration=data.calibration, class_names=data.class_names, preprocess=data.preprocess,
-        tuning=data.holdout if tunes else None, tuning_labels=data.holdout_labels if tunes else None,
+        tuning=data.tuning if tunes else None, tuning_labels=data.tuning_labels if tunes else None,
+        tuning_reference=data.tuning_reference if tunes and data.tuning_reference else None,
+        limits=limits.to_dict() if tunes else None,
+        kinds={n: k.kind for n, k in (kinds or {}).items()} if tunes else None,
         holdout_ranges=ConvertData.ranges(data.holdout),
     )
     t0 = time.perf_counter()
@@ -340,7 +362,8 @@ def _error_report(target: Target, stage: str, e: BaseException, source: Source |
 
 
 def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[str]]], data: CalibrationData,
-                 out_parent: Path, progress: Progress) -> tuple[list[Converted], dict[str, TargetReport]]:
+                 out_parent: Path, progress: Progress, kinds: dict[str, dict[str, OutputKindInfo]] | None = None
+                 ) -> tuple[list[Converted], dict[str, TargetReport]]:
     """Convert every target: one thread per backend (its warm worker), at most JOBS backends at a time. A target
     whose conversion fails gets an ERROR report; the others go on."""
     groups: dict[str, list[Target]] = {}
@@ -354,7 +377,7 @@ def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[st
             staging = bundles.staging_dir(out_parent, t.name)
             src, notes = sources[t.name]
             try:
-                done[t.name] = convert_target(t, src, notes, data, staging, progress)
+                done[t.name] = convert_target(t, src, notes, data, staging, progress, (kinds or {}).get(t.name))
             except Exception as e:  # noqa: BLE001 - one target's failure is its verdict, not the build's
                 bundles.discard(staging)
                 errors[t.name] = _error_report(t, "conversion", e, src)
@@ -429,6 +452,7 @@ def build(
     targets: list[str],
     *,
     calibration: str | None = None,
+    holdout: str | None = None,
     out: Path = Path("dist"),
     inputs: tuple[TensorSpec, ...] = (),
     weights: str | None = None,
@@ -463,7 +487,8 @@ def build(
             return [results[t.name] for t in resolved]
         bridges = Bridges(source)
         try:
-            return _build_planned(source, resolved, runnable, results, bridges, calibration=calibration, out=out,
+            return _build_planned(source, resolved, runnable, results, bridges, calibration=calibration,
+                                  holdout=holdout, out=out,
                                   synthetic=synthetic, archive=archive, skip_unavailable=skip_unavailable,
                                   outputs=outputs, progress=progress)
         finally:
@@ -507,7 +532,7 @@ def _skipped_report(t: Target, reason: str | None, hint: str | None, source: Sou
 
 
 def _build_planned(source: Source, resolved: list[Target], runnable: list[Target], results: dict[str, TargetReport],
-                   bridges: Bridges, *, calibration: str | None, out: Path, synthetic: bool, archive: bool,
+                   bridges: Bridges, *, calibration: str | None, holdout: str | None = None, out: Path, synthetic: bool, archive: bool,
                    skip_unavailable: bool, outputs: dict[str, str] | None, progress: Progress) -> list[TargetReport]:
     sources = _bridge_and_preflight(source, runnable, results, bridges, skip_unavailable)
     runnable = [t for t in runnable if t.name in sources]
@@ -517,14 +542,18 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     for t in runnable:  # refused before any conversion: an unsafe name, or a non-bundle in the way
         bundles.check_destination(out_root / source.name / t.name)
     progress("preparing calibration and holdout data")
-    data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic))
+    data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic, holdout))
     progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
     golden = golden_outputs(source, data.holdout)
     check_reference(golden)
     # decided once per target, before any conversion (bad declarations are refused up front)
     kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {})) for t in runnable}
     write_holdout(out_root / source.name / "holdout", data, golden)
-    converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress)
+    if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
+        progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
+                 "(for the INT8 accuracy search)")
+        data = replace(data, tuning_reference=golden_outputs(source, data.tuning))
+    converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds)
     results.update(errors)
     try:
         for i, c in enumerate(converted):

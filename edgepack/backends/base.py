@@ -194,8 +194,10 @@ class Backend(abc.ABC):
         return profile.precision.startswith("int8") and profile.precision != "int8-dynamic"
 
     def tunes_on_data(self, profile: "TargetProfile", options: BaseModel) -> bool:
-        """Whether convert chooses among recipes on held-out data (it then receives ``data.tuning``)."""
-        return False
+        """Whether convert chooses among recipes on the tuning split (it then receives ``data.tuning``): by default,
+        calibrated INT8 with ``options.accuracy_search`` enabled."""
+        search = getattr(options, "accuracy_search", None)
+        return self.needs_calibration(profile, options) and search is not None and bool(search.enabled)
 
     def preflight(self, source: "Source", profile: "TargetProfile", options: Any) -> None:
         """Refuse (raise EdgepackError), before any target converts, what ``convert`` would refuse from the source

@@ -47,8 +47,9 @@ def test_image_folder_recipe(tmp_path):
         'mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\nlayout = "nhwc"\ncolor = "bgr"\n'
         '[split]\ncalibration = 6\nholdout = 4\n')
     data = calibration.load(str(tmp_path / "r.toml"), (TensorSpec("x", (1, 32, 32, 3)),))
-    assert data.sizes == (6, 4)
-    assert data.calibration["x"].shape == (6, 32, 32, 3)
+    # 10 images: holdout 4; of the 6 left, a third (2) is the tuning split, calibration gets the other 4
+    assert data.sizes == (4, 4) and len(data.tuning["x"]) == 2
+    assert data.calibration["x"].shape == (4, 32, 32, 3)
     assert data.class_names == ["cat", "dog"] and data.holdout_labels is not None
 
 
@@ -57,8 +58,25 @@ def test_npz_keyed_by_input_name(tmp_path):
     np.savez(tmp_path / "c.npz", input=arr, labels=np.arange(20) % 10)
     data = calibration.load(str(tmp_path / "c.npz"), IMG)
     n_cal, n_hold = data.sizes
-    assert n_cal + n_hold == 20 and n_hold == 10
-    assert data.holdout_labels is not None
+    assert n_cal + n_hold + len(data.tuning["input"]) == 20 and n_hold == 10 and len(data.tuning["input"]) == 3
+    assert data.holdout_labels is not None and len(data.tuning_labels) == 3
+
+
+def test_three_disjoint_splits_and_a_separate_holdout(tmp_path):
+    """Calibration, tuning and holdout never share a sample; a separate holdout set is used whole, and the
+    calibration source then gives calibration + tuning only."""
+    arr = np.arange(60, dtype=np.float32).reshape(60, 1, 1, 1) * np.ones((1, 1, 32, 32), np.float32)
+    np.savez(tmp_path / "c.npz", input=arr, labels=np.arange(60) % 10)
+    held = np.full((7, 1, 32, 32), -1.0, np.float32)
+    np.savez(tmp_path / "h.npz", input=held, labels=np.arange(7))
+    data = calibration.load(str(tmp_path / "c.npz"), IMG)
+    ids = [set(d["input"][:, 0, 0, 0].tolist()) for d in (data.calibration, data.tuning, data.holdout)]
+    assert all(ids) and not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    sep = calibration.load(str(tmp_path / "c.npz"), IMG, holdout=str(tmp_path / "h.npz"))
+    assert len(sep.holdout["input"]) == 7 and (sep.holdout["input"] == -1).all()
+    assert sep.holdout_labels.tolist() == list(range(7)) and sep.holdout_origin.endswith("h.npz")
+    assert len(sep.calibration["input"]) + len(sep.tuning["input"]) == 60
+    assert sep.describe()["holdout_origin"].endswith("h.npz")
 
 
 def test_npz_with_wrong_keys(tmp_path):

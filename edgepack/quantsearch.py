@@ -1,0 +1,415 @@
+"""Accuracy-aware INT8: search quantization recipes on the tuning split, then keep the most sensitive layers in
+float, until the profile's parity budget holds. Numpy-only: the backends supply a :class:`Space` (worker side,
+with their framework), this module decides.
+
+Order of work (cheapest first, stop at the first recipe that meets the budget on the **tuning** split):
+
+1. the profile's plain recipe, then the backend's other recipes (calibration method, per-channel weights, bias
+   correction, equalisation/smoothing passes), each built with the toolkit's real API;
+2. sensitivity-ranked mixed precision on the best recipe: every quantized layer's contribution to the output
+   error (float-one: that layer alone back in float, or the toolkit's own ranking), then layers go back to float
+   most-sensitive first, one at a time, until the budget holds or ``max_float_layers`` is reached;
+3. nothing met the budget: the best candidate found is returned with ``met = False`` and every layer's error; the
+   pipeline turns that into a failing check naming the best recipe.
+
+The holdout split never reaches this module: the build's verdict stays independent of every choice made here.
+Deterministic: the same inputs give the same trials in the same order (ties broken by layer name).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgepack.core.limits import Limits
+from edgepack.core.metrics import ParityOutcome, parity
+
+Feeds = dict[str, np.ndarray]
+
+
+class AccuracySearch(BaseModel):
+    """``[options.accuracy_search]`` of an INT8 profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="search when the plain INT8 build misses the parity budget on the "
+                          "tuning split")
+    max_float_layers: int = Field(8, ge=0, le=10_000, description="most layers kept in float")
+    max_latency_ratio: float | None = Field(1.5, gt=0, description="a fallback whose host latency exceeds this "
+                                            "multiple of the plain INT8 build's is not accepted")
+    time_limit_s: float = Field(900.0, gt=0, le=86_400, description="wall-clock limit of the whole search")
+    recipes: tuple[str, ...] | None = Field(None, description="only these of the backend's recipes (names as the "
+                                            "report lists them); the plain one is always tried first")
+    sensitivity: str = Field("auto", pattern="^(auto|float-one|toolkit)$", description="how layers are ranked: "
+                             "float-one (each layer alone back in float), toolkit (the toolkit's own analysis "
+                             "where the backend has one), auto (toolkit if available, else float-one)")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    settings: dict[str, Any]
+    why: str = ""
+
+
+@dataclass
+class Tuning:
+    """The tuning split as the search sees it: inputs, the reference model's outputs, labels, limits and kinds."""
+
+    feeds: Feeds
+    reference: Feeds
+    labels: np.ndarray | None
+    limits: Limits
+    kinds: dict[str, str] | None = None
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.feeds.values()))) if self.feeds else 0
+
+
+class Space(abc.ABC):
+    """A backend's quantization search space (worker side). Candidates are whatever the backend needs (paths)."""
+
+    @abc.abstractmethod
+    def recipes(self) -> list[Recipe]:
+        """Cheapest first; ``[0]`` is the profile's own (plain) recipe."""
+
+    @abc.abstractmethod
+    def build(self, recipe: Recipe, float_layers: tuple[str, ...]) -> Any:
+        """Quantize with ``recipe``, keeping ``float_layers`` in float; returns a candidate."""
+
+    @abc.abstractmethod
+    def run(self, candidate: Any, feeds: Feeds) -> Feeds:
+        """The candidate's outputs on every sample of ``feeds`` (reference layout and dtype)."""
+
+    @abc.abstractmethod
+    def layers(self, candidate: Any) -> list[str]:
+        """Quantized layers that can go back to float, in graph order."""
+
+    def ranking(self, recipe: Recipe, candidate: Any, tuning: Tuning) -> list[tuple[str, float]] | None:
+        """The toolkit's own sensitivity ranking (most sensitive first, with its error), or None."""
+        return None
+
+    def size(self, candidate: Any) -> int | None:
+        return None
+
+    def timer(self, candidate: Any) -> Callable[[], Any] | None:
+        """One batch-1 call of the candidate (for the latency cost of a fallback), or None."""
+        return None
+
+    def float_timer(self) -> Callable[[], Any] | None:
+        """One batch-1 call of the float model in the same runtime (for the INT8 speed ratio), or None."""
+        return None
+
+    def int8_share(self, candidate: Any) -> float | None:
+        """Share of compute ops (or MACs) that run in INT8."""
+        return None
+
+    def release(self, candidate: Any) -> None:
+        """Free a candidate that was not chosen."""
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+def _margin(c) -> float:
+    """How far one check is inside (+) or outside (−) its limit, on a comparable scale."""
+    m, lim = c.measured, c.limit
+    if m is None or (isinstance(m, float) and not math.isfinite(m)):
+        return -10.0
+    if c.op == ">=":
+        scale = max(1.0 - lim, 0.01) if lim <= 1.0 else max(abs(lim), 1e-9)
+        return max(-10.0, min(1.0, (m - lim) / scale))
+    if c.op == "<=":
+        return max(-10.0, min(1.0, (lim - m) / max(abs(lim), 1e-9)))
+    return 0.0 if c.passed else -10.0
+
+
+def score(outcome: ParityOutcome) -> float:
+    """0 when every check passes (then the mean margin / 100, so a cleaner pass ranks higher); else the sum of the
+    failing margins (closer to 0 = closer to the budget)."""
+    margins = [_margin(c) for c in outcome.checks]
+    if not margins:
+        return 0.0
+    failing = [m for m in margins if m < 0]
+    if failing:
+        return float(sum(failing))
+    return float(np.mean(margins)) / 100.0
+
+
+def summary(outcome: ParityOutcome) -> dict[str, Any]:
+    """The figures a person compares trials by: the judged checks (name → measured) and the verdict."""
+    return {"passed": bool(outcome), "score": round(score(outcome), 6),
+            "checks": {c.name: (None if c.measured is None else round(float(c.measured), 6)) for c in outcome.checks},
+            "failing": [c.name for c in outcome.checks if not c.passed]}
+
+
+def evaluate(outputs: Feeds, tuning: Tuning) -> ParityOutcome:
+    return parity(tuning.reference, outputs, tuning.limits, tuning.labels, tuning.kinds)
+
+
+# ------------------------------------------------------------------------------------------------ the search
+
+
+@dataclass
+class Trial:
+    recipe: str
+    float_layers: tuple[str, ...]
+    stage: str  # "recipe", "sensitivity", "mixed"
+    passed: bool = False
+    score: float = -math.inf
+    figures: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "float_layers": list(self.float_layers), "stage": self.stage,
+                "passed": self.passed, "score": None if not math.isfinite(self.score) else round(self.score, 6),
+                "figures": self.figures, "seconds": round(self.seconds, 3), **({"error": self.error} if self.error
+                                                                                 else {})}
+
+
+@dataclass
+class Result:
+    candidate: Any
+    recipe: Recipe
+    float_layers: tuple[str, ...]
+    met: bool
+    searched: bool
+    trials: list[Trial]
+    sensitivity: list[tuple[str, float]] = field(default_factory=list)
+    sensitivity_method: str | None = None
+    reason: str = ""
+    cost: dict[str, Any] = field(default_factory=dict)
+    tuning_samples: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = next((t for t in self.trials if t.recipe == self.recipe.name
+                       and t.float_layers == self.float_layers and t.error is None), None)
+        return {
+            "split": f"tuning ({self.tuning_samples} samples; the holdout verdict is independent of this search)",
+            "searched": self.searched, "met_budget_on_tuning": self.met, "reason": self.reason,
+            "chosen": {"recipe": self.recipe.name, "settings": _jsonable(self.recipe.settings),
+                       "why": self.recipe.why, "float_layers": list(self.float_layers),
+                       "tuning": chosen.figures if chosen else {}},
+            "trials": [t.to_dict() for t in self.trials],
+            **({"sensitivity": {"method": self.sensitivity_method,
+                                "layers": [{"layer": n, "error": round(float(e), 6)} for n, e in self.sensitivity]}}
+               if self.sensitivity else {}),
+            "cost": self.cost,
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
+    """Median ms of ``a`` and ``b`` timed alternately in one run (their ratio is fair on a busy host)."""
+    for _ in range(warmup):
+        a()
+        b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a()
+        ta.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b()
+        tb.append(time.perf_counter() - t0)
+    ma, mb = float(np.median(ta)) * 1e3, float(np.median(tb)) * 1e3
+    return {"a_ms": round(ma, 4), "b_ms": round(mb, 4), "ratio": round(ma / mb, 4) if mb > 0 else None}
+
+
+def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
+           progress: Callable[[str], None] = lambda s: None) -> Result:
+    """Plain recipe first; if it misses the budget on the tuning split (and the search is on), other recipes, then
+    sensitivity-ranked mixed precision. Returns the chosen candidate (other candidates are released)."""
+    recipes = space.recipes()
+    plain = recipes[0]
+    if opts.recipes is not None:
+        recipes = [plain] + [r for r in recipes[1:] if r.name in opts.recipes]
+    t_start = time.monotonic()
+    trials: list[Trial] = []
+    kept: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def over_time() -> bool:
+        return time.monotonic() - t_start > opts.time_limit_s
+
+    def attempt(recipe: Recipe, floats: tuple[str, ...], stage: str) -> Trial:
+        t0 = time.monotonic()
+        trial = Trial(recipe.name, floats, stage)
+        try:
+            cand = space.build(recipe, floats)
+        except Exception as e:  # noqa: BLE001 - a recipe the toolkit cannot apply is a failed trial, not a crash
+            from edgepack.errors import explain
+
+            trial.error = explain(str(e)) or type(e).__name__
+            trial.seconds = time.monotonic() - t0
+            trials.append(trial)
+            return trial
+        if tuning is not None:
+            try:
+                outcome = evaluate(space.run(cand, tuning.feeds), tuning)
+                trial.passed, trial.score, trial.figures = bool(outcome), score(outcome), summary(outcome)
+            except Exception as e:  # noqa: BLE001
+                from edgepack.errors import explain
+
+                trial.error = explain(str(e)) or type(e).__name__
+        kept[(recipe.name, floats)] = cand
+        trial.seconds = time.monotonic() - t0
+        trials.append(trial)
+        progress(f"{stage} {recipe.name}" + (f" + {len(floats)} float layer(s)" if floats else "")
+                 + (f": {'meets' if trial.passed else 'misses'} the budget on tuning (score {trial.score:.3f})"
+                    if tuning is not None and trial.error is None else (f": {trial.error}" if trial.error else "")))
+        return trial
+
+    def finish(trial: Trial, recipe: Recipe, met: bool, searched: bool, reason: str,
+               sens: list[tuple[str, float]] | None = None, method: str | None = None) -> Result:
+        key = (recipe.name, trial.float_layers)
+        cand = kept.pop(key)
+        for other in kept.values():
+            space.release(other)
+        res = Result(cand, recipe, trial.float_layers, met, searched, trials, sens or [], method, reason,
+                     tuning_samples=tuning.samples if tuning else 0)
+        res.cost = _cost(space, cand, trial, plain_cand_size, plain_timer_pair)
+        return res
+
+    first = attempt(plain, (), "recipe")
+    if first.error is not None:
+        from edgepack.errors import ConversionFailed
+
+        raise ConversionFailed(f"INT8 quantization failed: {first.error}")
+    plain_cand = kept[(plain.name, ())]
+    plain_cand_size = space.size(plain_cand)
+    plain_timer_pair = (space.timer(plain_cand), space.float_timer())
+    if tuning is None:
+        return finish(first, plain, True, False, "no tuning split (search off): the profile's plain recipe")
+    if first.passed:
+        return finish(first, plain, True, False, "the profile's plain recipe meets the budget on the tuning split")
+    if not opts.enabled:
+        return finish(first, plain, False, False, "the plain recipe misses the budget on the tuning split and "
+                      "options.accuracy_search.enabled is false")
+    by_name = {r.name: r for r in recipes}
+    best = first
+    for r in recipes[1:]:
+        if over_time():
+            break
+        t = attempt(r, (), "recipe")
+        if t.error is None and t.score > best.score:
+            best = t
+        if t.passed:
+            return finish(t, r, True, True, f"recipe '{r.name}' meets the budget on the tuning split")
+    base = by_name[best.recipe]
+    base_cand = kept[(base.name, ())]
+    # sensitivity ranking on the best recipe
+    sens: list[tuple[str, float]] = []
+    method = None
+    layers = space.layers(base_cand)
+    if opts.max_float_layers > 0 and layers and not over_time():
+        if opts.sensitivity in ("auto", "toolkit"):
+            ranked = space.ranking(base, base_cand, tuning)
+            if ranked is not None:
+                sens, method = list(ranked), "toolkit"
+        if not sens:
+            method = "float-one (each layer alone back in float; error = score gained)"
+            for layer in layers:
+                if over_time():
+                    break
+                t = attempt(base, (layer,), "sensitivity")
+                if t.error is None:
+                    sens.append((layer, t.score - best.score))
+                    if t.passed and opts.max_float_layers >= 1:
+                        sens.sort(key=lambda x: (-x[1], x[0]))
+                        return finish(t, base, True, True, f"recipe '{base.name}' with 1 layer in float meets "
+                                      "the budget on the tuning split", sens, method)
+                if (base.name, (layer,)) in kept:
+                    space.release(kept.pop((base.name, (layer,))))
+            sens.sort(key=lambda x: (-x[1], x[0]))
+        floats: tuple[str, ...] = ()
+        best_mixed: Trial | None = None
+        for layer, _ in [s for s in sens if s[1] > 0 or method == "toolkit"][:opts.max_float_layers]:
+            if over_time():
+                break
+            floats = floats + (layer,)
+            t = attempt(base, floats, "mixed")
+            if t.error is None and (best_mixed is None or t.score > best_mixed.score):
+                best_mixed = t
+            if t.passed:
+                return finish(t, base, True, True, f"recipe '{base.name}' with {len(floats)} layer(s) in float "
+                              "meets the budget on the tuning split", sens, method)
+        if best_mixed is not None and best_mixed.score > best.score:
+            best = best_mixed
+    why = ("time limit reached" if over_time() else "no recipe and no mixed-precision fallback within "
+           f"max_float_layers={opts.max_float_layers} meets the budget on the tuning split")
+    return finish(best, by_name[best.recipe], False, True, f"{why}; best: recipe '{best.recipe}' with "
+                  f"{len(best.float_layers)} layer(s) in float (score {best.score:.3f})", sens, method)
+
+
+def _cost(space: Space, cand: Any, trial: Trial, plain_size: int | None,
+          timers: tuple[Callable | None, Callable | None]) -> dict[str, Any]:
+    """Size and host latency of the chosen candidate against the plain INT8 build and the float model."""
+    out: dict[str, Any] = {}
+    size = space.size(cand)
+    if size is not None:
+        out["size_bytes"] = size
+        if plain_size:
+            out["size_vs_plain_int8"] = round(size / plain_size, 4)
+    share = space.int8_share(cand)
+    if share is not None:
+        out["int8_compute_share"] = round(float(share), 4)
+    timer = space.timer(cand)
+    plain_timer, float_timer = timers
+    try:
+        if timer is not None and plain_timer is not None and trial.float_layers:
+            m = interleaved(timer, plain_timer)
+            out["latency_vs_plain_int8"] = m["ratio"]
+        if timer is not None and float_timer is not None:
+            m = interleaved(timer, float_timer)
+            out["int8_ms"], out["float_ms"], out["latency_vs_float"] = m["a_ms"], m["b_ms"], m["ratio"]
+    except Exception as e:  # noqa: BLE001 - a timing failure is reported, never fatal
+        from edgepack.errors import explain
+
+        out["latency_error"] = explain(str(e)) or type(e).__name__
+    return out
+
+
+def checks(details: dict[str, Any], opts_latency_ratio: float | None, max_int8_latency_ratio: float | None):
+    """Report rows from an artifact's ``accuracy_search`` details: the search met the budget on the tuning split,
+    the fallback's latency cost, and the INT8 speed budget (INT8 ÷ float latency, interleaved in one run)."""
+    from edgepack.core.checks import Check, judge
+
+    rows = []
+    s = details.get("accuracy_search")
+    if s is None:
+        if max_int8_latency_ratio is not None:
+            rows.append(judge("int8_latency_ratio", None, max_int8_latency_ratio, "<=",
+                              note="not measured: this build ran no INT8 quantization search stage"))
+        return rows
+    if s.get("searched") or not s.get("met_budget_on_tuning", True):
+        c = s["chosen"]
+        rows.append(Check("accuracy_search.met_budget_on_tuning", 1, 1 if s["met_budget_on_tuning"] else 0,
+                          bool(s["met_budget_on_tuning"]), "==",
+                          f"chosen: recipe '{c['recipe']}', {len(c['float_layers'])} layer(s) in float; {s['reason']}"))
+    cost = s.get("cost", {})
+    if opts_latency_ratio is not None and cost.get("latency_vs_plain_int8") is not None:
+        rows.append(judge("accuracy_search.latency_vs_plain_int8", cost["latency_vs_plain_int8"], opts_latency_ratio,
+                          "<=", "host latency of the chosen fallback ÷ the plain INT8 build, interleaved"))
+    if max_int8_latency_ratio is not None:
+        r = cost.get("latency_vs_float")
+        rows.append(judge("int8_latency_ratio", r, max_int8_latency_ratio, "<=",
+                          "host latency INT8 ÷ float model in the same runtime, 1 thread, interleaved in one run"
+                          if r is not None else "not measured (no float timer for this backend)"))
+    return rows
