@@ -13,10 +13,11 @@ import contextvars
 import os
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,13 @@ from edgepack.core.checks import Check
 from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import Limits
-from edgepack.errors import ConfigError, EdgepackError, InputError, RuntimeUnavailable, explain
+from edgepack.errors import (
+    ConfigError,
+    EdgepackError,
+    InputError,
+    RuntimeUnavailable,
+    explain,
+)
 from edgepack.feeds import Feeds, take
 from edgepack.isolation import Workers, current, run_isolated
 from edgepack.parity.compare import compare
@@ -102,7 +109,7 @@ def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[T
 
 def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (), weights: str | None = None,
          trust_code: bool = False, signature: str | None = None, skip_unavailable: bool = False,
-         targets_dir: Path | None = None) -> "plans.Plan":
+         targets_dir: Path | None = None) -> plans.Plan:
     """What ``build`` would do with each target, decided from the source's signature and the profiles only."""
     resolved = resolve_targets(targets, targets_dir)
     with _workers():
