@@ -3,6 +3,7 @@
 Factories for `edgepack build examples/digits.py:make_cnn --weights ...`:
 * ``make_cnn``     a small VGG-style CNN (~0.3 M parameters)
 * ``make_dwcnn``   a depthwise-separable CNN (MobileNet-style blocks), the shape that trips default quantizers
+* ``make_dwsilu``  a depthwise/SiLU residual network (inverted residual blocks, MobileNetV2/EfficientNet-lite style)
 * ``make_resnet``  a ResNet-shaped model (~1.2 M parameters) for latency benchmarks
 * ``make_detector`` a multi-output model (depthwise-separable SiLU trunk, ~0.2 M parameters) returning a dict
   ``{"scores", "boxes", "landmarks"}``: softmax digit probabilities (N, 10), the ink bounding box (N, 4) and five
@@ -51,6 +52,36 @@ def make_dwcnn() -> nn.Module:
         nn.Conv2d(1, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(),
         _dw_block(32, 64, 1), _dw_block(64, 128, 2), _dw_block(128, 128, 1), _dw_block(128, 256, 2),
         _dw_block(256, 256, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10),
+    )
+
+
+class _InvertedSiLU(nn.Module):
+    """MobileNetV2/EfficientNet-lite block: 1x1 expand, 3x3 depthwise, SiLU, 1x1 linear projection, residual add."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.SiLU(),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+def make_dwsilu() -> nn.Module:
+    """A depthwise/SiLU residual network (inverted residual blocks, ~0.1 M parameters): the phone-style shape whose
+    default INT8 builds lose agreement (issue 11)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 24, 3, 1, 1, bias=False), nn.BatchNorm2d(24), nn.SiLU(),
+        _InvertedSiLU(24, 24, 1), _InvertedSiLU(24, 32, 2), _InvertedSiLU(32, 32, 1), _InvertedSiLU(32, 48, 2),
+        _InvertedSiLU(48, 48, 1), _InvertedSiLU(48, 64, 2), _InvertedSiLU(64, 64, 1),
+        nn.Conv2d(64, 128, 1, bias=False), nn.BatchNorm2d(128), nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
     )
 
 
@@ -113,11 +144,12 @@ def make_detector() -> nn.Module:
     return Detector()
 
 
-FACTORIES = {"cnn": make_cnn, "dwcnn": make_dwcnn, "resnet": make_resnet, "detector": make_detector}
+FACTORIES = {"cnn": make_cnn, "dwcnn": make_dwcnn, "dwsilu": make_dwsilu, "resnet": make_resnet,
+             "detector": make_detector}
 OUTPUT_NAMES = {"detector": ["scores", "boxes", "landmarks"]}  # ONNX output names; single-output models: "logits"
 # Training threads (default 2). The detector's ops are tiny: a second intra-op thread only adds synchronisation, and on
 # a loaded 2-core machine that made its training 10-25x slower (~100-250 s instead of ~10 s with one thread).
-THREADS = {"detector": 1}
+THREADS = {"detector": 1, "dwsilu": 1}
 
 
 def detector_targets(images) -> tuple[torch.Tensor, torch.Tensor]:
