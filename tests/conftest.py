@@ -28,6 +28,18 @@ def trained_digits(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_dwsilu(tmp_path_factory) -> Path:
+    """The depthwise/SiLU residual network (examples/digits.py:make_dwsilu) trained at test time in its own process:
+    folder with dwsilu.pt and dwsilu.onnx. Shared by every INT8 accuracy test (one training per session)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    out = tmp_path_factory.mktemp("dwsilu")
+    subprocess.run([sys.executable, str(REPO / "examples" / "digits.py"), "--model", "dwsilu", "--onnx", "--out",
+                    str(out)], check=True, capture_output=True, cwd=REPO)
+    return out
+
+
 @pytest.fixture
 def cli():
     from typer.testing import CliRunner
