@@ -123,13 +123,13 @@ def _margin(c) -> float:
     """How far one check is inside (+) or outside (−) its limit, on a comparable scale."""
     m, lim = c.measured, c.limit
     if m is None or (isinstance(m, float) and not math.isfinite(m)):
-        return -10.0
+        return -100.0
     if c.op == ">=":
         scale = max(1.0 - lim, 0.01) if lim <= 1.0 else max(abs(lim), 1e-9)
-        return max(-10.0, min(1.0, (m - lim) / scale))
+        return max(-100.0, min(1.0, (m - lim) / scale))
     if c.op == "<=":
-        return max(-10.0, min(1.0, (lim - m) / max(abs(lim), 1e-9)))
-    return 0.0 if c.passed else -10.0
+        return max(-100.0, min(1.0, (lim - m) / max(abs(lim), 1e-9)))
+    return 0.0 if c.passed else -100.0
 
 
 def score(outcome: ParityOutcome) -> float:

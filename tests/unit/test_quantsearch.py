@@ -1,0 +1,148 @@
+"""The INT8 accuracy search, framework-free: a fake quantizer whose layers add known, seeded errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgepack import quantsearch as qs
+from edgepack.core.limits import Limits
+
+N, C = 400, 10
+
+
+def _tuning(seed: int = 0) -> qs.Tuning:
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((N, C)).astype(np.float32) * 3
+    return qs.Tuning({"x": np.arange(N, dtype=np.float32)[:, None]}, {"logits": logits}, None,
+                     Limits(min_top1_agreement=0.98, min_cosine=0.98), {"logits": "scores"})
+
+
+class FakeSpace(qs.Space):
+    """Layers L0..L7 with a noise level each; a recipe scales every layer's noise; float layers add none."""
+
+    def __init__(self, tuning: qs.Tuning, noise: dict[str, float], recipes: dict[str, float]) -> None:
+        self.tuning, self.noise, self.scale = tuning, noise, recipes
+        self.built: list[tuple[str, tuple[str, ...]]] = []
+        self.released = 0
+
+    def recipes(self):
+        return [qs.Recipe(name, {"scale": s}, why=f"scale {s}") for name, s in self.scale.items()]
+
+    def build(self, recipe, float_layers):
+        self.built.append((recipe.name, float_layers))
+        if recipe.name == "broken":
+            raise RuntimeError("Unsupported op Foo in node 'bar'")
+        return (recipe.settings["scale"], float_layers)
+
+    def run(self, candidate, feeds):
+        scale, floats = candidate
+        sigma = scale * sum(v for k, v in self.noise.items() if k not in floats)
+        rng = np.random.default_rng(1)  # the same noise pattern for every candidate: deterministic
+        ref = self.tuning.reference["logits"]
+        return {"logits": ref + sigma * rng.standard_normal(ref.shape).astype(np.float32)}
+
+    def layers(self, candidate):
+        return sorted(self.noise)
+
+    def size(self, candidate):
+        return 1000 + 3000 * len(candidate[1])
+
+    def int8_share(self, candidate):
+        return 1 - len(candidate[1]) / len(self.noise)
+
+    def release(self, candidate):
+        self.released += 1
+
+
+NOISE = {"L0": 0.005, "L1": 0.005, "L2": 1.5, "L3": 0.005, "L4": 0.9, "L5": 0.005, "L6": 0.005, "L7": 0.005}
+
+
+def test_plain_recipe_that_meets_the_budget_is_kept_without_search():
+    t = _tuning()
+    space = FakeSpace(t, {k: 0.001 for k in NOISE}, {"plain": 1.0, "other": 0.5})
+    res = qs.search(space, t, qs.AccuracySearch())
+    assert res.met and not res.searched and res.recipe.name == "plain" and res.float_layers == ()
+    assert space.built == [("plain", ())]  # nothing else was tried
+    assert qs.checks(res.to_dict() and {"accuracy_search": res.to_dict()}, 1.5, None) == []
+
+
+def test_second_recipe_chosen_when_plain_misses():
+    t = _tuning()
+    space = FakeSpace(t, NOISE, {"plain": 1.0, "broken": 1.0, "percentile": 0.004, "entropy": 0.002})
+    res = qs.search(space, t, qs.AccuracySearch())
+    assert res.met and res.searched and res.recipe.name == "percentile"
+    d = res.to_dict()
+    assert [x["recipe"] for x in d["trials"]] == ["plain", "broken", "percentile"]  # cheapest first, stop at first
+    assert d["trials"][1]["error"].startswith("Unsupported op Foo")  # a recipe the toolkit refuses is a failed trial
+    assert not d["trials"][0]["passed"] and d["trials"][2]["passed"]
+    assert d["chosen"]["tuning"]["passed"] and "tuning" in d["split"]
+    rows = qs.checks({"accuracy_search": d}, 1.5, None)
+    assert [(r.name, r.passed) for r in rows] == [("accuracy_search.met_budget_on_tuning", True)]
+
+
+def test_sensitivity_ranked_float_fallback_keeps_the_fewest_most_sensitive_layers():
+    t = _tuning()
+    space = FakeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.9})
+    res = qs.search(space, t, qs.AccuracySearch(max_float_layers=4))
+    assert res.met and res.recipe.name == "percentile"
+    assert set(res.float_layers) == {"L2", "L4"}  # the two noisy layers, and no more
+    ranked = [name for name, _ in res.sensitivity]
+    assert ranked[:2] == ["L2", "L4"]
+    d = res.to_dict()
+    assert d["sensitivity"]["method"].startswith("float-one")
+    assert d["cost"]["size_vs_plain_int8"] == pytest.approx(7000 / 1000)
+    assert d["cost"]["int8_compute_share"] == pytest.approx(0.75)
+    stages = [x["stage"] for x in d["trials"]]
+    assert stages[:2] == ["recipe", "recipe"] and "sensitivity" in stages and stages[-1] == "mixed"
+
+
+def test_unmeetable_budget_fails_naming_the_best_recipe_and_every_layer_error():
+    t = _tuning()
+    t.limits = Limits(min_top1_agreement=1.0, min_cosine=0.999999)
+    space = FakeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.5})
+    res = qs.search(space, t, qs.AccuracySearch(max_float_layers=1))
+    assert not res.met and res.recipe.name == "percentile"
+    assert "best: recipe 'percentile'" in res.reason
+    d = res.to_dict()
+    assert len(d["sensitivity"]["layers"]) == len(NOISE)
+    row = qs.checks({"accuracy_search": d}, 1.5, None)[0]
+    assert row.name == "accuracy_search.met_budget_on_tuning" and not row.passed and "percentile" in row.note
+    assert space.released >= 1  # candidates not chosen are freed
+
+
+def test_search_is_deterministic():
+    t = _tuning()
+    a = qs.search(FakeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.9}), t, qs.AccuracySearch()).to_dict()
+    b = qs.search(FakeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.9}), t, qs.AccuracySearch()).to_dict()
+    strip = lambda d: [(x["recipe"], x["float_layers"], x["passed"], x["score"]) for x in d["trials"]]
+    assert strip(a) == strip(b) and a["chosen"] == b["chosen"]
+
+
+def test_search_off_keeps_plain_and_reports_the_miss():
+    t = _tuning()
+    space = FakeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.05})
+    res = qs.search(space, t, qs.AccuracySearch(enabled=False))
+    assert not res.met and res.recipe.name == "plain" and space.built == [("plain", ())]
+    row = qs.checks({"accuracy_search": res.to_dict()}, None, None)[0]
+    assert not row.passed and "enabled is false" in row.note
+
+
+def test_int8_speed_budget_rows():
+    details = {"accuracy_search": {"searched": False, "met_budget_on_tuning": True, "chosen": {},
+                                   "cost": {"latency_vs_float": 0.62}}}
+    (row,) = qs.checks(details, 1.5, 0.55)
+    assert row.name == "int8_latency_ratio" and not row.passed and row.measured == 0.62
+    (row,) = qs.checks(details, 1.5, 0.8)
+    assert row.passed
+    (row,) = qs.checks({}, 1.5, 0.8)  # a budget nobody measured is not met
+    assert not row.passed and "not measured" in row.note
+
+
+def test_score_orders_near_misses_above_far_misses():
+    t = _tuning()
+    near = qs.evaluate({"logits": t.reference["logits"] + 0.05}, t)
+    far = qs.evaluate({"logits": -t.reference["logits"]}, t)
+    exact = qs.evaluate(dict(t.reference), t)
+    assert qs.score(exact) >= 0 > qs.score(far)
+    assert qs.score(near) >= qs.score(far)
