@@ -341,7 +341,8 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
             sens.sort(key=lambda x: (-x[1], x[0]))
         floats: tuple[str, ...] = ()
         best_mixed: Trial | None = None
-        for layer, _ in [s for s in sens if s[1] > 0 or method == "toolkit"][:opts.max_float_layers]:
+        for layer, _ in sens[:opts.max_float_layers]:  # most sensitive first (a layer that gains nothing alone
+            # may still matter together with others, so none is skipped)
             if over_time():
                 break
             floats = floats + (layer,)

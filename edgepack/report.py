@@ -198,6 +198,9 @@ def render(console: "Console", results: list[TargetReport]) -> None:
         if r.build_time_s is not None:
             facts.append(f"built in {r.build_time_s:.1f} s")
         console.print("  " + escape(" · ".join(facts)))
+        search = (r.artifact or {}).get("accuracy_search")
+        if search:
+            console.print("  " + escape(search_line(search)))
         if r.parity and r.parity.where == "host-proxy":
             console.print("  parity: host-proxy (a stand-in run on this host, not the device runtime's numbers)")
         for name, m in (r.parity.metrics if r.parity else {}).items():
@@ -220,6 +223,26 @@ def render(console: "Console", results: list[TargetReport]) -> None:
             console.print(f"  [yellow]warning:[/] {escape(w)}")
         if r.bundle:
             console.print(f"  bundle: {escape(r.bundle)}")
+
+
+def search_line(s: dict[str, Any]) -> str:
+    """One line on the INT8 accuracy search: what was tried on the tuning split, what was chosen, its cost."""
+    c = s.get("chosen", {})
+    trials = s.get("trials", [])
+    recipes = list(dict.fromkeys(t["recipe"] for t in trials))
+    floats = c.get("float_layers", [])
+    cost = s.get("cost", {})
+    bits = [f"INT8 search on the tuning split: {len(trials)} trial(s) over recipes {', '.join(recipes)}",
+            f"chosen '{c.get('recipe')}'" + (f" with {len(floats)} layer(s) in float ({', '.join(floats[:4])}"
+                                               f"{', …' if len(floats) > 4 else ''})" if floats else ""),
+            "meets the budget on tuning" if s.get("met_budget_on_tuning") else "MISSES the budget on tuning"]
+    if cost.get("int8_compute_share") is not None:
+        bits.append(f"{cost['int8_compute_share'] * 100:.0f}% of compute ops in INT8")
+    if cost.get("latency_vs_plain_int8") is not None:
+        bits.append(f"latency ×{cost['latency_vs_plain_int8']:.2f} vs plain INT8")
+    if cost.get("latency_vs_float") is not None:
+        bits.append(f"×{cost['latency_vs_float']:.2f} vs float")
+    return "; ".join(bits)
 
 
 def render_summary(console: "Console", results: list[TargetReport]) -> None:

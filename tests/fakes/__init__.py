@@ -11,7 +11,10 @@ from edgepack.parity import tolerances
 sources.register("fake", "fakes.source", suffixes=(".fakemodel",))
 registry.register("fake_identity", "fakes.identity:IdentityBackend")
 registry.register("fake_noisy", "fakes.noisy:NoisyBackend")
+registry.register("fake_int8", "fakes.int8:Int8Backend")
 tolerances.TOLERANCES[("fake_identity", "fp32")] = tolerances.Tolerance(
     1e-6, 0.99999, 0.99, None, "identity arithmetic: the bundle computes exactly what the reference computes")
 tolerances.TOLERANCES[("fake_noisy", "fp32")] = tolerances.Tolerance(
     None, 0.999, 0.98, 0.01, "a stand-in for a lossy backend: scale-free limits like the fp16 rows")
+tolerances.TOLERANCES[("fake_int8", "int8")] = tolerances.Tolerance(
+    None, 0.98, 0.98, 0.01, "a stand-in for an INT8 backend: the int8 rows")
