@@ -87,6 +87,8 @@ class TargetProfile(_Model):
     description: str = ""
     calibration: str | None = None
     min_calibration_samples: int = Field(32, ge=1, le=1_000_000)
+    min_tuning_samples: int = Field(64, ge=1, le=1_000_000, description="fewest tuning samples the INT8 accuracy "
+                                    "search may judge recipes on (fewer: a warning, the figures are noisy)")
     golden_max_mb: float = Field(16.0, gt=0, le=4096, description="cap on the golden inputs + outputs kept in a "
                                  "bundle (uncompressed MiB); the worst samples are always kept, the rest is an even "
                                  "spread of the holdout")

@@ -323,6 +323,14 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
     if target.backend.needs_calibration(profile, target.options) and n_cal < profile.min_calibration_samples:
         warnings.append(f"calibration used {n_cal} samples, fewer than the profile's minimum "
                         f"{profile.min_calibration_samples}")
+    n_tune = len(next(iter(data.tuning.values()))) if data.tuning else 0
+    if target.backend.tunes_on_data(profile, target.options):
+        if n_tune == 0:
+            warnings.append("no tuning split (the calibration data is too small, or split.tuning = 0): the INT8 "
+                            "accuracy search could not run; the profile's plain recipe was built")
+        elif n_tune < profile.min_tuning_samples:
+            warnings.append(f"the INT8 accuracy search judged recipes on {n_tune} tuning samples, fewer than the "
+                            f"profile's minimum {profile.min_tuning_samples}: its choices are noisy")
     report = TargetReport(
         target=profile.name, status="passed" if ev.passed else "failed", backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,

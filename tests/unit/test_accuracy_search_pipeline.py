@@ -85,3 +85,31 @@ def test_bad_search_options_are_refused(bad, fake_model, profile, tmp_path, cli)
     p = _int8(profile, "bad", bad)
     res = cli("build", fake_model, "-t", p, "--out", tmp_path / "dist")
     assert res.exit_code == 2 and "accuracy_search" in res.output
+
+
+def test_separate_holdout_set_judges_the_build(fake_model, profile, tmp_path, cli):
+    """--holdout: all of it is the holdout; the calibration source gives calibration + tuning only."""
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "cal.npz", input=rng.standard_normal((300, 1, 32, 32)).astype(np.float32))
+    np.savez(tmp_path / "hold.npz", input=rng.standard_normal((57, 1, 32, 32)).astype(np.float32),
+             labels=np.arange(57) % 10)
+    p = _int8(profile, "sep", "[options]\nstep = 0.05\n")
+    res = cli("build", fake_model, "-t", p, "-c", tmp_path / "cal.npz", "--holdout", tmp_path / "hold.npz",
+              "--out", tmp_path / "dist")
+    assert res.exit_code in (0, 1), res.output
+    [r] = json.loads((tmp_path / "dist" / fake_model.stem / "build-report.json").read_text())["targets"]
+    assert r["parity"]["samples"] == 57 and r["calibration"]["holdout_origin"].endswith("hold.npz")
+    assert r["calibration"]["calibration_samples"] + r["calibration"]["tuning_samples"] == 300
+    held = _holdout_digests(tmp_path / "dist", fake_model.stem)
+    assert not set(r["artifact"]["seen"]["tuning"]) & held
+    assert cli("build", fake_model, "-t", p, "--holdout", tmp_path / "hold.npz",
+               "--out", tmp_path / "d2").exit_code == 2  # --holdout without --calibration is refused
+
+
+def test_too_few_tuning_samples_warn(fake_model, profile, tmp_path):
+    np.savez(tmp_path / "small.npz", input=np.random.default_rng(0).standard_normal((40, 1, 32, 32)).astype(
+        np.float32))
+    p = _int8(profile, "few", "[options]\nstep = 0.05\n")
+    [r] = pipeline.build(str(fake_model), [str(p)], calibration=str(tmp_path / "small.npz"), out=tmp_path / "dist")
+    assert r.calibration["tuning_samples"] == 6
+    assert any("6 tuning samples, fewer than the profile's minimum 64" in w for w in r.warnings)
