@@ -626,6 +626,35 @@ def test_accuracy_aware_qdq_keeps_the_most_drifting_layer_float(tmp_path, cli):
     assert lint.passed and lint.quantized_weighted_ops == 1 and lint.weighted_ops == 2
 
 
+def test_dwsilu_int8_holds_agreement_on_the_independent_holdout(trained_dwsilu, tmp_path, cli):
+    """The depthwise/SiLU residual network: explicit Q/DQ INT8 (host proxy) keeps ≥ 98% top-1 agreement and ≤ 1
+    point accuracy loss on the holdout, with the accuracy search's record in the report."""
+    res = cli("build", trained_dwsilu / "dwsilu.onnx", "-t", "jetson-orin-jp6-int8", "-c", "digits",
+              "--out", tmp_path / "d")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    rep = _report(tmp_path / "d" / "dwsilu" / "jetson-orin-jp6-int8")
+    m = rep["parity"]["metrics"]["logits"]
+    assert m["top1_agreement"] >= 0.98 and m["accuracy_drop"] <= 0.01 and rep["parity"]["samples"] == 400
+    s = rep["artifact"]["accuracy_search"]
+    assert s["trials"][0]["recipe"] == "minmax" and "tuning" in s["split"] and s["met_budget_on_tuning"]
+    assert rep["calibration"]["tuning_samples"] == 256
+
+
+def test_unmeetable_int8_budget_fails_naming_the_best_recipe(trained_dwsilu, tmp_path, cli):
+    prof = tmp_path / "strict.toml"
+    prof.write_text((REPO / "targets" / "jetson-orin-jp6-int8.toml").read_text()
+                    .replace("min_top1_agreement = 0.98", "min_top1_agreement = 1.0\nmin_cosine = 0.99999")
+                    + "\n[options.accuracy_search]\nmax_float_layers = 1\ntime_limit_s = 90\n")
+    res = cli("build", trained_dwsilu / "dwsilu.onnx", "-t", prof, "-c", "digits", "--out", tmp_path / "d")
+    assert res.exit_code == 1, res.stdout + res.stderr
+    rep = _report(tmp_path / "d" / "dwsilu" / "strict")
+    s = rep["artifact"]["accuracy_search"]
+    tried = [t["recipe"] for t in s["trials"] if t["stage"] == "recipe"]
+    assert tried[0] == "minmax" and "percentile-99.999" in tried and not s["met_budget_on_tuning"]
+    row = next(c for c in rep["checks"] if c["name"] == "accuracy_search.met_budget_on_tuning")
+    assert not row["passed"] and f"best: recipe '{s['chosen']['recipe']}'" in row["note"]
+
+
 def test_fp16_overflow_scan_flags_activations_beyond_65504(tmp_path, cli):
     import onnx
     from onnx import helper, numpy_helper

@@ -47,7 +47,7 @@ class TensorRTBackend(Backend):
     description = "TensorRT for Jetson (JetPack 5/6/7): TRT-ready ONNX + build scripts; engines built on the device"
     host_parity = "host-proxy"
 
-    def validate(self, profile: "TargetProfile") -> "BaseModel":
+    def validate(self, profile: TargetProfile) -> BaseModel:
         options = super().validate(profile)
         where = profile.path or profile.name
         if options.dla_core is not None and profile.precision == "fp32":
@@ -55,15 +55,16 @@ class TensorRTBackend(Backend):
                               hint="use precision fp16 or int8, or drop options.dla_core")
         return options
 
-    def needs_calibration(self, profile: "TargetProfile", options: "BaseModel") -> bool:
+    def needs_calibration(self, profile: TargetProfile, options: BaseModel) -> bool:
         """INT8 calibrates on it; FP16 scans its activation ranges for overflow."""
         return profile.precision in ("int8", "fp16")
 
-    def tunes_on_data(self, profile: "TargetProfile", options: TensorRTOptions) -> bool:
-        """Accuracy-aware Q/DQ measures top-1 agreement on the tuning split (int8 with accuracy_control only)."""
-        return profile.precision == "int8" and options.accuracy_control is not None
+    def tunes_on_data(self, profile: TargetProfile, options: TensorRTOptions) -> bool:
+        """INT8 judges its Q/DQ candidates on the tuning split (the accuracy search, or accuracy_control)."""
+        return profile.precision == "int8" and (options.accuracy_control is not None
+                                                or options.accuracy_search.enabled)
 
-    def preflight(self, source: "Source", profile: "TargetProfile", options: TensorRTOptions) -> None:
+    def preflight(self, source: Source, profile: TargetProfile, options: TensorRTOptions) -> None:
         """Every op against the profile's TensorRT table, before any target of the build converts."""
         from edgepack.backends.tensorrt.convert import check_source_ops
 
@@ -72,7 +73,7 @@ class TensorRTBackend(Backend):
     def host_checks(self, artifact: Artifact) -> list[Check]:
         return [Check.from_dict(r) for r in artifact.details.get("host_checks", [])]
 
-    def convert(self, source: "Source", profile: "TargetProfile", options: TensorRTOptions, data: ConvertData,
+    def convert(self, source: Source, profile: TargetProfile, options: TensorRTOptions, data: ConvertData,
                 out_dir: Path) -> Artifact:
         from edgepack.backends.tensorrt.convert import convert
 

@@ -13,8 +13,16 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from edgepack.backends.tensorrt.spec import (BUILD_PY, BUILD_SH, CACHE, ENGINE, ENGINE_JSON, MODEL, QDQ_MODEL,
-                                             TensorRTOptions)
+from edgepack.backends.tensorrt.spec import (
+    BUILD_PY,
+    BUILD_SH,
+    CACHE,
+    ENGINE,
+    ENGINE_JSON,
+    MODEL,
+    QDQ_MODEL,
+    TensorRTOptions,
+)
 
 TEMPLATES = Path(__file__).with_name("scripts")
 

@@ -15,12 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgepack.core.batching import axes_of, per_sample
-
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.tensorrt import buildscript, cache, qdq, tables
-from edgepack.backends.tensorrt.spec import CACHE, MODEL, QDQ_MODEL, TensorRTOptions, TensorRTRuntime
-from edgepack.errors import ConfigError, ConversionFailed, InputError, UnsupportedConversion
+from edgepack.backends.tensorrt.spec import (
+    CACHE,
+    MODEL,
+    QDQ_MODEL,
+    TensorRTOptions,
+    TensorRTRuntime,
+)
+from edgepack.core.batching import axes_of, per_sample
+from edgepack.errors import (
+    ConfigError,
+    ConversionFailed,
+    InputError,
+    UnsupportedConversion,
+)
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -65,7 +75,7 @@ def check_ops_or_refuse(model, options: TensorRTOptions) -> tables.OpCheck:
     return result
 
 
-def check_source_ops(source: "Source", options: TensorRTOptions) -> tables.OpCheck:
+def check_source_ops(source: Source, options: TensorRTOptions) -> tables.OpCheck:
     """The op check on the source graph alone (weights not loaded): the backend's preflight."""
     import onnx
 
@@ -100,8 +110,7 @@ def _ready(model_in, options: TensorRTOptions, table: tables.OpTable,
     except Exception as e:  # noqa: BLE001
         raise ConversionFailed(f"onnxslim (constant folding, shape inference) failed: {str(e)[:200]}") from None
     max_ir = MAX_IR[options.trt_major]
-    if model.ir_version > max_ir:
-        model.ir_version = max_ir
+    model.ir_version = min(model.ir_version, max_ir)
     model = onnx.shape_inference.infer_shapes(model, check_type=True)
     onnx.checker.check_model(model)
     facts.update(opset=opset_of(model), ir=model.ir_version, max_ir=max_ir,
@@ -220,7 +229,7 @@ def _fp16_scan(model, amax: dict[str, float], margin: float) -> dict:
                 bool(amax), "<=", note)
 
 
-def convert(source: "Source", profile: "TargetProfile", options: TensorRTOptions, data: ConvertData,
+def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, data: ConvertData,
             out_dir: Path) -> Artifact:
     import onnx
 
@@ -272,11 +281,27 @@ def convert(source: "Source", profile: "TargetProfile", options: TensorRTOptions
         quant = {"method": options.calibration_method, "percentile": options.percentile,
                  "exclude_nodes": options.exclude_nodes, "exclude_op_types": options.exclude_op_types}
         ac = options.accuracy_control
+        tuning = data.search_tuning()
         if ac is not None and data.tuning:
             details["int8"] = qdq.search(out_dir / MODEL, out_dir / QDQ_MODEL, data.calibration, data.tuning, batch,
                                          max_drop=ac.max_drop, max_iterations=ac.max_iterations, **quant)
-            details["int8"]["accuracy_control"]["note"] = ("the tuning split is the holdout split: the parity "
-                                                           "report's figures on it are not independent")
+            details["int8"]["accuracy_control"]["note"] = ("steered by the tuning split, disjoint from the holdout "
+                                                           "split the parity report is computed on")
+        elif tuning is not None and options.accuracy_search.enabled:
+            from edgepack import quantsearch
+            from edgepack.backends.tensorrt.search import TrtSpace
+
+            space = TrtSpace(out_dir / MODEL, out_dir / ".search", data.calibration, batch, options)
+            result = quantsearch.search(space, tuning, options.accuracy_search)
+            shutil.move(str(result.candidate), str(out_dir / QDQ_MODEL))
+            shutil.rmtree(out_dir / ".search", ignore_errors=True)
+            details["accuracy_search"] = result.to_dict()
+            details["accuracy_search"]["where"] = ("host-proxy: candidates judged in ONNX Runtime CPU on the tuning "
+                                                   "split, never engine numbers")
+            details["int8"] = {"quantizer": "onnxruntime quantize_static (QDQ)", "activations": "int8 symmetric "
+                               "per-tensor", "weights": "int8 symmetric per-channel", "bias": "float (not quantized)",
+                               "calibration_method": result.recipe.settings["method"],
+                               "excluded_nodes": list(options.exclude_nodes) + list(result.float_layers)}
         else:
             details["int8"] = qdq.quantize(out_dir / MODEL, out_dir / QDQ_MODEL, data.calibration, batch, **quant)
         qmodel = onnx.load(str(out_dir / QDQ_MODEL))

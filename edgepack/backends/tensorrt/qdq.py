@@ -39,7 +39,12 @@ def quantize(model_in: Path, model_out: Path, calibration: dict[str, np.ndarray]
              exclude_op_types: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write ``model_out`` with TensorRT-style Q/DQ; returns what was asked of the quantizer."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}

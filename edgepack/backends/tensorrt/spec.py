@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgepack.artifact import RuntimeSpec
+from edgepack.quantsearch import AccuracySearch
 
 MODEL = "model.onnx"
 QDQ_MODEL = "model.qdq.onnx"
@@ -46,7 +47,7 @@ class InputShape(BaseModel):
     max: tuple[int, ...]
 
     @model_validator(mode="after")
-    def _ordered(self) -> "InputShape":
+    def _ordered(self) -> InputShape:
         if not (len(self.min) == len(self.opt) == len(self.max)):
             raise ValueError("min, opt and max must have the same rank")
         if any(not (0 < a <= b <= c) for a, b, c in zip(self.min, self.opt, self.max)):
@@ -83,11 +84,13 @@ class TensorRTOptions(BaseModel):
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     accuracy_control: AccuracyControl | None = None
+    accuracy_search: AccuracySearch = Field(AccuracySearch(), description="the INT8 accuracy search on the tuning "
+                                            "split (recipes, then weighted layers kept in float)")
     fp16_margin: float = Field(0.5, gt=0, le=1, description="FP16 scan: warn when an activation's range exceeds "
                                                               "this share of 65504")
 
     @model_validator(mode="after")
-    def _device(self) -> "TensorRTOptions":
+    def _device(self) -> TensorRTOptions:
         if self.jetpack not in JETPACK:
             raise ValueError(f"unknown jetpack '{self.jetpack}' (known: {', '.join(JETPACK)})")
         l4t, trt, opset = JETPACK[self.jetpack]

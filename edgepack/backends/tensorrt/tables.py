@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 DATA = Path(__file__).with_name("data")
@@ -37,7 +37,7 @@ class OpTable:
         return where if self.exact else f"{where}: nearest vendored table <= TensorRT {self.asked}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: str) -> dict:
     return json.loads(Path(path).read_text())
 
