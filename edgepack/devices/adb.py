@@ -77,7 +77,8 @@ class AdbTransport(Transport):
     def adb(self, *args: str) -> list[str]:
         return [self.device.adb, "-s", self.device.serial, *args]
 
-    def benchmark_command(self, manifest: dict, remote: str, repeats: int, warmup: int) -> tuple[str, str] | None:
+    def benchmark_command(self, manifest: dict, remote: str, repeats: int, warmup: int,
+                          min_seconds: float = 0.0) -> tuple[str, str] | None:
         d = self.device
         art = manifest["artifact"]
         model = (art.get("runtime") or {}).get("model") or next(
@@ -85,12 +86,13 @@ class AdbTransport(Transport):
         path = shlex.quote(f"{remote}/{model}")
         if art["backend"] == "tflite":
             return "benchmark_model", (f"{d.benchmark_model} --graph={path} --num_runs={repeats} "
-                                       f"--warmup_runs={warmup} --num_threads=1")
+                                       f"--warmup_runs={warmup} --num_threads=1"
+                                       + (f" --min_secs={min_seconds:g}" if min_seconds > 0 else ""))
         if art["backend"] == "ort_mobile":
             return "onnxruntime_perf_test", f"{d.ort_perf_test} -I -m times -r {repeats} -x 1 -y 1 {path}"
         return None
 
-    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
         manifest = json.loads((bundle / "manifest.json").read_text())
         remote = d.remote.format(name=f"{bundle.name}-{time.monotonic_ns()}")
@@ -105,9 +107,10 @@ class AdbTransport(Transport):
                           transport_code=push.returncode)
         try:
             if d.python:
-                cmd = f"{d.python} {shlex.quote(remote)}/run_bundle.py {runner_args(remote, repeats, warmup, config)}"
+                args = runner_args(remote, repeats, warmup, config, min_seconds)
+                cmd = f"{d.python} {shlex.quote(remote)}/run_bundle.py {args}"
                 return execute(self.adb("shell", with_marker(cmd)), d.timeout_s)
-            bench = self.benchmark_command(manifest, remote, repeats, warmup)
+            bench = self.benchmark_command(manifest, remote, repeats, warmup, min_seconds)
             if bench is None:
                 return RawRun(extra={"not_run": f"no benchmark binary for {manifest['artifact']['backend']} "
                                                 "bundles on Android and no python on the phone"})

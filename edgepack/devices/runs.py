@@ -1,8 +1,11 @@
 """One device run: every bundle on every device of the inventory (in the deployment configuration too where the
 runtime's defaults differ from the parity configuration), judged, written as JSON + JUnit and kept in the history.
 
-Latency measured on an emulated device is stored with ``latency_where = "emulated"`` and never judged; latency on
-the build host is ``host``; only real devices of a profile's device class could be judged against its budgets.
+Each result carries, next to the device's own parity and latency, the build host's (``host``: the conversion-
+fidelity parity and the host latency from the bundle's report.json). Latency measured on an emulated device is
+stored with ``latency_where = "emulated"`` and never judged; a profile's device-class latency budget
+(``[budgets.device.<class>]``, :mod:`edgepack.devices.latency_budget`) is judged only on real devices of that class,
+on the configuration the device deploys (OpenVINO: ``deployment``; ORT/LiteRT: their one run).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 from xml.sax.saxutils import escape, quoteattr
 
-from edgepack.devices.adb import judge_benchmark
+from edgepack.devices import latency_budget
+from edgepack.devices.adb import AdbTransport, judge_benchmark
 from edgepack.devices.inventory import Device
-from edgepack.devices.adb import AdbTransport
 from edgepack.devices.transports import CommandTransport, LocalTransport, SshTransport, Transport
-from edgepack.devices.verdicts import FLAKY, INFRA, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
+from edgepack.devices.verdicts import FAIL, FLAKY, INFRA, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
 
 # Backends whose device loader pins a parity precision that differs from the runtime's own default on some CPUs
 # (OpenVINO: f16 on ARM, bf16 on AMX/AVX512-BF16 x86); they also run in the deployment configuration.
@@ -49,6 +52,8 @@ class Result:
     runtime: dict[str, Any] = field(default_factory=dict)
     machine: str = ""
     diagnosis: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)  # the device-class latency budget's verdict, when one applies
+    host: dict[str, Any] = field(default_factory=dict)  # the build host's parity + latency (bundle report.json)
 
     @property
     def ok(self) -> bool:
@@ -92,13 +97,31 @@ def parity_summary(verdict: dict) -> dict[str, Any]:
     return out
 
 
-def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: int) -> Result:
+def host_reference(bundle: Path) -> dict[str, Any]:
+    """What the build host measured for this bundle (its report.json): conversion-fidelity parity, host latency."""
+    try:
+        rep = json.loads((bundle / "report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    lat = rep.get("latency") or {}
+    par = rep.get("parity") or {}
+    return {"where": "host", "passed": par.get("passed"), "parity": parity_summary({"parity": par}),
+            "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
+            "inference_precision": (lat.get("runtime") or {}).get("inference_precision")}
+
+
+def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: int, budget: Any = None) -> Result:
+    """Run one bundle in one configuration on one device (INFRA retried); ``budget`` (a DeviceLatencyBudget) sizes
+    the latency run and is judged on the result (never on an emulated device)."""
     target, backend = bundle_info(bundle)
     transport = transport_for(device)
     attempts: list[str] = []
+    min_seconds = 0.0
+    if budget is not None and not device.emulated:
+        repeats, warmup, min_seconds = max(repeats, budget.min_runs), max(warmup, budget.warmup), budget.min_seconds
     t0 = time.monotonic()
     while True:
-        raw = transport.run(bundle, repeats=repeats, warmup=warmup, config=config)
+        raw = transport.run(bundle, repeats=repeats, warmup=warmup, config=config, min_seconds=min_seconds)
         latency_only = device.kind == "adb" and not device.python
         status, reason, verdict = judge_benchmark(raw) if latency_only else judge(raw)
         attempts.append(status)
@@ -110,9 +133,14 @@ def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: 
                  backend=backend, config=config, status=combine(attempts), reason=reason, attempts=attempts,
                  seconds=round(time.monotonic() - t0, 3), latency_where="emulated" if device.emulated else "device",
                  latency=lat, parity=parity_summary(verdict), runtime=dict(verdict.get("runtime") or {}),
-                 machine=str(verdict.get("host", "")))
+                 machine=str(verdict.get("host", "")), host=host_reference(bundle))
     if res.status == FLAKY:
         res.reason = f"passed on attempt {len(attempts)} after {', '.join(attempts[:-1])}"
+    if budget is not None and res.status in (PASS, FLAKY, NOT_RUN):
+        res.budget = latency_budget.judge(budget, verdict.get("latency") or {}, device_class=device.klass,
+                                          emulated=device.emulated)
+        if res.budget["status"] == latency_budget.EXCEEDED:
+            res.status, res.reason = FAIL, res.budget["note"]
     return res
 
 
@@ -127,6 +155,8 @@ def diagnose(results: list[Result]) -> None:
     by = {(r.device, r.bundle, r.config): r for r in results}
     passed_elsewhere = {r.bundle for r in results if r.config == "parity" and r.latency_where != "emulated" and r.ok}
     for r in results:
+        if r.budget.get("status") == latency_budget.EXCEEDED:
+            continue  # a latency verdict, not a parity one
         if r.config == "deployment" and r.status not in OK and r.status not in (INFRA, SKIPPED):
             p = by.get((r.device, r.bundle, "parity"))
             prec = r.runtime.get("inference_precision", "?")
@@ -155,9 +185,12 @@ def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, wa
                 continue
             extra = deployment and backend in DEPLOYMENT_DIFFERS and dev.kind != "adb"
             configs = ["parity"] + (["deployment"] if extra else [])
+            budget = latency_budget.budget_for(json.loads((b / "manifest.json").read_text()), dev.klass)
             for config in configs:
                 progress(f"{dev.name} · {target} · {config}")
-                results.append(run_one(dev, b, config, repeats=repeats, warmup=warmup))
+                # the budget is judged on the configuration the device deploys (the last one)
+                results.append(run_one(dev, b, config, repeats=repeats, warmup=warmup,
+                                       budget=budget if config == configs[-1] else None))
     diagnose(results)
     return {"id": uuid.uuid4().hex[:12], "started": started, "build_host": platform.node(),
             "results": [asdict(r) for r in results]}
