@@ -53,8 +53,10 @@ def test_arm64_emu_runs_every_runtime(tiny_bundles, arm64_python, tmp_path):
     # differs from the parity one, and the harness says so whatever the verdict
     assert dep["runtime"]["inference_precision"] == "f16", dep["runtime"]
     assert dep["status"] in (PASS, FAIL)
+    assert dep["precision_effect"]["deployment_precision"] == "f16"  # reported whether it passes or not
+    assert dep["precision_effect"]["parity_precision"] == "f32" and "top1_agreement_change" in dep["precision_effect"]
     if dep["status"] == FAIL:
-        assert dep["diagnosis"].startswith("runtime:"), dep
+        assert dep["cause"] == "deployment-precision" and dep["diagnosis"].startswith("deployment precision:"), dep
     runs.write_junit(record, tmp_path / "run.junit.xml")
     history.append(tmp_path / "h.sqlite", record)
     assert len(history.series(tmp_path / "h.sqlite")) == 4

@@ -24,7 +24,7 @@ from edgepack.devices import latency_budget
 from edgepack.devices.adb import AdbTransport, judge_benchmark
 from edgepack.devices.inventory import Device
 from edgepack.devices.transports import CommandTransport, LocalTransport, SshTransport, Transport
-from edgepack.devices.verdicts import FAIL, FLAKY, INFRA, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
+from edgepack.devices.verdicts import FAIL, FLAKY, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
 
 # Backends whose device loader pins a parity precision that differs from the runtime's own default on some CPUs
 # (OpenVINO: f16 on ARM, bf16 on AMX/AVX512-BF16 x86); they also run in the deployment configuration.
@@ -53,6 +53,9 @@ class Result:
     machine: str = ""
     diagnosis: str = ""
     budget: dict[str, Any] = field(default_factory=dict)  # the device-class latency budget's verdict, when one applies
+    cpu: str = ""  # the emulated CPU model (qemu -cpu) on an emulated device
+    cause: str = ""  # of a parity failure: one of CAUSES (see diagnose)
+    precision_effect: dict[str, Any] = field(default_factory=dict)  # deployment vs parity config on this device
     host: dict[str, Any] = field(default_factory=dict)  # the build host's parity + latency (bundle report.json)
 
     @property
@@ -133,7 +136,8 @@ def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: 
                  backend=backend, config=config, status=combine(attempts), reason=reason, attempts=attempts,
                  seconds=round(time.monotonic() - t0, 3), latency_where="emulated" if device.emulated else "device",
                  latency=lat, parity=parity_summary(verdict), runtime=dict(verdict.get("runtime") or {}),
-                 machine=str(verdict.get("host", "")), host=host_reference(bundle))
+                 machine=str(verdict.get("host", "")), host=host_reference(bundle),
+                 cpu=(device.cpu or {"arm64-emu": "cortex-a76", "x86-64-emu": "Haswell"}.get(device.kind, "")))
     if res.status == FLAKY:
         res.reason = f"passed on attempt {len(attempts)} after {', '.join(attempts[:-1])}"
     if budget is not None and res.status in (PASS, FLAKY, NOT_RUN):
@@ -144,30 +148,76 @@ def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: 
     return res
 
 
-def diagnose(results: list[Result]) -> None:
-    """Say, per (device, bundle), whether a parity failure is the runtime's deployment default or the device/emulator.
+def _worst(parity: dict[str, Any], key: str) -> float | None:
+    vals = [m[key] for m in (parity or {}).values() if m.get(key) is not None]
+    return min(vals) if vals else None
 
-    * deployment FAIL, parity config PASS on the same device: the runtime's default precision on this device
-      (e.g. OpenVINO's f16 on ARM) loses the accuracy; the conversion and the emulator are fine.
-    * parity config FAIL on an emulated device while the same bundle passes on a real device or the host: the
-      emulator (or the runtime's kernels for this CPU) is suspect; rerun with another ``cpu``.
+
+def precision_effect(deployment: Result, parity: Result) -> dict[str, Any]:
+    """What the device's deployment defaults cost against its parity configuration, on the same device and bundle
+    (worst output): the precisions that ran and the change of top-1 agreement and per-sample cosine p1."""
+    out: dict[str, Any] = {"parity_precision": parity.runtime.get("inference_precision"),
+                           "deployment_precision": deployment.runtime.get("inference_precision")}
+    for key in ("top1_agreement", "sample_cosine_p1"):
+        a, b = _worst(parity.parity, key), _worst(deployment.parity, key)
+        if a is not None and b is not None:
+            out[f"{key}_change"] = b - a
+    return out
+
+
+CAUSES = ("conversion", "deployment-precision", "emulator-or-cpu-kernels", "device-runtime")
+
+
+def diagnose(results: list[Result]) -> None:
+    """Name the cause of each parity failure (``Result.cause`` + a sentence in ``diagnosis``), from the other results
+    of the same bundle and the build host's conversion-fidelity verdict (the bundle's report.json):
+
+    * ``conversion``: the build host's own parity check of the bundle failed too — the bundle is wrong everywhere.
+    * ``deployment-precision``: the deployment configuration fails while the parity configuration passes on the same
+      device (e.g. OpenVINO's f16 default on ARM) — the runtime's default precision, not the emulator, not the
+      conversion. Every deployment result also carries ``precision_effect`` (pass or fail).
+    * ``emulator-or-cpu-kernels``: the parity configuration fails on an emulated device while the host (or a real
+      device) passes: qemu's emulation of this CPU model or the runtime's kernels for it; the sentence names the
+      other qemu cpu models on which it passed, if any, else says which to try. Only a real core of that ISA
+      separates the two (docs/devices/openvino-arm64.md).
+    * ``device-runtime``: the parity configuration fails on a real device while the host passes: the runtime build
+      or its kernels on that device.
     """
     by = {(r.device, r.bundle, r.config): r for r in results}
-    passed_elsewhere = {r.bundle for r in results if r.config == "parity" and r.latency_where != "emulated" and r.ok}
     for r in results:
-        if r.budget.get("status") == latency_budget.EXCEEDED:
-            continue  # a latency verdict, not a parity one
-        if r.config == "deployment" and r.status not in OK and r.status not in (INFRA, SKIPPED):
-            p = by.get((r.device, r.bundle, "parity"))
+        if r.config == "deployment" and (p := by.get((r.device, r.bundle, "parity"))) is not None \
+                and r.parity and p.parity:
+            r.precision_effect = precision_effect(r, p)
+    for r in results:
+        if r.status != FAIL or r.budget.get("status") == latency_budget.EXCEEDED:
+            continue  # parity verdicts only (a latency budget or INFRA is not a parity cause)
+        if r.reason.startswith("integrity"):
+            continue  # a bundle changed after it was built says so itself
+        host_passed = r.host.get("passed")
+        p = by.get((r.device, r.bundle, "parity"))
+        if host_passed is False:
+            r.cause, r.diagnosis = "conversion", ("conversion: the build host's conversion-fidelity check of this "
+                                                  "bundle fails too — the bundle is wrong everywhere")
+        elif r.config == "deployment" and p is not None and p.ok:
             prec = r.runtime.get("inference_precision", "?")
-            if p is not None and p.ok:
-                r.diagnosis = (f"runtime: its deployment default ({prec} inference precision) fails parity on this "
-                               f"device while the parity configuration ({p.runtime.get('inference_precision', '?')}) "
-                               "passes on the same device — not the emulator, not the conversion")
-        if r.config == "parity" and r.latency_where == "emulated" and r.status not in OK and r.status != INFRA \
-                and r.bundle in passed_elsewhere:
-            r.diagnosis = ("emulator or the runtime's ARM kernels: fails here, passes on the other devices; rerun "
-                           "with another qemu cpu (cpu = \"cortex-a53\" / \"neoverse-n1\" / \"max\")")
+            r.cause = "deployment-precision"
+            r.diagnosis = (f"deployment precision: the runtime's default on this device ({prec} inference precision) "
+                           f"fails parity while the parity configuration ({p.runtime.get('inference_precision', '?')})"
+                           " passes on the same device — the runtime's choice, not the emulator, not the conversion")
+        elif r.config == "parity" and r.latency_where == "emulated" and (
+                host_passed or any(o.bundle == r.bundle and o.config == "parity" and o.ok
+                                   and o.latency_where != "emulated" for o in results)):
+            cpus = sorted({f"{o.device} (-cpu {o.cpu})" if o.cpu else o.device for o in results
+                           if o.bundle == r.bundle and o.config == "parity" and o.ok and o.latency_where == "emulated"})
+            where = (f"it passes on the emulated {', '.join(cpus)}" if cpus else
+                     "rerun with another qemu cpu (cpu = \"cortex-a53\" / \"neoverse-n1\" / \"max\")")
+            r.cause = "emulator-or-cpu-kernels"
+            r.diagnosis = ("emulator or the runtime's kernels for this CPU model: fails here, the build host passes "
+                           f"the same bundle; {where}")
+        elif r.config == "parity" and host_passed:
+            r.cause = "device-runtime"
+            r.diagnosis = ("device runtime: fails on this real device while the build host passes the same bundle — "
+                           "the runtime build or its kernels on this device")
 
 
 def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, warmup: int = 3,

@@ -259,3 +259,43 @@ def test_emulated_kinds_label_latency_and_pick_their_python():
     if __import__("shutil").which("qemu-x86_64-static"):
         cmd = LocalTransport(x86).python()
         assert cmd[1:3] == ["-cpu", "Haswell"] and cmd[3] == sys.executable
+
+
+def _res(device: str, config: str, status: str, *, where: str = "device", host_passed: bool | None = True,
+         precision: str = "f32", top1: float = 1.0, cpu: str = "") -> runs.Result:
+    return runs.Result(device=device, kind="arm64-emu" if where == "emulated" else "ssh", device_class="c",
+                       bundle="/b/intel-openvino-int8", target="intel-openvino-int8", backend="openvino",
+                       config=config, status=status, reason="parity: top1" if status == FAIL else "",
+                       latency_where=where, runtime={"inference_precision": precision}, cpu=cpu,
+                       parity={"scores": {"top1_agreement": top1, "sample_cosine_p1": top1}},
+                       host={"where": "host", "passed": host_passed})
+
+
+def test_diagnose_names_the_cause_of_a_parity_failure():
+    # the runtime's deployment default loses accuracy on this device; its parity configuration passes
+    p, d = _res("a76", "parity", PASS, where="emulated"), _res("a76", "deployment", FAIL, where="emulated",
+                                                                 precision="f16", top1=0.11)
+    runs.diagnose([p, d])
+    assert d.cause == "deployment-precision" and "f16" in d.diagnosis and "f32" in d.diagnosis
+    assert d.precision_effect == {"parity_precision": "f32", "deployment_precision": "f16",
+                                  "top1_agreement_change": pytest.approx(-0.89),
+                                  "sample_cosine_p1_change": pytest.approx(-0.89)}
+    # the bundle fails on the build host too: the conversion, whatever the device says
+    bad = _res("a76", "parity", FAIL, where="emulated", host_passed=False)
+    runs.diagnose([bad])
+    assert bad.cause == "conversion"
+    # fails under one qemu cpu model, passes under another and on the host: emulator or that CPU's kernels
+    mx = _res("emu-max", "parity", FAIL, where="emulated", cpu="max")
+    a53 = _res("emu-a53", "parity", PASS, where="emulated", cpu="cortex-a53")
+    runs.diagnose([mx, a53])
+    assert mx.cause == "emulator-or-cpu-kernels" and "emu-a53 (-cpu cortex-a53)" in mx.diagnosis
+    # a real board fails what the host passes: that device's runtime
+    board = _res("jetson", "parity", FAIL)
+    runs.diagnose([board])
+    assert board.cause == "device-runtime"
+    # no cause is invented for INFRA, a latency budget or an integrity failure
+    infra = _res("x", "parity", INFRA)
+    tampered = _res("x", "parity", FAIL)
+    tampered.reason = "integrity: content changed: model.onnx"
+    runs.diagnose([infra, tampered])
+    assert infra.cause == tampered.cause == ""
