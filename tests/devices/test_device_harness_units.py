@@ -84,6 +84,13 @@ def test_parse_recorded_ort_perf_test():
     lat = adb.parse_ort_perf_test((FIXTURES / "onnxruntime_perf_test_pixel.txt").read_text())
     assert lat["runs"] == 50 and lat["p50_ms"] == pytest.approx(1.011) and lat["p90_ms"] == pytest.approx(1.089)
     assert lat["mean_ms"] == pytest.approx(1.02685)
+    # the wording of releases up to 2023 ("P50 Latency is … sec", "Average time cost"; as quoted in
+    # onnxruntime issue 17313), figures of our own
+    old = adb.parse_ort_perf_test((FIXTURES / "onnxruntime_perf_test_2023_format.txt").read_text())
+    assert old["runs"] == 500 and old["p50_ms"] == pytest.approx(24.6925) and old["p90_ms"] == pytest.approx(25.9078)
+    assert old["mean_ms"] == pytest.approx(24.883) and old["min_ms"] == pytest.approx(23.1654)
+    with pytest.raises(ValueError):  # without -s only "Runs:" and CPU lines: no latency is guessed
+        adb.parse_ort_perf_test("Avg CPU usage:12\nPeak working set size:24117248\nRuns:50\n")
 
 
 FAKE_ADB = """#!{python}
