@@ -54,19 +54,26 @@ def main() -> int:
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--precision", default="default", help="f32, f16, bf16 or default (the plugin's own choice)")
     ap.add_argument("-n", type=int, default=64, help="golden samples to run")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="INFERENCE_NUM_THREADS; 0 = the plugin's default")
+    ap.add_argument("--hint", default="LATENCY", help="PERFORMANCE_HINT (LATENCY, THROUGHPUT) or none")
     args = ap.parse_args()
     import openvino as ov
 
     manifest = json.loads((args.bundle / "manifest.json").read_text())
     xml = args.bundle / ((manifest["artifact"].get("runtime") or {}).get("model") or "ir/model.xml")
     core = ov.Core()
-    cfg = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY"}
+    cfg: dict = {}
+    if args.threads > 0:
+        cfg["INFERENCE_NUM_THREADS"] = args.threads
+    if args.hint != "none":
+        cfg["PERFORMANCE_HINT"] = args.hint
     if args.precision != "default":
         cfg["INFERENCE_PRECISION_HINT"] = args.precision
     t0 = time.monotonic()
     compiled = core.compile_model(core.read_model(str(xml)), "CPU", cfg)
     ran = compiled.get_property("INFERENCE_PRECISION_HINT")
+    threads = compiled.get_property("INFERENCE_NUM_THREADS")
+    streams = compiled.get_property("NUM_STREAMS")
     x = dict(np.load(args.bundle / manifest["golden"]["inputs"]))
     y = dict(np.load(args.bundle / manifest["golden"]["outputs"]))
     name_in, name_out = next(iter(x)), next(iter(y))
@@ -79,6 +86,7 @@ def main() -> int:
     print(json.dumps({
         "bundle": args.bundle.name, "openvino": ov.__version__, **cpu_features(),
         "asked": args.precision, "ran": ran.get_type_name() if hasattr(ran, "get_type_name") else str(ran),
+        "threads": int(threads), "streams": int(streams.to_integer() if hasattr(streams, "to_integer") else streams),
         "n": n, "cosine_mean": round(float(cos.mean()), 5), "cosine_p1": round(float(np.percentile(cos, 1)), 5),
         "cosine_min": round(float(cos.min()), 5),
         "top1_agreement": round(float(np.mean(o.argmax(1) == ref.argmax(1))), 4),
