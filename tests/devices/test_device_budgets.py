@@ -194,3 +194,31 @@ def test_android_profile_builds_without_a_host_latency_verdict_and_is_judged_on_
     assert by["jetson"]["status"] == PASS and by["jetson"]["budget"]["status"] == lb.MET
     assert len(by["jetson"]["latency"]["samples_ms"]) == 20
     assert by["phone"]["host"]["p50_ms"] == pytest.approx(res.latency.p50_ms)
+
+
+def test_nightly_examples_are_valid():
+    """docs/nightly: the inventory loads with every kind, the crontab and the CI workflow call the real CLI."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from edgepack.cli import app
+    from edgepack.devices.inventory import load_inventory
+
+    root = Path(__file__).resolve().parents[2] / "docs" / "nightly"
+    devices = load_inventory(root / "devices.toml")
+    assert {d.kind for d in devices} >= {"local", "arm64-emu", "ssh", "adb"}
+    assert {d.klass for d in devices if not d.emulated and d.kind != "local"} == {"jetson-orin", "android-arm64"}
+    yaml = pytest.importorskip("yaml")
+    wf = yaml.safe_load((root / "device-nightly.yml").read_text())
+    steps = [s.get("run", "") for s in wf["jobs"]["devices"]["steps"]]
+    lines = [ln.split("&&", 1)[-1] for ln in (root / "crontab").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    commands = [c for c in steps + lines if "edgepack device" in c]
+    assert len(commands) == 4
+    for c in commands:
+        argv = shlex.split(c.split("edgepack", 1)[1].split(">")[0])
+        res = CliRunner().invoke(app, [*argv, "--help"])
+        assert res.exit_code == 0, (c, res.stdout)
+        for opt in (a for a in argv if a.startswith("--")):
+            assert opt in res.stdout, (opt, c)
