@@ -49,14 +49,31 @@ def cpu_features() -> dict:
     return out
 
 
+def fp16_selftest(out: Path) -> None:
+    """IEEE half-precision arithmetic of this CPU (or of qemu's emulation of it) on 200,000 seeded operands per op,
+    saved for a bit-for-bit comparison with another machine's file."""
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(200_000) * 4).astype(np.float16)
+    b = (rng.standard_normal(200_000) * 4).astype(np.float16)
+    with np.errstate(all="ignore"):  # overflow to inf is part of the test
+        ops = {"add": a + b, "mul": a * b, "div": a / b, "sqrt": np.sqrt(np.abs(a))}
+    np.savez(out, **ops,
+             cvt=(rng.standard_normal(200_000) * 100).astype(np.float32).astype(np.float16))
+    print(json.dumps({"fp16_selftest": str(out), **cpu_features()}))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", type=Path)
+    ap.add_argument("bundle", type=Path, nargs="?")
+    ap.add_argument("--fp16-selftest", type=Path, metavar="OUT.npz", help="only write the fp16 arithmetic self-test")
     ap.add_argument("--precision", default="default", help="f32, f16, bf16 or default (the plugin's own choice)")
     ap.add_argument("-n", type=int, default=64, help="golden samples to run")
     ap.add_argument("--threads", type=int, default=1, help="INFERENCE_NUM_THREADS; 0 = the plugin's default")
     ap.add_argument("--hint", default="LATENCY", help="PERFORMANCE_HINT (LATENCY, THROUGHPUT) or none")
     args = ap.parse_args()
+    if args.fp16_selftest:
+        fp16_selftest(args.fp16_selftest)
+        return 0
     import openvino as ov
 
     manifest = json.loads((args.bundle / "manifest.json").read_text())
