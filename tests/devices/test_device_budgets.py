@@ -222,3 +222,41 @@ def test_nightly_examples_are_valid():
         assert res.exit_code == 0, (c, res.stdout)
         for opt in (a for a in argv if a.startswith("--")):
             assert opt in res.stdout, (opt, c)
+
+
+CPU_RUNNER = """
+import json, os, sys
+bad = os.environ.get("EDGEPACK_QEMU_CPU") in os.environ.get("FAIL_ON_CPUS", "max").split(",")  # follows the CPU
+print(json.dumps({"passed": not bad, "host": "Linux aarch64 emu",
+                  "parity": {"samples": 16, "checks": [{"name": "parity.min_cosine[out]", "passed": not bad}],
+                             "metrics": {"out": {"sample_cosine_p1": -0.2 if bad else 0.9999}}},
+                  "latency": {"where": "device", "p50_ms": 1.0, "p90_ms": 1.0, "samples_ms": [1.0]}}))
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_an_emulated_parity_failure_is_crosschecked_on_the_reference_cpu(tmp_path, monkeypatch):
+    """A parity FAIL under one emulated CPU model, passed by the build host, is run again on the reference model
+    (cortex-a76): passing there, the diagnosis puts the fault on the first model's feature paths, not the bundle."""
+    b = tmp_path / "ov"
+    b.mkdir()
+    (b / "run_bundle.py").write_text(CPU_RUNNER)
+    (b / "manifest.json").write_text(json.dumps({"target": {"name": "intel-openvino-int8"}, "files": [],
+                                                 "artifact": {"backend": "ort_mobile"}}))
+    (b / "report.json").write_text(json.dumps({"parity": {"passed": True, "metrics": {}}}))
+    emu = Device(name="arm64-max", kind="arm64-emu", cpu="max", python=sys.executable, retries=0)
+    rec = runs.run_all([emu], [b], repeats=1, warmup=0)
+    by = {r["device"]: r for r in rec["results"]}
+    assert set(by) == {"arm64-max", "arm64-max@cortex-a76"}
+    assert by["arm64-max"]["status"] == FAIL and by["arm64-max@cortex-a76"]["status"] == PASS
+    assert by["arm64-max"]["cause"] == "emulator-or-cpu-kernels"
+    assert "arm64-max@cortex-a76 (-cpu cortex-a76)" in by["arm64-max"]["diagnosis"]
+    # failing on the reference CPU itself: nothing to re-run, and the sentence says which cpu to try
+    monkeypatch.setenv("FAIL_ON_CPUS", "max,cortex-a76")
+    ref = Device(name="arm64", kind="arm64-emu", cpu="cortex-a76", python=sys.executable, retries=0)
+    [only] = runs.run_all([ref], [b], repeats=1, warmup=0)["results"]
+    assert only["status"] == FAIL and "rerun with another qemu cpu" in only["diagnosis"]
+    # the same failure with the build host failing too is the conversion, and is not re-run either
+    (b / "report.json").write_text(json.dumps({"parity": {"passed": False, "metrics": {}}}))
+    [conv] = runs.run_all([emu], [b], repeats=1, warmup=0)["results"]
+    assert conv["cause"] == "conversion"
