@@ -70,6 +70,8 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=64, help="golden samples to run")
     ap.add_argument("--threads", type=int, default=1, help="INFERENCE_NUM_THREADS; 0 = the plugin's default")
     ap.add_argument("--hint", default="LATENCY", help="PERFORMANCE_HINT (LATENCY, THROUGHPUT) or none")
+    ap.add_argument("--kernels", action="store_true", help="also list the kernels the CPU plugin picked per layer "
+                    "type (the compiled model's execution graph: layerType → primitiveType)")
     args = ap.parse_args()
     if args.fp16_selftest:
         fp16_selftest(args.fp16_selftest)
@@ -100,7 +102,18 @@ def main() -> int:
     ref = y[name_out][:n].reshape(n, -1).astype(np.float64)
     o = outs.astype(np.float64)
     cos = (o * ref).sum(1) / (np.linalg.norm(o, axis=1) * np.linalg.norm(ref, axis=1) + 1e-30)
+    kernels: dict = {}
+    if args.kernels:
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+            prim = info["primitiveType"].astype(str) if "primitiveType" in info else "?"
+            prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+            if layer not in ("Parameter", "Result", "Const", "Input", "Output"):
+                kernels.setdefault(f"{layer}", set()).add(f"{prim}/{prec}")
+        kernels = {k: sorted(v) for k, v in sorted(kernels.items())}
     print(json.dumps({
+        **({"kernels": kernels} if kernels else {}),
         "bundle": args.bundle.name, "openvino": ov.__version__, **cpu_features(),
         "asked": args.precision, "ran": ran.get_type_name() if hasattr(ran, "get_type_name") else str(ran),
         "threads": int(threads), "streams": int(streams.to_integer() if hasattr(streams, "to_integer") else streams),
