@@ -59,6 +59,15 @@ def with_marker(command: str) -> str:
     return f"{command}; echo {MARKER}=$?"
 
 
+def bounded(command: str, seconds: float) -> str:
+    """``command`` under the device's own ``timeout`` (coreutils, busybox, toybox) when it has one, so a hung runner
+    does not outlive the harness's deadline on the device (a lost ssh session does not kill it); exit 124 = timed out
+    there. A device without ``timeout`` runs the command as it is."""
+    s = max(1, int(seconds) - 2)
+    return (f"if command -v timeout >/dev/null 2>&1; then timeout -k 5 {s} {command}; "
+            f"else {command}; fi")
+
+
 def split_marker(stdout: str) -> tuple[str, int | None]:
     """(output before the marker, exit code) — (stdout, None) when there is no marker."""
     found = list(_MARKER_RE.finditer(stdout))
@@ -171,7 +180,7 @@ class SshTransport(Transport):
             return RawRun(infra=f"scp to {self.target} failed: {cp.stderr.strip()[-300:]}",
                           transport_code=cp.returncode)
         args = runner_args(remote, repeats, warmup, config, min_seconds)
-        cmd = f"{d.python} {shlex.quote(remote)}/run_bundle.py {args}"
+        cmd = bounded(f"{d.python} {shlex.quote(remote)}/run_bundle.py {args}", d.timeout_s)
         res = execute([*self.base("ssh"), self.target, with_marker(cmd)], d.timeout_s)
         res.extra["push_s"] = time.monotonic() - t0 - res.seconds
         subprocess.run([*self.base("ssh"), self.target, f"rm -rf {shlex.quote(remote)}"], capture_output=True,

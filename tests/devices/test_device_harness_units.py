@@ -306,3 +306,17 @@ def test_diagnose_names_the_cause_of_a_parity_failure():
     tampered.reason = "integrity: content changed: model.onnx"
     runs.diagnose([infra, tampered])
     assert infra.cause == tampered.cause == ""
+
+
+def test_the_devices_own_timeout_bounds_a_hung_runner():
+    from edgepack.devices.transports import bounded
+
+    raw = execute(["sh", "-c", with_marker(bounded("sleep 30", 3))], 20)
+    assert raw.exit_code == 124 and raw.seconds < 10  # killed on the device side, the marker still arrives
+    status, reason, _ = judge(raw)
+    assert status == INFRA and "timed out on the device" in reason
+    ok = execute(["sh", "-c", with_marker(bounded("echo hi", 30))], 20)
+    assert ok.exit_code == 0 and ok.stdout.strip() == "hi"
+    # a device without `timeout`: the command runs as it is
+    bare = execute(["/bin/sh", "-c", with_marker(bounded("echo hi", 30))], 20, env={"PATH": "/nonexistent"})
+    assert bare.stdout.strip() == "hi"
