@@ -53,8 +53,10 @@ def test_arm64_emu_runs_every_runtime(tiny_bundles, arm64_python, tmp_path):
     # differs from the parity one, and the harness says so whatever the verdict
     assert dep["runtime"]["inference_precision"] == "f16", dep["runtime"]
     assert dep["status"] in (PASS, FAIL)
+    assert dep["precision_effect"]["deployment_precision"] == "f16"  # reported whether it passes or not
+    assert dep["precision_effect"]["parity_precision"] == "f32" and "top1_agreement_change" in dep["precision_effect"]
     if dep["status"] == FAIL:
-        assert dep["diagnosis"].startswith("runtime:"), dep
+        assert dep["cause"] == "deployment-precision" and dep["diagnosis"].startswith("deployment precision:"), dep
     runs.write_junit(record, tmp_path / "run.junit.xml")
     history.append(tmp_path / "h.sqlite", record)
     assert len(history.series(tmp_path / "h.sqlite")) == 4
@@ -81,9 +83,15 @@ def test_ssh_disconnect_hang_and_kill_are_infra(sshd, tiny_bundles, tmp_path):
     drop = runs.run_one(ssh_device(sshd, script(tmp_path, "drop.sh", DISCONNECT), retries=1), b, "parity",
                         repeats=2, warmup=0)
     assert drop.status == INFRA and drop.attempts == [INFRA, INFRA] and "no exit marker" in drop.reason, drop
-    hang = runs.run_one(ssh_device(sshd, script(tmp_path, "hang.sh", HANG), timeout_s=8, retries=0), b, "parity",
-                        repeats=2, warmup=0)
+    hanging = script(tmp_path, "hang.sh", HANG)
+    hang = runs.run_one(ssh_device(sshd, hanging, timeout_s=8, retries=0), b, "parity", repeats=2, warmup=0)
     assert hang.status == INFRA and "timed out" in hang.reason, hang
+    import subprocess
+    import time
+
+    time.sleep(6)  # the board's own timeout (-k 5) has killed the runner: nothing is left running there
+    left = subprocess.run(["pgrep", "-f", str(hanging)], capture_output=True, text=True).stdout.split()
+    assert not left, f"the hung runner outlived the run: {left}"
     killed = runs.run_one(ssh_device(sshd, script(tmp_path, "killed.sh", KILLED), retries=0), b, "parity",
                           repeats=2, warmup=0)
     assert killed.status == INFRA and "signal 9" in killed.reason, killed

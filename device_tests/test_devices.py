@@ -1,19 +1,21 @@
-"""Nightly device run, against the local host as a device: bundles are checked by their own runner with
-torch/TensorFlow/edgepack unimportable. Set EDGEPACK_DEVICE_BUNDLES=dist to run on already-built bundles."""
+"""Nightly device run (edgepack.devices, the one harness), against the local host as a device: bundles are checked
+by their own runner with torch/TensorFlow/edgepack unimportable. Set EDGEPACK_DEVICE_BUNDLES=dist to run on
+already-built bundles."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from harness import Device, find_bundles, load_inventory, run_all, run_on_device
+from devicekit import tamper
 
 from edgepack.bundle import read_manifest
+from edgepack.devices.inventory import Device, load_inventory
+from edgepack.devices.runs import find_bundles, run_all, run_one
+from edgepack.devices.verdicts import FAIL, PASS, SKIPPED
 
 pytestmark = pytest.mark.device
 
@@ -53,47 +55,38 @@ def test_inventory_parses():
 
 def test_local_host_runs_every_bundle(bundles):
     devices = [d for d in load_inventory(Path(__file__).with_name("inventory.toml")) if d.kind == "local"]
-    results = run_all(devices, bundles, repeats=5)
+    record = run_all(devices, bundles, repeats=5, warmup=1, deployment=False)
+    results = record["results"]
     assert len(results) == len(bundles) >= 3
     assert {read_manifest(b).artifact.backend for b in bundles} >= {"ort_mobile"}
     ran = [r for r in results if r["backend"] != "tensorrt"]
     for r in results:
         if r["backend"] == "tensorrt":  # the engine is built on a Jetson: here it is SKIPPED, never PASS
-            assert r["status"] == "skipped" and not r["passed"] and "tensorrt" in r["error"], json.dumps(r, indent=2)
-            assert r["integrity"]["passed"]
+            assert r["status"] == SKIPPED and "tensorrt" in r["reason"], json.dumps(r, indent=2)
             continue
-        assert r["passed"], json.dumps(r, indent=2)
-        assert r["integrity"]["passed"] and r["parity"]["checks"] and r["latency_ms"]["p50"] > 0
-        assert r["parity"]["samples"] == 400
+        assert r["status"] == PASS, json.dumps(r, indent=2)
+        assert r["parity"] and r["latency"]["p50_ms"] > 0 and len(r["latency"]["samples_ms"]) == 5
+        assert r["host"]["where"] == "host" and r["host"]["parity"]  # the build host's numbers next to the device's
     assert len(ran) >= 3
 
 
 def test_device_run_catches_a_tampered_bundle(bundles, tmp_path):
-    b = tmp_path / bundles[0].name
-    shutil.copytree(bundles[0], b)
-    golden = dict(np.load(b / "golden" / "outputs.npz"))
-    name = next(iter(golden))
-    golden[name] = golden[name] * -1.0
-    from edgepack.feeds import save_npz
-
-    save_npz(b / "golden" / "outputs.npz", golden)
-    r = run_on_device(Device(name="local"), b, repeats=2)
-    assert not r["passed"] and r["exit_code"] == 1
-    assert not r["integrity"]["passed"]  # the sha256 no longer matches the manifest
-    assert any(not c["passed"] for c in r["parity"]["checks"])
+    b = tamper(bundles[0], tmp_path / bundles[0].name)
+    r = run_one(Device(name="local"), b, "parity", repeats=2, warmup=0)
+    assert r.status == FAIL and r.attempts == [FAIL]
+    assert "integrity" in r.reason and "parity" in r.reason, r.reason  # sha256 mismatch and the outputs differ
 
 
 def test_runtime_missing_on_device_is_skipped_not_passed(bundles):
-    """A device without the bundle's runtime reports 'skipped' (exit 2), never a pass."""
+    """A device without the bundle's runtime reports SKIPPED (exit 2), never a pass."""
     ort_bundle = next(b for b in bundles if read_manifest(b).artifact.backend == "ort_mobile")
-    r = run_on_device(Device(name="local", unavailable=["onnxruntime"]), ort_bundle, repeats=1)
-    assert r["status"] == "skipped" and r["exit_code"] == 2 and not r["passed"]
-    assert "onnxruntime" in r["error"]
+    r = run_one(Device(name="local", unavailable=("onnxruntime",)), ort_bundle, "parity", repeats=1, warmup=0)
+    assert r.status == SKIPPED and not r.ok and "onnxruntime" in r.reason
 
 
 def test_command_transport(bundles, tmp_path):
-    """The generic transport (as used for ssh devices), driven with local commands."""
+    """The generic transport (two shell templates), driven with local commands."""
     dev = Device(name="cmd", kind="command", push="mkdir -p {remote} && cp -r {bundle}/. {remote}",
                  run=f"{sys.executable} {{remote}}/run_bundle.py", remote=str(tmp_path / "{name}"))
-    r = run_on_device(dev, bundles[0], repeats=2)
-    assert r["passed"], r
+    r = run_one(dev, bundles[0], "parity", repeats=2, warmup=0)
+    assert r.status == PASS, r

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,34 @@ class ParityBudget(_Model):
         None, description="judge rate budgets on the point estimate (default) or on the 95% Wilson bound")
 
 
+DEVICE_CLASS_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+# Device classes whose latency the x86 build host may stand in for: the top-level max_latency_p50_ms/p90_ms of a
+# profile for any other class (android-*, jetson-*, iphone, ...) is never judged on host numbers.
+HOST_CLASSES = ("generic", "intel-x86", "linux-x86_64", "x86_64", "x86-64")
+
+
+def host_judges_latency(device_class: str) -> bool:
+    """True when a profile's device class is one the x86 build host can judge latency for."""
+    return device_class in HOST_CLASSES or device_class.startswith(("intel-x86", "linux-x86"))
+
+
+class DeviceLatencyBudget(_Model):
+    """A latency budget for one device class (``[budgets.device.<class>]``), judged by ``edgepack device run`` on
+    real devices of that class only (emulated devices record their latency, labelled emulated, never judged).
+
+    The run is sized by ``warmup``, ``min_runs`` and ``min_seconds`` (timed calls continue until both are reached);
+    p50/p90 come with a bootstrap interval at ``confidence``: the budget is met when the interval's upper bound is
+    within it, exceeded when the lower bound is over it, inconclusive otherwise."""
+
+    p50_ms: float | None = Field(None, gt=0)
+    p90_ms: float | None = Field(None, gt=0)
+    warmup: int = Field(10, ge=0, le=100_000)
+    min_runs: int = Field(50, ge=5, le=1_000_000)
+    min_seconds: float = Field(1.0, ge=0, le=3600)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    resamples: int = Field(2000, ge=200, le=100_000, description="bootstrap resamples")
+
+
 class Budgets(_Model):
     max_size_mb: float | None = Field(None, gt=0)
     max_int8_latency_ratio: float | None = Field(None, gt=0, description="host latency of the INT8 build ÷ the "
@@ -59,6 +88,17 @@ class Budgets(_Model):
     max_latency_p50_ms: float | None = Field(None, gt=0)
     max_latency_p90_ms: float | None = Field(None, gt=0)
     parity: ParityBudget = ParityBudget()
+    device: dict[str, DeviceLatencyBudget] = Field(
+        default_factory=dict, description="device class → latency budget judged on real devices of that class "
+        "(edgepack device run); the top-level max_latency_* of a non-x86 profile is its own class's budget")
+
+    @field_validator("device")
+    @classmethod
+    def _classes(cls, v: dict[str, DeviceLatencyBudget]) -> dict[str, DeviceLatencyBudget]:
+        bad = [k for k in v if not re.match(DEVICE_CLASS_PATTERN, k)]
+        if bad:
+            raise ValueError(f"device class names are lower-case [a-z0-9._-]: {bad}")
+        return v
 
 
 class LatencySettings(_Model):
@@ -105,6 +145,17 @@ class TargetProfile(_Model):
     @property
     def directory(self) -> Path:
         return Path(self.path).parent if self.path else Path.cwd()
+
+    def device_latency_budget(self, device_class: str) -> DeviceLatencyBudget | None:
+        """The latency budget judged on real devices of ``device_class``: ``[budgets.device.<class>]``, or for the
+        profile's own non-host class its top-level ``max_latency_p50_ms``/``p90_ms`` (with the default sizing)."""
+        b = self.budgets
+        if device_class in b.device:
+            return b.device[device_class]
+        if device_class == self.device and not host_judges_latency(self.device) and (
+                b.max_latency_p50_ms is not None or b.max_latency_p90_ms is not None):
+            return DeviceLatencyBudget(p50_ms=b.max_latency_p50_ms, p90_ms=b.max_latency_p90_ms)
+        return None
 
 
 class DataSpec(_Model):

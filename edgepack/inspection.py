@@ -9,7 +9,7 @@ from typing import Any
 
 from edgepack.backends import registry
 from edgepack.backends.base import BRIDGE_NEEDS
-from edgepack.config import available_targets, load_profile
+from edgepack.config import available_targets, host_judges_latency, load_profile
 from edgepack.errors import EdgepackError
 
 
@@ -65,10 +65,14 @@ def _budget_text(p) -> str:
     parts = []
     if b.max_size_mb is not None:
         parts.append(f"size ≤ {b.max_size_mb} MB")
+    where = "host" if host_judges_latency(p.device) else f"on {p.device}"
     if b.max_latency_p50_ms is not None:
-        parts.append(f"p50 ≤ {b.max_latency_p50_ms} ms")
+        parts.append(f"p50 ≤ {b.max_latency_p50_ms} ms ({where})")
     if b.max_latency_p90_ms is not None:
-        parts.append(f"p90 ≤ {b.max_latency_p90_ms} ms")
+        parts.append(f"p90 ≤ {b.max_latency_p90_ms} ms ({where})")
+    for klass, d in sorted(b.device.items()):
+        lims = [f"{q} ≤ {v} ms" for q, v in (("p50", d.p50_ms), ("p90", d.p90_ms)) if v is not None]
+        parts.append(f"{' '.join(lims) or 'latency'} (on {klass})")
     for k, v in b.parity.model_dump().items():
         if v is not None:
             parts.append(f"{k} {v}")

@@ -29,6 +29,7 @@ from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends import registry
 from edgepack.backends.registry import Target
 from edgepack.budgets import check as budget_checks
+from edgepack.budgets import device_notes
 from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
 from edgepack.core.batching import axes_of, first_batch, per_sample, run_batched
@@ -249,7 +250,7 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                             what=f"{profile.name} host run", family=f"backend:{profile.backend}")
     except RuntimeUnavailable as e:
         parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message, kinds=kinds)
-        checks = (target.backend.host_checks(artifact) + budget_checks(profile.budgets, size, None)
+        checks = (target.backend.host_checks(artifact) + budget_checks(profile.budgets, size, None, profile.device)
                   + search_checks(target, artifact))
         return Evaluation(size, None, parity, checks, [f"parity deferred to device: {e.message}"])
     outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()})
@@ -260,7 +261,7 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                           where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
     checks = (target.backend.host_checks(artifact) + list(outcome.checks)
-              + budget_checks(profile.budgets, size, host["latency"]) + search_checks(target, artifact))
+              + budget_checks(profile.budgets, size, host["latency"], profile.device) + search_checks(target, artifact))
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
 
 
@@ -335,7 +336,8 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         target=profile.name, status="passed" if ev.passed else "failed", backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
-        warnings=warnings, notes=c.notes + list(art.notes), artifact=art.details, calibration=data.describe(),
+        warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device),
+        artifact=art.details, calibration=data.describe(),
         source=source.describe(),
     )
     keep = golden_subset(data.holdout, golden, ev.parity.worst_samples, profile.golden_max_mb * 2**20)

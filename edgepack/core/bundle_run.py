@@ -23,11 +23,13 @@ Loader = Callable[[Path, dict, dict, int], tuple[Callable[[dict], dict], dict]]
 
 
 def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 1, warmup: int = 5,
-        repeats: int = 50, integrity: list[str] | None = None, config: str = "parity") -> dict[str, Any]:
+        repeats: int = 50, integrity: list[str] | None = None, config: str = "parity",
+        min_seconds: float = 0.0) -> dict[str, Any]:
     """Run the golden inputs on this device and judge them with the manifest's limits. Returns the verdict dict.
 
     ``config`` is what the device loader was asked for: ``parity`` (the precision the host checked conversion
     fidelity with) or ``deployment`` (the runtime's own defaults on this device, e.g. OpenVINO's f16 on ARM).
+    Latency: ``warmup`` untimed calls, then at least ``repeats`` timed ones and at least ``min_seconds`` of them.
 
     Raises ImportError when the runtime is missing on this device.
     """
@@ -50,7 +52,7 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
     kinds = {name: k["kind"] for name, k in (manifest.get("kinds") or {}).items()}
     outcome = parity(reference, outputs, Limits.from_dict(manifest.get("limits")), labels, kinds)
     one = first_batch(inputs, batch, axes)
-    lat = measure(lambda: infer(one), warmup, repeats, keep_samples=True)
+    lat = measure(lambda: infer(one), warmup, repeats, keep_samples=True, min_seconds=min_seconds)
     result["latency"] = {"where": "device", **lat}
     result["latency_ms"] = {"p50": lat["p50_ms"], "p90": lat["p90_ms"]}
     result["parity"] = {**outcome.to_dict(), "missing_outputs": [k for k in reference if k not in outputs]}

@@ -20,16 +20,21 @@ def summarize(times_ms: list[float] | np.ndarray, warmup: int = 0) -> dict[str, 
     }
 
 
-def measure(infer: Callable[[], Any], warmup: int, repeats: int, keep_samples: bool = False) -> dict[str, Any]:
-    """Wall-clock latency of ``infer()`` in ms after ``warmup`` calls: p50, p90, mean, min over ``repeats``
-    (and every timed call as ``samples_ms`` with ``keep_samples``, for regression tests across runs)."""
+def measure(infer: Callable[[], Any], warmup: int, repeats: int, keep_samples: bool = False,
+            min_seconds: float = 0.0, max_repeats: int = 1_000_000) -> dict[str, Any]:
+    """Wall-clock latency of ``infer()`` in ms after ``warmup`` calls: p50, p90, mean, min over ``repeats`` timed
+    calls — or more, until the timed calls add up to ``min_seconds`` (at most ``max_repeats``) — and every timed call
+    as ``samples_ms`` with ``keep_samples``, for bootstrap intervals and regression tests across runs."""
     for _ in range(warmup):
         infer()
-    times = np.empty(repeats)
-    for i in range(repeats):
+    times: list[float] = []
+    total = 0.0
+    while len(times) < repeats or (total < min_seconds and len(times) < max_repeats):
         t0 = time.perf_counter()
         infer()
-        times[i] = (time.perf_counter() - t0) * 1000.0
+        dt = time.perf_counter() - t0
+        times.append(dt * 1000.0)
+        total += dt
     out: dict[str, Any] = dict(summarize(times, warmup))
     if keep_samples:
         out["samples_ms"] = [round(float(t), 6) for t in times]

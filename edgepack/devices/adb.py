@@ -48,13 +48,16 @@ def parse_benchmark_model(text: str) -> dict:
 
 
 def parse_ort_perf_test(text: str) -> dict:
-    """Latency from ONNX Runtime's ``onnxruntime_perf_test`` output (``P50 Latency: 0.0051 s`` lines, seconds)."""
+    """Latency from ONNX Runtime's ``onnxruntime_perf_test -s`` output, in seconds: ``P50 Latency: 0.0051 s``
+    (current releases, ``-s`` prints the statistics) or ``P50 Latency is 0.0051 sec`` (releases up to 2023), with
+    ``Average inference time cost: … ms`` (or the older ``Average time cost: … ms``)."""
     def sec(label: str) -> float | None:
-        m = re.search(rf"^{label} Latency:\s*{_NUM}\s*s", text, re.M)
+        m = re.search(rf"^{label} Latency(?::| is)\s*{_NUM}\s*s(?:ec)?\b", text, re.M)
         return float(m.group(1)) * 1000.0 if m else None
 
-    avg = re.search(r"Average inference time cost:\s*" + _NUM + r"\s*ms", text)
-    runs = re.search(r"^Runs:\s*(\d+)", text, re.M) or re.search(r"Total inference requests:\s*(\d+)", text)
+    avg = re.search(r"Average (?:inference )?time cost:\s*" + _NUM + r"\s*ms", text)
+    runs = (re.search(r"^Runs:\s*(\d+)", text, re.M) or re.search(r"Total inference requests:\s*(\d+)", text)
+            or re.search(r"^Total iterations:\s*(\d+)", text, re.M))
     if avg is None and sec("P50") is None:
         raise ValueError("no latency lines in onnxruntime_perf_test output")
     out = {"tool": "onnxruntime_perf_test", "runs": int(runs.group(1)) if runs else 0}
@@ -77,7 +80,8 @@ class AdbTransport(Transport):
     def adb(self, *args: str) -> list[str]:
         return [self.device.adb, "-s", self.device.serial, *args]
 
-    def benchmark_command(self, manifest: dict, remote: str, repeats: int, warmup: int) -> tuple[str, str] | None:
+    def benchmark_command(self, manifest: dict, remote: str, repeats: int, warmup: int,
+                          min_seconds: float = 0.0) -> tuple[str, str] | None:
         d = self.device
         art = manifest["artifact"]
         model = (art.get("runtime") or {}).get("model") or next(
@@ -85,12 +89,14 @@ class AdbTransport(Transport):
         path = shlex.quote(f"{remote}/{model}")
         if art["backend"] == "tflite":
             return "benchmark_model", (f"{d.benchmark_model} --graph={path} --num_runs={repeats} "
-                                       f"--warmup_runs={warmup} --num_threads=1")
+                                       f"--warmup_runs={warmup} --num_threads=1"
+                                       + (f" --min_secs={min_seconds:g}" if min_seconds > 0 else ""))
         if art["backend"] == "ort_mobile":
-            return "onnxruntime_perf_test", f"{d.ort_perf_test} -I -m times -r {repeats} -x 1 -y 1 {path}"
+            # -s prints the P50/P90 lines (without it only the average); -I random inputs (a bundle has no .pb test data)
+            return "onnxruntime_perf_test", f"{d.ort_perf_test} -I -s -m times -r {repeats} -x 1 -y 1 {path}"
         return None
 
-    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
         manifest = json.loads((bundle / "manifest.json").read_text())
         remote = d.remote.format(name=f"{bundle.name}-{time.monotonic_ns()}")
@@ -105,9 +111,10 @@ class AdbTransport(Transport):
                           transport_code=push.returncode)
         try:
             if d.python:
-                cmd = f"{d.python} {shlex.quote(remote)}/run_bundle.py {runner_args(remote, repeats, warmup, config)}"
+                args = runner_args(remote, repeats, warmup, config, min_seconds)
+                cmd = f"{d.python} {shlex.quote(remote)}/run_bundle.py {args}"
                 return execute(self.adb("shell", with_marker(cmd)), d.timeout_s)
-            bench = self.benchmark_command(manifest, remote, repeats, warmup)
+            bench = self.benchmark_command(manifest, remote, repeats, warmup, min_seconds)
             if bench is None:
                 return RawRun(extra={"not_run": f"no benchmark binary for {manifest['artifact']['backend']} "
                                                 "bundles on Android and no python on the phone"})

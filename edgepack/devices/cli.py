@@ -94,12 +94,14 @@ def run(
     from rich.table import Table
 
     table = Table(title=f"device run {record['id']}")
-    for col in ("device", "target", "config", "status", "p50 ms", "where", "note"):
+    for col in ("device", "target", "config", "status", "p50 ms", "where", "host p50", "budget", "note"):
         table.add_column(col)
     for r in record["results"]:
         p50 = (r["latency"] or {}).get("p50_ms")
+        host = (r.get("host") or {}).get("p50_ms")
         table.add_row(r["device"], r["target"], r["config"], r["status"], "—" if p50 is None else f"{p50:.3f}",
-                      r["latency_where"], (r["diagnosis"] or r["reason"])[:120])
+                      r["latency_where"], "—" if host is None else f"{host:.3f}",
+                      (r.get("budget") or {}).get("status", "—"), (r["diagnosis"] or r["reason"])[:120])
     console.print(table)
     console.print(f"wrote {out / record['id']}.json, .junit.xml; history {history or out / 'history.sqlite'}")
     raise typer.Exit(runs.exit_code(record))

@@ -29,6 +29,27 @@ def _cos(row: dict) -> float | None:
     return min(vals) if vals else None
 
 
+def _host_cell(row: dict) -> str:
+    """The build host's conversion-fidelity parity (top-1 agreement) and host p50, next to the device's."""
+    h = row.get("host") or {}
+    if not h:
+        return "—"
+    vals = [m.get("top1_agreement", m.get("sample_cosine_p1")) for m in (h.get("parity") or {}).values()]
+    vals = [v for v in vals if v is not None]
+    par = _fmt(min(vals), 4) if vals else "—"
+    return f"{par} · {_fmt(h.get('p50_ms'))} ms"
+
+
+def _budget_cell(row: dict) -> str:
+    b = row.get("budget") or {}
+    if not b:
+        return "—"
+    rows = [f"{r['name'][:3]} {_fmt(r.get('measured'))}" + (f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+                                                             if r.get("ci_low") is not None else "")
+            + f" ≤ {r['limit']:g}" for r in b.get("rows", [])]
+    return f"{b['status']} ({b['class']}{': ' + ', '.join(rows) if rows else ''})"
+
+
 def markdown(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: list[Flag]) -> str:
     lines = ["# edgepack device runs", ""]
     runs = sorted({r["run_id"]: r["started"] for rows in history.values() for r in rows}.items(), key=lambda x: x[1])
@@ -36,8 +57,11 @@ def markdown(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: l
                  "`emulated` and never judged against a budget.")
     lines += ["", "## Regressions (latest run against a baseline window)", ""]
     lines += [f"- **{f.what}** {f.device} · {f.bundle} [{f.config}]: {f.detail}" for f in flags] or ["- none"]
-    lines += ["", "## Latest", "", "| device | bundle | config | status | p50 ms | where | top-1 agreement | "
-              "cosine p1 | runtime | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Latest", "", "Device parity and latency next to the build host's (conversion fidelity: "
+              "top-1 agreement · host p50). Latency budgets: judged on real devices of their class only.", "",
+              "| device | bundle | config | status | p50 ms | where | top-1 agreement | "
+              "cosine p1 | host (top-1 · p50) | latency budget | runtime | note |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (dev, target, config), rows in sorted(history.items()):
         r = rows[-1]
         note = (r.get("diagnosis") or r.get("reason") or "").replace("|", "/")[:160]
@@ -45,7 +69,8 @@ def markdown(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: l
         if r["runtime"].get("inference_precision"):
             rt += f" ({r['runtime']['inference_precision']})"
         lines.append(f"| {dev} | {target} | {config} | {r['status']} | {_fmt(r['p50_ms'])} | {r['latency_where']} | "
-                     f"{_fmt(_parity_value(r), 4)} | {_fmt(_cos(r), 4)} | {rt} | {note} |")
+                     f"{_fmt(_parity_value(r), 4)} | {_fmt(_cos(r), 4)} | {_host_cell(r)} | "
+                     f"{_budget_cell(r).replace('|', '/')} | {rt} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +137,8 @@ def html_page(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: 
             f"<tr><td>{html.escape(dev)}</td><td>{html.escape(target)}</td><td>{html.escape(config)}</td>"
             f'<td><b style="color:{color}">{r["status"]}</b></td><td>{_fmt(r["p50_ms"])}</td>'
             f"<td>{html.escape(r['latency_where'])}</td><td>{_fmt(_parity_value(r), 4)}</td>"
-            f"<td>{_fmt(_cos(r), 4)}</td><td>{rt}</td>"
+            f"<td>{_fmt(_cos(r), 4)}</td><td>{html.escape(_host_cell(r))}</td>"
+            f"<td>{html.escape(_budget_cell(r))}</td><td>{rt}</td>"
             f"<td>{html.escape((r.get('diagnosis') or r.get('reason') or '')[:300])}</td></tr>")
     flag_html = "".join(f"<li><b>{html.escape(f.what)}</b> {html.escape(f.device)} · {html.escape(f.bundle)} "
                         f"[{html.escape(f.config)}]: {html.escape(f.detail)}</li>" for f in flags) or "<li>none</li>"
@@ -136,7 +162,8 @@ this device.</p>
 <h2>Parity per run</h2>{_svg_lines("top-1 agreement (min over outputs)", par, len(run_ids), "fraction", "plot-parity")}
 <h2>Latest</h2>
 <table><tr><th>device</th><th>bundle</th><th>config</th><th>status</th><th>p50 ms</th><th>where</th>
-<th>top-1 agreement</th><th>cosine p1</th><th>runtime</th><th>note</th></tr>
+<th>top-1 agreement</th><th>cosine p1</th><th>host (top-1 · p50)</th><th>latency budget</th><th>runtime</th>
+<th>note</th></tr>
 {''.join(rows_html)}</table>
 </body></html>
 """

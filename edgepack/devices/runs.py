@@ -1,8 +1,11 @@
 """One device run: every bundle on every device of the inventory (in the deployment configuration too where the
 runtime's defaults differ from the parity configuration), judged, written as JSON + JUnit and kept in the history.
 
-Latency measured on an emulated device is stored with ``latency_where = "emulated"`` and never judged; latency on
-the build host is ``host``; only real devices of a profile's device class could be judged against its budgets.
+Each result carries, next to the device's own parity and latency, the build host's (``host``: the conversion-
+fidelity parity and the host latency from the bundle's report.json). Latency measured on an emulated device is
+stored with ``latency_where = "emulated"`` and never judged; a profile's device-class latency budget
+(``[budgets.device.<class>]``, :mod:`edgepack.devices.latency_budget`) is judged only on real devices of that class,
+on the configuration the device deploys (OpenVINO: ``deployment``; ORT/LiteRT: their one run).
 """
 
 from __future__ import annotations
@@ -12,16 +15,16 @@ import json
 import platform
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 from xml.sax.saxutils import escape, quoteattr
 
-from edgepack.devices.adb import judge_benchmark
+from edgepack.devices import latency_budget
+from edgepack.devices.adb import AdbTransport, judge_benchmark
 from edgepack.devices.inventory import Device
-from edgepack.devices.adb import AdbTransport
 from edgepack.devices.transports import CommandTransport, LocalTransport, SshTransport, Transport
-from edgepack.devices.verdicts import FLAKY, INFRA, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
+from edgepack.devices.verdicts import FAIL, FLAKY, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
 
 # Backends whose device loader pins a parity precision that differs from the runtime's own default on some CPUs
 # (OpenVINO: f16 on ARM, bf16 on AMX/AVX512-BF16 x86); they also run in the deployment configuration.
@@ -49,6 +52,11 @@ class Result:
     runtime: dict[str, Any] = field(default_factory=dict)
     machine: str = ""
     diagnosis: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)  # the device-class latency budget's verdict, when one applies
+    cpu: str = ""  # the emulated CPU model (qemu -cpu) on an emulated device
+    cause: str = ""  # of a parity failure: one of CAUSES (see diagnose)
+    precision_effect: dict[str, Any] = field(default_factory=dict)  # deployment vs parity config on this device
+    host: dict[str, Any] = field(default_factory=dict)  # the build host's parity + latency (bundle report.json)
 
     @property
     def ok(self) -> bool:
@@ -92,13 +100,31 @@ def parity_summary(verdict: dict) -> dict[str, Any]:
     return out
 
 
-def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: int) -> Result:
+def host_reference(bundle: Path) -> dict[str, Any]:
+    """What the build host measured for this bundle (its report.json): conversion-fidelity parity, host latency."""
+    try:
+        rep = json.loads((bundle / "report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    lat = rep.get("latency") or {}
+    par = rep.get("parity") or {}
+    return {"where": "host", "passed": par.get("passed"), "parity": parity_summary({"parity": par}),
+            "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
+            "inference_precision": (lat.get("runtime") or {}).get("inference_precision")}
+
+
+def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: int, budget: Any = None) -> Result:
+    """Run one bundle in one configuration on one device (INFRA retried); ``budget`` (a DeviceLatencyBudget) sizes
+    the latency run and is judged on the result (never on an emulated device)."""
     target, backend = bundle_info(bundle)
     transport = transport_for(device)
     attempts: list[str] = []
+    min_seconds = 0.0
+    if budget is not None and not device.emulated:
+        repeats, warmup, min_seconds = max(repeats, budget.min_runs), max(warmup, budget.warmup), budget.min_seconds
     t0 = time.monotonic()
     while True:
-        raw = transport.run(bundle, repeats=repeats, warmup=warmup, config=config)
+        raw = transport.run(bundle, repeats=repeats, warmup=warmup, config=config, min_seconds=min_seconds)
         latency_only = device.kind == "adb" and not device.python
         status, reason, verdict = judge_benchmark(raw) if latency_only else judge(raw)
         attempts.append(status)
@@ -110,34 +136,113 @@ def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: 
                  backend=backend, config=config, status=combine(attempts), reason=reason, attempts=attempts,
                  seconds=round(time.monotonic() - t0, 3), latency_where="emulated" if device.emulated else "device",
                  latency=lat, parity=parity_summary(verdict), runtime=dict(verdict.get("runtime") or {}),
-                 machine=str(verdict.get("host", "")))
+                 machine=str(verdict.get("host", "")), host=host_reference(bundle),
+                 cpu=(device.cpu or {"arm64-emu": "cortex-a76", "x86-64-emu": "Haswell"}.get(device.kind, "")))
     if res.status == FLAKY:
         res.reason = f"passed on attempt {len(attempts)} after {', '.join(attempts[:-1])}"
+    if budget is not None and res.status in (PASS, FLAKY, NOT_RUN):
+        res.budget = latency_budget.judge(budget, verdict.get("latency") or {}, device_class=device.klass,
+                                          emulated=device.emulated)
+        if res.budget["status"] == latency_budget.EXCEEDED:
+            res.status, res.reason = FAIL, res.budget["note"]
     return res
 
 
-def diagnose(results: list[Result]) -> None:
-    """Say, per (device, bundle), whether a parity failure is the runtime's deployment default or the device/emulator.
+def _worst(parity: dict[str, Any], key: str) -> float | None:
+    vals = [m[key] for m in (parity or {}).values() if m.get(key) is not None]
+    return min(vals) if vals else None
 
-    * deployment FAIL, parity config PASS on the same device: the runtime's default precision on this device
-      (e.g. OpenVINO's f16 on ARM) loses the accuracy; the conversion and the emulator are fine.
-    * parity config FAIL on an emulated device while the same bundle passes on a real device or the host: the
-      emulator (or the runtime's kernels for this CPU) is suspect; rerun with another ``cpu``.
+
+def precision_effect(deployment: Result, parity: Result) -> dict[str, Any]:
+    """What the device's deployment defaults cost against its parity configuration, on the same device and bundle
+    (worst output): the precisions that ran and the change of top-1 agreement and per-sample cosine p1."""
+    out: dict[str, Any] = {"parity_precision": parity.runtime.get("inference_precision"),
+                           "deployment_precision": deployment.runtime.get("inference_precision")}
+    for key in ("top1_agreement", "sample_cosine_p1"):
+        a, b = _worst(parity.parity, key), _worst(deployment.parity, key)
+        if a is not None and b is not None:
+            out[f"{key}_change"] = b - a
+    return out
+
+
+CAUSES = ("conversion", "deployment-precision", "emulator-or-cpu-kernels", "device-runtime")
+
+
+def diagnose(results: list[Result]) -> None:
+    """Name the cause of each parity failure (``Result.cause`` + a sentence in ``diagnosis``), from the other results
+    of the same bundle and the build host's conversion-fidelity verdict (the bundle's report.json):
+
+    * ``conversion``: the build host's own parity check of the bundle failed too — the bundle is wrong everywhere.
+    * ``deployment-precision``: the deployment configuration fails while the parity configuration passes on the same
+      device (e.g. OpenVINO's f16 default on ARM) — the runtime's default precision, not the emulator, not the
+      conversion. Every deployment result also carries ``precision_effect`` (pass or fail).
+    * ``emulator-or-cpu-kernels``: the parity configuration fails on an emulated device while the host (or a real
+      device) passes: qemu's emulation of this CPU model or the runtime's kernels for it; the sentence names the
+      other qemu cpu models on which it passed, if any, else says which to try. Only a real core of that ISA
+      separates the two (docs/devices/openvino-arm64.md).
+    * ``device-runtime``: the parity configuration fails on a real device while the host passes: the runtime build
+      or its kernels on that device.
     """
     by = {(r.device, r.bundle, r.config): r for r in results}
-    passed_elsewhere = {r.bundle for r in results if r.config == "parity" and r.latency_where != "emulated" and r.ok}
     for r in results:
-        if r.config == "deployment" and r.status not in OK and r.status not in (INFRA, SKIPPED):
-            p = by.get((r.device, r.bundle, "parity"))
+        if r.config == "deployment" and (p := by.get((r.device, r.bundle, "parity"))) is not None \
+                and r.parity and p.parity:
+            r.precision_effect = precision_effect(r, p)
+    for r in results:
+        if r.status != FAIL or r.budget.get("status") == latency_budget.EXCEEDED:
+            continue  # parity verdicts only (a latency budget or INFRA is not a parity cause)
+        if r.reason.startswith("integrity"):
+            continue  # a bundle changed after it was built says so itself
+        host_passed = r.host.get("passed")
+        p = by.get((r.device, r.bundle, "parity"))
+        if host_passed is False:
+            r.cause, r.diagnosis = "conversion", ("conversion: the build host's conversion-fidelity check of this "
+                                                  "bundle fails too — the bundle is wrong everywhere")
+        elif r.config == "deployment" and p is not None and p.ok:
             prec = r.runtime.get("inference_precision", "?")
-            if p is not None and p.ok:
-                r.diagnosis = (f"runtime: its deployment default ({prec} inference precision) fails parity on this "
-                               f"device while the parity configuration ({p.runtime.get('inference_precision', '?')}) "
-                               "passes on the same device — not the emulator, not the conversion")
-        if r.config == "parity" and r.latency_where == "emulated" and r.status not in OK and r.status != INFRA \
-                and r.bundle in passed_elsewhere:
-            r.diagnosis = ("emulator or the runtime's ARM kernels: fails here, passes on the other devices; rerun "
-                           "with another qemu cpu (cpu = \"cortex-a53\" / \"neoverse-n1\" / \"max\")")
+            r.cause = "deployment-precision"
+            r.diagnosis = (f"deployment precision: the runtime's default on this device ({prec} inference precision) "
+                           f"fails parity while the parity configuration ({p.runtime.get('inference_precision', '?')})"
+                           " passes on the same device — the runtime's choice, not the emulator, not the conversion")
+        elif r.config == "parity" and r.latency_where == "emulated" and (
+                host_passed or any(o.bundle == r.bundle and o.config == "parity" and o.ok
+                                   and o.latency_where != "emulated" for o in results)):
+            cpus = sorted({f"{o.device} (-cpu {o.cpu})" if o.cpu else o.device for o in results
+                           if o.bundle == r.bundle and o.config == "parity" and o.ok and o.latency_where == "emulated"})
+            where = (f"it passes on the emulated {', '.join(cpus)}" if cpus else
+                     "rerun with another qemu cpu (cpu = \"cortex-a53\" / \"neoverse-n1\" / \"max\")")
+            r.cause = "emulator-or-cpu-kernels"
+            r.diagnosis = ("emulator or the runtime's kernels for this CPU model: fails here, the build host passes "
+                           f"the same bundle; {where}")
+        elif r.config == "parity" and host_passed:
+            r.cause = "device-runtime"
+            r.diagnosis = ("device runtime: fails on this real device while the build host passes the same bundle — "
+                           "the runtime build or its kernels on this device")
+
+
+# The emulated CPU a failing emulated run is tried again on: ARMv8.2 with FP16 and dot-product, no SVE/SME — the
+# class of core in most phones. docs/devices/openvino-arm64.md: an INT8 OpenVINO bundle fails its parity under
+# qemu -cpu max (SVE 512 bits, SME) and passes on this one.
+REFERENCE_CPU = {"arm64-emu": "cortex-a76", "x86-64-emu": "Haswell"}
+
+
+def crosscheck(devices: list[Device], results: list[Result], progress: Callable[[str], None]) -> list[Result]:
+    """For each parity FAIL on an emulated device whose bundle the build host passed, one more run of it on the
+    same emulator with the reference CPU model (:data:`REFERENCE_CPU`), named ``<device>@<cpu>``: passing there
+    localizes the fault to the first CPU model's feature paths (the runtime's kernels for them or their emulation),
+    not the bundle. Nothing is re-run when the device already is the reference CPU."""
+    by_name = {d.name: d for d in devices}
+    extra: list[Result] = []
+    for r in results:
+        dev = by_name.get(r.device)
+        ref = REFERENCE_CPU.get(dev.kind) if dev is not None else None
+        if (ref is None or r.status != FAIL or r.config != "parity" or not r.host.get("passed")
+                or r.reason.startswith("integrity") or (r.cpu or ref) == ref):
+            continue
+        twin = replace(dev, name=f"{dev.name}@{ref}", cpu=ref, retries=0)
+        progress(f"{twin.name} · {r.target} · cross-check")
+        extra.append(run_one(twin, Path(r.bundle), "parity", repeats=1, warmup=0))
+    return extra
 
 
 def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, warmup: int = 3,
@@ -155,9 +260,13 @@ def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, wa
                 continue
             extra = deployment and backend in DEPLOYMENT_DIFFERS and dev.kind != "adb"
             configs = ["parity"] + (["deployment"] if extra else [])
+            budget = latency_budget.budget_for(json.loads((b / "manifest.json").read_text()), dev.klass)
             for config in configs:
                 progress(f"{dev.name} · {target} · {config}")
-                results.append(run_one(dev, b, config, repeats=repeats, warmup=warmup))
+                # the budget is judged on the configuration the device deploys (the last one)
+                results.append(run_one(dev, b, config, repeats=repeats, warmup=warmup,
+                                       budget=budget if config == configs[-1] else None))
+    results += crosscheck(devices, results, progress)
     diagnose(results)
     return {"id": uuid.uuid4().hex[:12], "started": started, "build_host": platform.node(),
             "results": [asdict(r) for r in results]}

@@ -59,6 +59,15 @@ def with_marker(command: str) -> str:
     return f"{command}; echo {MARKER}=$?"
 
 
+def bounded(command: str, seconds: float) -> str:
+    """``command`` under the device's own ``timeout`` (coreutils, busybox, toybox) when it has one, so a hung runner
+    does not outlive the harness's deadline on the device (a lost ssh session does not kill it); exit 124 = timed out
+    there. A device without ``timeout`` runs the command as it is."""
+    s = max(1, int(seconds) - 2)
+    return (f"if command -v timeout >/dev/null 2>&1; then timeout -k 5 {s} {command}; "
+            f"else {command}; fi")
+
+
 def split_marker(stdout: str) -> tuple[str, int | None]:
     """(output before the marker, exit code) — (stdout, None) when there is no marker."""
     found = list(_MARKER_RE.finditer(stdout))
@@ -85,9 +94,10 @@ def execute(argv: list[str], timeout_s: float, *, cwd: str | None = None, env: d
                   timed_out=timed_out, seconds=time.monotonic() - t0)
 
 
-def runner_args(remote: str, repeats: int, warmup: int, config: str) -> str:
+def runner_args(remote: str, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> str:
+    """The bundle runner's arguments (``--min-seconds`` only when asked: runners of older bundles lack it)."""
     return (f"--bundle {shlex.quote(remote)} --repeats {repeats} --warmup {warmup} --threads 1 "
-            f"--config {shlex.quote(config)}")
+            f"--config {shlex.quote(config)}" + (f" --min-seconds {min_seconds:g}" if min_seconds > 0 else ""))
 
 
 class Transport:
@@ -96,7 +106,7 @@ class Transport:
     def __init__(self, device: Device):
         self.device = device
 
-    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         raise NotImplementedError
 
 
@@ -118,7 +128,7 @@ class LocalTransport(Transport):
             return [qemu, "-cpu", d.cpu or "Haswell", d.python or emu.sys.executable]
         return [d.python or emu.sys.executable]
 
-    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
         try:
             py = self.python()
@@ -134,7 +144,7 @@ class LocalTransport(Transport):
             runner = str(remote / "run_bundle.py")
             guard = GUARD.format(blocked=BLOCKED + tuple(d.unavailable), runner=runner)
             cmd = " ".join(shlex.quote(a) for a in [*py, "-c", guard])
-            cmd += " " + runner_args(str(remote), repeats, warmup, config)
+            cmd += " " + runner_args(str(remote), repeats, warmup, config, min_seconds)
             return execute(["sh", "-c", with_marker(cmd)], d.timeout_s, cwd=scratch, env=env)
 
 
@@ -156,7 +166,7 @@ class SshTransport(Transport):
     def target(self) -> str:
         return f"{self.device.user}@{self.device.host}" if self.device.user else self.device.host
 
-    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
         remote = d.remote.format(name=f"{bundle.name}-{os.getpid()}-{time.monotonic_ns()}")
         mk = execute([*self.base("ssh"), self.target, with_marker(f"mkdir -p {shlex.quote(remote)}")], d.timeout_s)
@@ -169,7 +179,8 @@ class SshTransport(Transport):
         if cp.returncode != 0:
             return RawRun(infra=f"scp to {self.target} failed: {cp.stderr.strip()[-300:]}",
                           transport_code=cp.returncode)
-        cmd = (f"{d.python} {shlex.quote(remote)}/run_bundle.py {runner_args(remote, repeats, warmup, config)}")
+        args = runner_args(remote, repeats, warmup, config, min_seconds)
+        cmd = bounded(f"{d.python} {shlex.quote(remote)}/run_bundle.py {args}", d.timeout_s)
         res = execute([*self.base("ssh"), self.target, with_marker(cmd)], d.timeout_s)
         res.extra["push_s"] = time.monotonic() - t0 - res.seconds
         subprocess.run([*self.base("ssh"), self.target, f"rm -rf {shlex.quote(remote)}"], capture_output=True,
@@ -180,7 +191,7 @@ class SshTransport(Transport):
 class CommandTransport(Transport):
     """Two shell templates (push, run); placeholders {bundle}, {remote}, {name}."""
 
-    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str) -> RawRun:
+    def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
         name = bundle.name
         remote = d.remote.format(name=name)
@@ -188,5 +199,5 @@ class CommandTransport(Transport):
         push = subprocess.run(d.push.format(**fmt), shell=True, capture_output=True, text=True, timeout=d.timeout_s)
         if push.returncode != 0:
             return RawRun(infra=f"push failed: {push.stderr.strip()[-300:]}", transport_code=push.returncode)
-        cmd = d.run.format(**fmt) + " " + runner_args(remote, repeats, warmup, config)
+        cmd = d.run.format(**fmt) + " " + runner_args(remote, repeats, warmup, config, min_seconds)
         return execute(["sh", "-c", with_marker(cmd)], d.timeout_s)

@@ -47,6 +47,8 @@ def judge(raw: RawRun) -> tuple[str, str, dict[str, Any]]:
         why = "connection lost" if raw.transport_code == 255 else f"transport exited {raw.transport_code}"
         return INFRA, f"no exit marker from the device ({why}): {tail}", {}
     verdict = _verdict_json(raw.stdout)
+    if raw.exit_code == 124 and verdict is None:
+        return INFRA, f"timed out on the device (its timeout killed the runner): {tail}", {}
     if raw.exit_code >= 128:
         return INFRA, f"runner killed by signal {raw.exit_code - 128}: {tail}", verdict or {}
     if verdict is None:

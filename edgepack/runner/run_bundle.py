@@ -4,7 +4,8 @@
 Needs only numpy and the bundle's runtime (onnxruntime, openvino, ai_edge_litert/tflite_runtime, or coremltools
 on macOS) — no torch, no TensorFlow, no edgepack. Prints a JSON verdict on stdout.
 
-    python run_bundle.py [--bundle DIR] [--repeats 50] [--warmup 5] [--threads 1] [--config parity] [--no-verify]
+    python run_bundle.py [--bundle DIR] [--repeats 50] [--warmup 5] [--min-seconds 0] [--threads 1]
+                         [--config parity] [--no-verify]
 
 ``--config parity`` (default) runs the bundle as the build host checked it (e.g. OpenVINO forced to f32);
 ``--config deployment`` lets the runtime use its own defaults on this device (e.g. OpenVINO's f16 inference
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=str(Path(__file__).resolve().parent))
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--min-seconds", type=float, default=0.0, help="keep timing until the timed calls add up to "
+                    "this many seconds (device latency budgets)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--config", choices=("parity", "deployment"), default="parity")
     ap.add_argument("--no-verify", action="store_true", help="skip the sha256 integrity check")
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     device = _load_module("edgepack_device", bundle / "runner" / "device.py")
     try:
         result = bundle_run.run(bundle, manifest, device.load, threads=args.threads, warmup=args.warmup,
-                                repeats=args.repeats, integrity=problems, config=args.config)
+                                repeats=args.repeats, integrity=problems, config=args.config,
+                                min_seconds=args.min_seconds)
     except ImportError as e:
         result = {"bundle": str(bundle), "target": manifest["target"]["name"],
                   "backend": manifest["artifact"]["backend"], "passed": False,

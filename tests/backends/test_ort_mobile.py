@@ -279,3 +279,26 @@ def test_convert_returns_runtime_spec_and_details(tmp_path):
     assert t8.backend.needs_calibration(t8.profile, t8.options) and not t8.backend.tunes_on_data(t8.profile, t8.options)
     with pytest.raises(InputError, match="int8 needs calibration data"):
         t8.backend.convert(source, t8.profile, t8.options, ConvertData(), tmp_path / "out8")
+
+
+def test_x86_bundles_bake_no_cpu_specific_layout(tmp_path, cli):
+    """linux-ort-* (target_platform amd64) .ort files must run on any x86-64 CPU: no NCHWc blocked layout (its
+    weights are reordered for the converting CPU's vector width; an AVX-512-built one computed cosine 0.83 under
+    qemu -cpu Haswell). The ARM (android) conversion keeps level "all", which has no NCHWc for ARM."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from edgepack.backends.ort_mobile.convert import fixed_level
+
+    assert (fixed_level("fp32", "amd64"), fixed_level("int8", "amd64"), fixed_level("fp32", "arm"),
+            fixed_level("fp16", "arm")) == ("extended", "extended", "all", "basic")
+    model = make_tiny_onnx(tmp_path / "tiny16.onnx", width=16)  # 16 channels: NCHWc-eligible convolutions
+    res = cli("build", model, "-t", "linux-ort-fp32", "-t", "android-ort-fp32", "--out", tmp_path / "d", "-c", "digits")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    for target in ("linux-ort-fp32", "android-ort-fp32"):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.optimized_model_filepath = str(tmp_path / f"{target}.dump.onnx")
+        ort.InferenceSession(str(tmp_path / "d" / "tiny16" / target / "model.ort"), so,
+                             providers=["CPUExecutionProvider"])
+        domains = {n.domain for n in onnx.load(so.optimized_model_filepath).graph.node}
+        assert "com.microsoft.nchwc" not in domains, (target, domains)

@@ -84,6 +84,13 @@ def test_parse_recorded_ort_perf_test():
     lat = adb.parse_ort_perf_test((FIXTURES / "onnxruntime_perf_test_pixel.txt").read_text())
     assert lat["runs"] == 50 and lat["p50_ms"] == pytest.approx(1.011) and lat["p90_ms"] == pytest.approx(1.089)
     assert lat["mean_ms"] == pytest.approx(1.02685)
+    # the wording of releases up to 2023 ("P50 Latency is … sec", "Average time cost"; as quoted in
+    # onnxruntime issue 17313), figures of our own
+    old = adb.parse_ort_perf_test((FIXTURES / "onnxruntime_perf_test_2023_format.txt").read_text())
+    assert old["runs"] == 500 and old["p50_ms"] == pytest.approx(24.6925) and old["p90_ms"] == pytest.approx(25.9078)
+    assert old["mean_ms"] == pytest.approx(24.883) and old["min_ms"] == pytest.approx(23.1654)
+    with pytest.raises(ValueError):  # without -s only "Runs:" and CPU lines: no latency is guessed
+        adb.parse_ort_perf_test("Avg CPU usage:12\nPeak working set size:24117248\nRuns:50\n")
 
 
 FAKE_ADB = """#!{python}
@@ -259,3 +266,57 @@ def test_emulated_kinds_label_latency_and_pick_their_python():
     if __import__("shutil").which("qemu-x86_64-static"):
         cmd = LocalTransport(x86).python()
         assert cmd[1:3] == ["-cpu", "Haswell"] and cmd[3] == sys.executable
+
+
+def _res(device: str, config: str, status: str, *, where: str = "device", host_passed: bool | None = True,
+         precision: str = "f32", top1: float = 1.0, cpu: str = "") -> runs.Result:
+    return runs.Result(device=device, kind="arm64-emu" if where == "emulated" else "ssh", device_class="c",
+                       bundle="/b/intel-openvino-int8", target="intel-openvino-int8", backend="openvino",
+                       config=config, status=status, reason="parity: top1" if status == FAIL else "",
+                       latency_where=where, runtime={"inference_precision": precision}, cpu=cpu,
+                       parity={"scores": {"top1_agreement": top1, "sample_cosine_p1": top1}},
+                       host={"where": "host", "passed": host_passed})
+
+
+def test_diagnose_names_the_cause_of_a_parity_failure():
+    # the runtime's deployment default loses accuracy on this device; its parity configuration passes
+    p, d = _res("a76", "parity", PASS, where="emulated"), _res("a76", "deployment", FAIL, where="emulated",
+                                                                 precision="f16", top1=0.11)
+    runs.diagnose([p, d])
+    assert d.cause == "deployment-precision" and "f16" in d.diagnosis and "f32" in d.diagnosis
+    assert d.precision_effect == {"parity_precision": "f32", "deployment_precision": "f16",
+                                  "top1_agreement_change": pytest.approx(-0.89),
+                                  "sample_cosine_p1_change": pytest.approx(-0.89)}
+    # the bundle fails on the build host too: the conversion, whatever the device says
+    bad = _res("a76", "parity", FAIL, where="emulated", host_passed=False)
+    runs.diagnose([bad])
+    assert bad.cause == "conversion"
+    # fails under one qemu cpu model, passes under another and on the host: emulator or that CPU's kernels
+    mx = _res("emu-max", "parity", FAIL, where="emulated", cpu="max")
+    a53 = _res("emu-a53", "parity", PASS, where="emulated", cpu="cortex-a53")
+    runs.diagnose([mx, a53])
+    assert mx.cause == "emulator-or-cpu-kernels" and "emu-a53 (-cpu cortex-a53)" in mx.diagnosis
+    # a real board fails what the host passes: that device's runtime
+    board = _res("jetson", "parity", FAIL)
+    runs.diagnose([board])
+    assert board.cause == "device-runtime"
+    # no cause is invented for INFRA, a latency budget or an integrity failure
+    infra = _res("x", "parity", INFRA)
+    tampered = _res("x", "parity", FAIL)
+    tampered.reason = "integrity: content changed: model.onnx"
+    runs.diagnose([infra, tampered])
+    assert infra.cause == tampered.cause == ""
+
+
+def test_the_devices_own_timeout_bounds_a_hung_runner():
+    from edgepack.devices.transports import bounded
+
+    raw = execute(["sh", "-c", with_marker(bounded("sleep 30", 3))], 20)
+    assert raw.exit_code == 124 and raw.seconds < 10  # killed on the device side, the marker still arrives
+    status, reason, _ = judge(raw)
+    assert status == INFRA and "timed out on the device" in reason
+    ok = execute(["sh", "-c", with_marker(bounded("echo hi", 30))], 20)
+    assert ok.exit_code == 0 and ok.stdout.strip() == "hi"
+    # a device without `timeout`: the command runs as it is
+    bare = execute(["/bin/sh", "-c", with_marker(bounded("echo hi", 30))], 20, env={"PATH": "/nonexistent"})
+    assert bare.stdout.strip() == "hi"

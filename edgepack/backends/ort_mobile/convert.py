@@ -48,7 +48,7 @@ def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, dat
                 f"int8 was asked for but no compute op ({'/'.join(COMPUTE_OPS)}) came out quantized",
                 hint="check options.exclude_nodes / exclude_op_types in the target profile",
             )
-    _to_ort(staged, out_dir, options, level="basic" if profile.precision == "fp16" else "all")
+    _to_ort(staged, out_dir, options, level=fixed_level(profile.precision, options.target_platform))
     shutil.rmtree(work, ignore_errors=True)
     files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
     return Artifact(
@@ -191,6 +191,22 @@ def _convert_deterministically(staged: Path, conv: Path, target_platform: str, l
         text = (proc.stderr or proc.stdout or "").strip()
         raise ConversionFailed("ONNX → ORT format conversion failed: " + (explain(text) or f"exit {proc.returncode}"),
                                details=text or None)
+
+
+def fixed_level(precision: str, target_platform: str) -> str:
+    """The optimization level baked into the .ort.
+
+    * fp16: "basic" (see :func:`_to_ort`).
+    * amd64: "extended". "all" adds ONNX Runtime's NCHWc layout transform, which reorders the weights into the
+      vector width of the CPU that converts (16 floats with AVX-512 here): the .ort then computes wrong numbers on
+      an AVX2-only x86 box (measured under qemu -cpu Haswell: cosine 0.83 for an fp32 CNN) — ORT itself warns the
+      result is hardware-specific. "extended" keeps the fusions (Conv+activation, QDQ → QLinear*) and stays portable
+      across x86-64 CPUs.
+    * arm: "all" (the converter applies no NCHWc for ARM targets).
+    """
+    if precision == "fp16":
+        return "basic"
+    return "extended" if target_platform == "amd64" else "all"
 
 
 def _to_ort(staged: Path, out_dir: Path, opts: OrtOptions, level: str) -> None:
