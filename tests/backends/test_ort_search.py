@@ -202,3 +202,73 @@ def test_transformer_search_and_dynamic_profile(tmp_path, cli):
     assert art["quantization"].startswith("dynamic") and art["recipe"] == "plain"
     assert art["quantized_compute_ops"] >= 5  # q, k, v, out, head (score/context MatMuls read no weight)
     assert dyn["parity"]["metrics"]["logits"]["cosine"] > 0.99
+
+
+# ------------------------------------------------------------------------------------------------ fp16 range
+
+
+def make_overflow_onnx(path: Path, seed: int = 0) -> Path:
+    """Flatten → Gemm → ×300 → ×300 → ×(1/300) → ×(1/300) → Gemm: every weight fits float16, but the activation
+    after the second ×300 reaches ~1e5–1e6, beyond float16's 65504 (a plain FP16 build answers inf/NaN)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((32, 1024)) * 0.05).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((10, 32)) * 0.3).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array(300, np.float32), "up"),
+             numpy_helper.from_array(np.array(1 / 300, np.float32), "down")]
+    n = helper.make_node
+    nodes = [n("Flatten", ["input"], ["f"], name="flatten"), n("Gemm", ["f", "w1"], ["h"], transB=1, name="fc1"),
+             n("Mul", ["h", "up"], ["h1"], name="up1"), n("Mul", ["h1", "up"], ["h2"], name="up2"),
+             n("Mul", ["h2", "down"], ["h3"], name="down1"), n("Mul", ["h3", "down"], ["h4"], name="down2"),
+             n("Gemm", ["h4", "w2"], ["logits"], transB=1, name="fc2")]
+    graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                               [1, 1, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgepack-tests")
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fp16_keeps_out_of_range_nodes_in_fp32(tmp_path, cli):
+    model = make_overflow_onnx(tmp_path / "overflow.onnx")
+    res, report = _build(cli, model, "android-ort-fp16", tmp_path / "dist")
+    art = report["artifact"]
+    kept = {x["node"]: x["why"] for x in art["fp32_nodes"]}
+    assert {"up2", "down1"} <= set(kept) and "activation h2" in kept["up2"], art
+    assert "fc1" not in kept and "fc2" not in kept
+    assert res.exit_code == 0 and report["status"] == "passed", res.stdout
+    assert report["parity"]["metrics"]["logits"]["nonfinite_samples"] == 0
+
+
+def test_unique_subgraph_initializer_names():
+    """Two If branches holding an initializer of the same name (as onnxslim leaves them) convert to FP16."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from edgepack.backends.ort_mobile.fp16 import unique_initializer_names
+
+    def branch(name, value):
+        c = numpy_helper.from_array(np.full(4, value, np.float32), "k")
+        return helper.make_graph([helper.make_node("Mul", ["x", "k"], [f"{name}_out"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [4])], [c])
+
+    nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=branch("a", 2.0), else_branch=branch("b", 3.0))]
+    g = helper.make_graph(nodes, "if", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                                        helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    with pytest.raises(AssertionError):
+        convert_float_to_float16(onnx.ModelProto.FromString(m.SerializeToString()), keep_io_types=True)
+    assert unique_initializer_names(m) == 1
+    m16 = convert_float_to_float16(m, keep_io_types=True)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(m16.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.arange(4, dtype=np.float32)
+    assert np.allclose(sess.run(None, {"x": x, "cond": np.array(True)})[0], 2 * x)
+    assert np.allclose(sess.run(None, {"x": x, "cond": np.array(False)})[0], 3 * x)

@@ -19,8 +19,6 @@ from edgepack.backends.ort_mobile.search import COMPUTE_OPS
 
 def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, data: ConvertData,
             out_dir: Path) -> Artifact:
-    import onnx
-
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
@@ -30,12 +28,9 @@ def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, dat
     if profile.precision == "fp32":
         shutil.copyfile(model_in, staged)
     elif profile.precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from edgepack.backends.ort_mobile import fp16
 
-        m = onnx.load(str(model_in))
-        m16 = convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=False)
-        onnx.save(m16, str(staged))
-        details["fp16"] = "weights and activations float16; inputs/outputs float32"
+        details.update(fp16.convert(model_in, staged, data.calibration, source))
     elif profile.precision == "int8":
         details.update(_quantize(model_in, staged, source, data, options))
         if details["quantized_compute_ops"] == 0:

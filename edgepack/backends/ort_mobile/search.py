@@ -126,6 +126,9 @@ class _Reader:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self):
+        return iter(self._items)
+
     def set_range(self, start_index: int, end_index: int) -> None:
         self._it = iter(self._items[start_index:end_index])
 
@@ -175,6 +178,7 @@ class OrtSpace(Space):
             self.items, self.one = [], None
         self.calibrations: dict[str, float] = {}  # method → seconds its one calibration pass took
         self._calibrators: dict[str, Any] = {}
+        self.ranking_error: str | None = None
         self._count = 0
         self._float_session = None
         self.sensitivity = opts.accuracy_search.sensitivity
@@ -235,10 +239,14 @@ class OrtSpace(Space):
             add("transformer", why, **tr)
             add("transformer-percentile", why + "; percentile 99.999 calibration", method="percentile",
                 percentile=99.999, **tr)
+        recurrent = sorted({t for t in self.node_types.values() if t in ("LSTM", "GRU")})
+        if self.transformer is not None or recurrent:
+            what = "transformer" if self.transformer is not None else f"recurrent ({'/'.join(recurrent)})"
             out.append(Recipe("dynamic", {"mode": "dynamic", "per_channel": self.per_channel_ok, "reduce_range": False,
                                           "weight_type": "int8", "op_types": list(DYNAMIC_OPS)},
-                              "dynamic INT8 (quantize_dynamic): int8 weights, activations quantized per call at run "
-                              "time, so no calibrated range can clip; tried when static INT8 cannot hold"))
+                              f"{what} model: dynamic INT8 (quantize_dynamic): int8 weights of MatMul/Gemm"
+                              f"{'/LSTM' if 'LSTM' in recurrent else ''}, activations quantized per call at run time, "
+                              "so no calibrated range can clip; tried when static INT8 cannot hold"))
         return out
 
     # ---------------------------------------------------------------------------------------- building
@@ -375,6 +383,15 @@ class OrtSpace(Space):
             return None
         if self.sensitivity == "float-one" or (self.sensitivity == "auto" and len(layers) <= AUTO_FLOAT_ONE_MAX_LAYERS):
             return None
+        try:
+            return self._qdq_loss_ranking(candidate, tuning, layers)
+        except Exception as e:  # noqa: BLE001 - the analysis is optional: the search falls back to float-one
+            from edgepack.errors import explain
+
+            self.ranking_error = explain(str(e)) or type(e).__name__
+            return None
+
+    def _qdq_loss_ranking(self, candidate: Candidate, tuning: Tuning, layers: list[str]) -> list[tuple[str, float]]:
         import onnx
         from onnxruntime.quantization.qdq_loss_debug import (
             collect_activations,
@@ -443,6 +460,8 @@ class OrtSpace(Space):
         d["float_compute_ops"] = [n for n in self.originals if n not in cand.quantized]
         if self.calibrations:
             d["calibration_passes_s"] = dict(self.calibrations)
+        if self.ranking_error:
+            d["sensitivity_toolkit_error"] = f"qdq_loss_debug ranking failed ({self.ranking_error}); float-one used"
         return d
 
     def cleanup(self) -> None:
