@@ -270,7 +270,10 @@ class OrtSpace(Space):
         t0 = time.monotonic()
         cal = self._calibrators.get(s["method"])
         if cal is None:
-            extra = {"percentile": s["percentile"]} if s["method"] == "percentile" else {}
+            # entropy: ORT's default 128 histogram bins for 128 quantized bins leaves KL nothing to choose (the
+            # threshold is always the full range, i.e. min-max); 2048 bins as TensorRT's entropy calibrator uses
+            extra = ({"percentile": s["percentile"]} if s["method"] == "percentile" else
+                     {"num_bins": 2048, "num_quantized_bins": 128} if s["method"] == "entropy" else {})
             cal = create_calibrator(self.pre, [], augmented_model_path=str(self.work / f"augmented-{s['method']}.onnx"),
                                     calibrate_method=method[s["method"]], extra_options=extra)
             cal.collect_data(_Reader(self.items))
