@@ -41,15 +41,15 @@ class OrtMobileBackend(Backend):
     Runtime: ClassVar[type[RuntimeSpec]] = OrtRuntime
     description = "ONNX Runtime Mobile (.ort + reduced-operator config) for Android/iOS apps"
 
-    def needs_calibration(self, profile: "TargetProfile", options: OrtOptions) -> bool:
+    def needs_calibration(self, profile: TargetProfile, options: OrtOptions) -> bool:
         """Static int8 calibrates activation ranges; dynamic int8 (``options.quantization = "dynamic"``) does not."""
         return profile.precision == "int8" and options.quantization == "static"
 
-    def tunes_on_data(self, profile: "TargetProfile", options: OrtOptions) -> bool:
+    def tunes_on_data(self, profile: TargetProfile, options: OrtOptions) -> bool:
         """Static and dynamic int8 both search on the tuning split when ``options.accuracy_search.enabled``."""
         return profile.precision == "int8" and options.accuracy_search.enabled
 
-    def convert(self, source: "Source", profile: "TargetProfile", options: OrtOptions, data: ConvertData,
+    def convert(self, source: Source, profile: TargetProfile, options: OrtOptions, data: ConvertData,
                 out_dir: Path) -> Artifact:
         from edgepack.backends.ort_mobile.convert import convert
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 from edgepack.backends.ort_mobile.search import COMPUTE_OPS
 
 
-def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, data: ConvertData,
+def convert(source: Source, profile: TargetProfile, options: OrtOptions, data: ConvertData,
             out_dir: Path) -> Artifact:
     out_dir = Path(out_dir)
     work = out_dir / ".work"
@@ -48,7 +48,7 @@ def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, dat
     )
 
 
-def _quantize(model_in: Path, staged: Path, source: "Source", data: ConvertData, opts: OrtOptions) -> dict[str, Any]:
+def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, opts: OrtOptions) -> dict[str, Any]:
     """INT8 through the accuracy search (:mod:`edgepack.quantsearch` over :class:`OrtSpace`): the profile's plain
     recipe first; when it misses the parity budget on the tuning split, other recipes, then sensitivity-ranked
     float layers. The chosen candidate becomes ``staged``."""
@@ -134,7 +134,7 @@ def _convert_deterministically(staged: Path, conv: Path, target_platform: str, l
     cmd = [sys.executable, "-P", "-s", "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "model.onnx",
            "--output_dir", "out", "--optimization_style", "Fixed", "--target_platform", target_platform,
            "--save_optimized_onnx_model"]
-    proc = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True,
+    proc = subprocess.run(cmd, check=False, env=env, cwd=work, capture_output=True, text=True,
                           preexec_fn=_no_aslr if sys.platform.startswith("linux") else None)
     shutil.rmtree(conv, ignore_errors=True)
     if (work / "out").is_dir():
