@@ -81,8 +81,8 @@ def compute_nodes(model) -> list[str]:
 
 
 def _quantized_nodes(model, originals: dict[str, str]) -> list[str]:
-    """Original compute nodes that run quantized in ``model``: in QDQ form a node that reads a DequantizeLinear
-    output; in dynamic (operator) form a node replaced by its integer version (name gone or op type changed)."""
+    """Original compute nodes that run quantized in ``model``: in QDQ form a node whose weight (second input) is a
+    DequantizeLinear output; in dynamic (operator) form a node replaced by its integer version (name gone or op type changed)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     by_name = {n.name: n for n in model.graph.node}
     out = []
@@ -91,7 +91,8 @@ def _quantized_nodes(model, originals: dict[str, str]) -> list[str]:
         if n is None or n.op_type != op:
             out.append(name)
             continue
-        if any((p := producers.get(i)) is not None and p.op_type == "DequantizeLinear" for i in n.input if i):
+        w = producers.get(n.input[1]) if len(n.input) > 1 else None
+        if w is not None and w.op_type == "DequantizeLinear":  # its weight (or second operand) is int8
             out.append(name)
     return out
 
@@ -461,8 +462,8 @@ class OrtSpace(Space):
         d["quantized_compute_ops"] = len(cand.quantized)
         d["quantized_share"] = len(cand.quantized) / len(self.originals) if self.originals else 0.0
         d["float_compute_ops"] = [n for n in self.originals if n not in cand.quantized]
-        if self.calibrations:
-            d["calibration_passes_s"] = dict(self.calibrations)
+        if self.calibrations:  # which calibration passes ran (their wall-clock time would break reproducibility)
+            d["calibration_passes"] = sorted(self.calibrations)
         if self.ranking_error:
             d["sensitivity_toolkit_error"] = f"qdq_loss_debug ranking failed ({self.ranking_error}); float-one used"
         return d
