@@ -273,3 +273,20 @@ def test_unique_subgraph_initializer_names():
     x = np.arange(4, dtype=np.float32)
     assert np.allclose(sess.run(None, {"x": x, "cond": np.array(True)})[0], 2 * x)
     assert np.allclose(sess.run(None, {"x": x, "cond": np.array(False)})[0], 3 * x)
+
+
+def test_manifest_details_are_stable_and_check_gets_the_timings_back():
+    """The manifest keeps the search without wall-clock figures (rebuilds stay byte-identical); ``check`` takes
+    them from the build report only when that report describes the same search."""
+    from edgepack.quantsearch import stable, with_timings
+
+    full = {"recipe": "plain", "accuracy_search": {
+        "trials": [{"recipe": "plain", "seconds": 1.25, "score": 0.01}],
+        "cost": {"size_bytes": 10, "int8_ms": 1.0, "float_ms": 2.0, "latency_vs_float": 0.5}}}
+    s = stable(full)
+    assert s["accuracy_search"]["trials"] == [{"recipe": "plain", "score": 0.01}]
+    assert s["accuracy_search"]["cost"] == {"size_bytes": 10}
+    assert with_timings(s, full) == full
+    tampered = {**full, "recipe": "other"}
+    assert with_timings(s, tampered) == s and with_timings(s, None) == s
+    assert stable({"recipe": "x"}) == {"recipe": "x"}
