@@ -106,7 +106,14 @@ def out_of_range(model_path: Path, feeds: dict[str, np.ndarray] | None, source: 
                         for o in n.output:
                             mark(o, f"constant {o} max |x| = {float(np.nanmax(np.abs(a))):.4g}")
     if feeds:
-        for tensor, peak in _activation_peaks(model, feeds, source).items():
+        try:
+            peaks = _activation_peaks(model, feeds, source)
+        except Exception as e:  # noqa: BLE001 - the scan is a safeguard: say it could not run, convert anyway
+            from edgepack.errors import explain
+
+            block[""] = f"activation scan failed: {explain(str(e)) or type(e).__name__}"
+            peaks = {}
+        for tensor, peak in peaks.items():
             if not peak <= FP16_MAX:
                 mark(tensor, f"activation {tensor} max |x| = {peak:.4g} on the calibration split")
     return block
@@ -205,6 +212,7 @@ def convert(model_in: Path, staged: Path, feeds: dict[str, np.ndarray] | None, s
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     block = out_of_range(model_in, feeds, source)
+    scan_error = block.pop("", None)
     m = onnx.load(str(model_in))
     renamed = unique_initializer_names(m)
     m16 = convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=False,
@@ -218,6 +226,8 @@ def convert(model_in: Path, staged: Path, feeds: dict[str, np.ndarray] | None, s
                            "samples" if feeds else "weights and constants (no calibration samples given)",
         "fp32_nodes": [{"node": k, "why": v} for k, v in sorted(block.items())],
     }
+    if scan_error:
+        details["fp16_range_scan"] = f"weights and constants only ({scan_error})"
     if bypassed:
         details["fp16_fp32_paths"] = f"{bypassed} float32→float16→float32 cast pair(s) between FP32 nodes removed"
     if renamed:
