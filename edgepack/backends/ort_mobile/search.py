@@ -8,7 +8,14 @@ Recipes, cheapest first (``[0]`` is the profile's own settings):
 * transformers (MatMul + Softmax + LayerNormalization or its ReduceMean/Pow decomposition): only Conv/Gemm and
   MatMul with a constant B quantized (per-channel weights), the attention-mask Add, Softmax and LayerNorm (and
   every other op) kept in float; the same with percentile calibration; then dynamic INT8 (``quantize_dynamic``:
-  int8 weights, activations quantized at run time), for when static cannot hold.
+  int8 weights, activations quantized at run time), for when static cannot hold;
+* recurrent models (LSTM/GRU): dynamic INT8 too (``DynamicQuantizeLSTM``: the LSTM's int8 weights).
+
+Float layers are ``nodes_to_exclude``. Sensitivity (``options.accuracy_search.sensitivity``): ``float-one`` (the
+core's: each layer alone back in float, output error on the tuning split), ``toolkit`` (ORT's qdq_loss_debug: the
+noise each node adds, float vs QDQ activations; one augmented run of each model), ``auto`` = float-one up to
+``AUTO_FLOAT_ONE_MAX_LAYERS`` quantized layers (on the depthwise/SiLU network float-one ranked the layers that
+matter; the SQNR ranking did not), toolkit beyond.
 
 Each calibration method runs **once**: its tensor ranges go to a JSON cache (``quantize_static``'s
 ``calibration_cache_path``) that every later variant of it (float layers = ``nodes_to_exclude``, symmetric or
