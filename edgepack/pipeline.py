@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import os
 import time
 import traceback
@@ -348,8 +349,10 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
                                                      f"samples (the worst ones + an even spread; cap "
                                                      f"{profile.golden_max_mb:g} MiB); the full holdout is in "
                                                      f"{source.name}/holdout/ next to the build report"]})
+    from edgepack import quantsearch
+
     bundles.write(c.staging, bundles.BundleContent(
-        artifact=art, device_loader=target.backend.device_file(), source=bundles.SourceInfo(**source.describe()),
+        artifact=art.model_copy(update={"details": quantsearch.stable(art.details)}), device_loader=target.backend.device_file(), source=bundles.SourceInfo(**source.describe()),
         target=profile, limits=limits, kinds=kinds, golden_inputs=pick(data.holdout), golden_outputs=pick(golden),
         labels=None if data.holdout_labels is None else (data.holdout_labels if keep is None
                                                          else data.holdout_labels[np.asarray(keep)]),
@@ -602,8 +605,16 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     inputs = bundles.read_golden(bundle_dir, g.inputs)
     golden = bundles.read_golden(bundle_dir, g.outputs)
     labels = bundles.read_golden(bundle_dir, g.labels)["labels"] if g.labels else None
+    from edgepack import quantsearch
+
+    artifact = manifest.artifact
+    try:  # the search's timings live in the build's report.json only (the manifest stays byte-reproducible)
+        reported = json.loads((bundle_dir / bundles.REPORT).read_text()).get("artifact")
+    except (OSError, ValueError, AttributeError):
+        reported = None
+    artifact = artifact.model_copy(update={"details": quantsearch.with_timings(artifact.details, reported)})
     with _workers():
-        ev = evaluate(target, manifest.artifact, bundle_dir, inputs, golden, labels, manifest.limits,
+        ev = evaluate(target, artifact, bundle_dir, inputs, golden, labels, manifest.limits,
                       manifest.kinds, progress)
     integrity_row = Check("integrity (sha256 of every file)", 0, len(integrity.problems), bool(integrity), "==",
                           "; ".join(integrity.problems))
@@ -614,7 +625,7 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
         target=profile.name, status="passed" if all(c.passed for c in checks) else "failed", backend=profile.backend,
         precision=profile.precision, device=profile.device, bundle=str(bundle_dir), size_bytes=ev.size_bytes,
         primary=manifest.artifact.primary, latency=ev.latency, parity=ev.parity, limits=manifest.limits,
-        checks=checks, warnings=warnings, artifact=manifest.artifact.details, calibration=manifest.calibration,
+        checks=checks, warnings=warnings, artifact=artifact.details, calibration=manifest.calibration,
         source=manifest.source.model_dump(mode="json"),
     )
     bundles.write_report(bundle_dir, report)

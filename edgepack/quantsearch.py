@@ -388,6 +388,28 @@ def _cost(space: Space, cand: Any, trial: Trial, plain_size: int | None,
     return out
 
 
+VOLATILE_COST = ("int8_ms", "float_ms", "latency_vs_float", "latency_vs_plain_int8", "latency_error")
+
+
+def stable(details: dict[str, Any]) -> dict[str, Any]:
+    """Artifact details without the search's wall-clock figures (trial seconds, host latencies): what the manifest
+    stores, so rebuilding the same inputs stays byte-identical; the build's report.json keeps the full figures."""
+    s = details.get("accuracy_search")
+    if not isinstance(s, dict):
+        return details
+    s = {**s, "trials": [{k: v for k, v in t.items() if k != "seconds"} for t in s.get("trials", [])],
+         "cost": {k: v for k, v in s.get("cost", {}).items() if k not in VOLATILE_COST}}
+    return {**details, "accuracy_search": s}
+
+
+def with_timings(details: dict[str, Any], reported: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's (stable) details completed with the build report's timings, when that report describes
+    the same search (its stable part equals the manifest's); else the manifest's details as they are."""
+    if not isinstance(reported, dict) or "accuracy_search" not in details or stable(reported) != details:
+        return details
+    return reported
+
+
 def checks(details: dict[str, Any], opts_latency_ratio: float | None, max_int8_latency_ratio: float | None):
     """Report rows from an artifact's ``accuracy_search`` details: the search met the budget on the tuning split,
     the fallback's latency cost, and the INT8 speed budget (INT8 ÷ float latency, interleaved in one run)."""

@@ -181,7 +181,9 @@ def test_dynamic_batch_model_and_npz_calibration(tmp_path, cli):
     res = cli("build", model, "-t", "android-ort-int8", "-c", tmp_path / "calib.npz", "--out", tmp_path / "d")
     assert res.exit_code == 0, res.stdout + res.stderr
     rep = json.loads((tmp_path / "d" / "dyn" / "android-ort-int8" / "report.json").read_text())
-    assert rep["calibration"]["calibration_samples"] == 32 and rep["calibration"]["holdout_samples"] == 32
+    cal = rep["calibration"]  # three disjoint splits: int8 with the accuracy search also draws a tuning split
+    assert cal["calibration_samples"] + cal["tuning_samples"] + cal["holdout_samples"] == 64
+    assert cal["holdout_samples"] == 32 and cal["tuning_samples"] > 0
 
 
 def test_synthetic_calibration_is_flagged(tmp_path, cli):
@@ -276,7 +278,9 @@ def test_convert_returns_runtime_spec_and_details(tmp_path):
     assert t.backend.runtime_spec(art) == t.backend.Runtime(model="model.ort")
     assert art.details == {"target_platform": "amd64"} and art.files == ["model.ort", "required_operators.config"]
     t8 = registry.resolve(load_profile("linux-ort-int8"))
-    assert t8.backend.needs_calibration(t8.profile, t8.options) and not t8.backend.tunes_on_data(t8.profile, t8.options)
+    assert t8.backend.needs_calibration(t8.profile, t8.options) and t8.backend.tunes_on_data(t8.profile, t8.options)
+    dyn = registry.resolve(load_profile("android-ort-int8-dynamic"))
+    assert not dyn.backend.needs_calibration(dyn.profile, dyn.options)
     with pytest.raises(InputError, match="int8 needs calibration data"):
         t8.backend.convert(source, t8.profile, t8.options, ConvertData(), tmp_path / "out8")
 

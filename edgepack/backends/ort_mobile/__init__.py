@@ -3,11 +3,16 @@
 * fp32: ORT's own graph optimizations baked in for the target platform ("Fixed" style).
 * fp16: float16 weights and activations (I/O kept float32 for apps), ORT inserts casts where a kernel lacks fp16.
 * int8: static QDQ quantization (onnxruntime.quantization) calibrated on the recipe's calibration split,
-  per-channel int8 weights; fails if the result has no quantized compute op (a silent no-op).
+  per-channel int8 weights; fails if the result has no quantized compute op (a silent no-op). When the plain
+  build misses the parity budget on the tuning split, the accuracy search (``search.py`` over
+  :mod:`edgepack.quantsearch`) tries other calibration recipes, transformer recipes and dynamic INT8, then keeps
+  the most sensitive layers in float (``options.accuracy_search``).
+* int8 with ``options.quantization = "dynamic"``: int8 weights, activations quantized at run time (no
+  calibration data needed).
 
 Host and device run the same loader (``device.py``): a CPU onnxruntime session over ``model.ort``.
 Modules: ``spec.py`` (Options, Runtime spec, file name; shared with ``convert.py``), ``convert.py`` (worker side),
-``runner.py`` (host runner), ``device.py`` (the loader shipped in every bundle).
+``search.py`` (the INT8 search space, worker side), ``runner.py`` (host runner), ``device.py`` (the loader shipped in every bundle).
 """
 
 from __future__ import annotations
@@ -36,7 +41,15 @@ class OrtMobileBackend(Backend):
     Runtime: ClassVar[type[RuntimeSpec]] = OrtRuntime
     description = "ONNX Runtime Mobile (.ort + reduced-operator config) for Android/iOS apps"
 
-    def convert(self, source: "Source", profile: "TargetProfile", options: OrtOptions, data: ConvertData,
+    def needs_calibration(self, profile: TargetProfile, options: OrtOptions) -> bool:
+        """Static int8 calibrates activation ranges; dynamic int8 (``options.quantization = "dynamic"``) does not."""
+        return profile.precision == "int8" and options.quantization == "static"
+
+    def tunes_on_data(self, profile: TargetProfile, options: OrtOptions) -> bool:
+        """Static and dynamic int8 both search on the tuning split when ``options.accuracy_search.enabled``."""
+        return profile.precision == "int8" and options.accuracy_search.enabled
+
+    def convert(self, source: Source, profile: TargetProfile, options: OrtOptions, data: ConvertData,
                 out_dir: Path) -> Artifact:
         from edgepack.backends.ort_mobile.convert import convert
 

@@ -6,24 +6,19 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.ort_mobile.spec import MODEL, OrtOptions, OrtRuntime
-from edgepack.core.batching import axes_of
 from edgepack.errors import ConversionFailed, InputError, explain
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
     from edgepack.sources import Source
 
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+from edgepack.backends.ort_mobile.search import COMPUTE_OPS
 
 
-def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, data: ConvertData,
+def convert(source: Source, profile: TargetProfile, options: OrtOptions, data: ConvertData,
             out_dir: Path) -> Artifact:
-    import onnx
-
     out_dir = Path(out_dir)
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
@@ -33,17 +28,12 @@ def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, dat
     if profile.precision == "fp32":
         shutil.copyfile(model_in, staged)
     elif profile.precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from edgepack.backends.ort_mobile import fp16
 
-        m = onnx.load(str(model_in))
-        m16 = convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=False)
-        onnx.save(m16, str(staged))
-        details["fp16"] = "weights and activations float16; inputs/outputs float32"
+        details.update(fp16.convert(model_in, staged, data.calibration, source))
     elif profile.precision == "int8":
-        details.update(_quantize(model_in, staged, source, data.calibration, options))
-        share = _quantized_share(onnx.load(str(staged), load_external_data=False))
-        details.update(share)
-        if share["quantized_compute_ops"] == 0:
+        details.update(_quantize(model_in, staged, source, data, options))
+        if details["quantized_compute_ops"] == 0:
             raise ConversionFailed(
                 f"int8 was asked for but no compute op ({'/'.join(COMPUTE_OPS)}) came out quantized",
                 hint="check options.exclude_nodes / exclude_op_types in the target profile",
@@ -58,73 +48,36 @@ def convert(source: "Source", profile: "TargetProfile", options: OrtOptions, dat
     )
 
 
-def _quantized_share(model) -> dict[str, Any]:
-    """How many compute ops read their weights through DequantizeLinear (the QDQ form of an int8 weight)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    total = quantized = 0
-    for n in model.graph.node:
-        if n.op_type not in COMPUTE_OPS or len(n.input) < 2:
-            continue
-        total += 1
-        w = producers.get(n.input[1])
-        if w is not None and w.op_type == "DequantizeLinear":
-            quantized += 1
-    return {"compute_ops": total, "quantized_compute_ops": quantized,
-            "quantized_share": quantized / total if total else 0.0}
-
-
-class _Reader:
-    """onnxruntime.quantization CalibrationDataReader over the calibration split (one model batch at a time)."""
-
-    def __init__(self, feeds: dict[str, np.ndarray], batch: int | None, axes: dict[str, int | None]) -> None:
-        from edgepack.core.batching import model_batches, num_samples
-
-        n = num_samples(feeds)
-        whole = (n // (batch or 1)) * (batch or 1)  # whole model batches only (no padded duplicates)
-        self._items = model_batches({k: v[:whole] for k, v in feeds.items()}, batch or 1, axes)
-        self._it = iter(self._items)
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = iter(self._items)
-
-
-def _quantize(model_in: Path, staged: Path, source: "Source", calibration: dict[str, np.ndarray],
-              opts: OrtOptions) -> dict[str, Any]:
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, opts: OrtOptions) -> dict[str, Any]:
+    """INT8 through the accuracy search (:mod:`edgepack.quantsearch` over :class:`OrtSpace`): the profile's plain
+    recipe first; when it misses the parity budget on the tuning split, other recipes, then sensitivity-ranked
+    float layers. The chosen candidate becomes ``staged``."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if not calibration:
+    from edgepack import quantsearch
+    from edgepack.backends.ort_mobile.search import OrtSpace
+
+    if opts.quantization == "static" and not data.calibration:
         raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
+    original = model_in
     model_in, per_channel, opset_note = _opset_for_qdq(model_in, staged.with_name("upgraded.onnx"), opts.per_channel)
     pre = staged.with_name("preprocessed.onnx")
     try:
         quant_pre_process(str(model_in), str(pre), skip_symbolic_shape=True)
     except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the original instead
         shutil.copyfile(model_in, pre)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    first = source.inputs[0].shape
-    extra = {"ActivationSymmetric": opts.symmetric_activations}
-    if opts.calibration_method == "percentile":
-        extra["CalibPercentile"] = opts.percentile
-    excluded = list(opts.exclude_nodes)
-    if opts.exclude_op_types:
-        excluded += [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in opts.exclude_op_types]
-    quantize_static(
-        str(pre), str(staged), _Reader(calibration, None if first[0] is None else first[0], axes_of(source.inputs)),
-        quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=opts.reduce_range,
-        activation_type=qtype[opts.activation_type], weight_type=qtype[opts.weight_type],
-        calibrate_method=method[opts.calibration_method], nodes_to_exclude=excluded, extra_options=extra,
-    )
+    space = OrtSpace(pre, original, source, data.calibration, opts, staged.parent / "search", per_channel)
+    try:
+        result = quantsearch.search(space, data.search_tuning(), opts.accuracy_search)
+        shutil.copyfile(result.candidate.path, staged)
+        details = space.describe(result.candidate)
+        details["accuracy_search"] = result.to_dict()
+    finally:
+        space.cleanup()
     pre.unlink(missing_ok=True)
-    return {"quantization": "static QDQ", "calibration_method": opts.calibration_method,
-            **({"opset": opset_note} if opset_note else {}), "per_channel": per_channel, "activation_type": opts.activation_type,
-            "weight_type": opts.weight_type, "excluded_nodes": excluded}
+    if opset_note:
+        details["opset"] = opset_note
+    return details
 
 
 QDQ_OPSET = 13  # DequantizeLinear/QuantizeLinear take `axis` (per-channel) from opset 13
@@ -181,7 +134,7 @@ def _convert_deterministically(staged: Path, conv: Path, target_platform: str, l
     cmd = [sys.executable, "-P", "-s", "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "model.onnx",
            "--output_dir", "out", "--optimization_style", "Fixed", "--target_platform", target_platform,
            "--save_optimized_onnx_model"]
-    proc = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True,
+    proc = subprocess.run(cmd, check=False, env=env, cwd=work, capture_output=True, text=True,
                           preexec_fn=_no_aslr if sys.platform.startswith("linux") else None)
     shutil.rmtree(conv, ignore_errors=True)
     if (work / "out").is_dir():

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepack.artifact import RuntimeSpec
+from edgepack.quantsearch import AccuracySearch
 
 MODEL = "model.ort"
 
@@ -20,6 +21,9 @@ class OrtOptions(BaseModel):
     target_platform: Literal["arm", "amd64"] = Field(
         "arm", description="platform whose optimizations are baked into the .ort (arm: Android/iOS phones)"
     )
+    quantization: Literal["static", "dynamic"] = Field(
+        "static", description="int8: static (QDQ, activation ranges calibrated on data) or dynamic (int8 weights, "
+        "activations quantized per call at run time; needs no calibration data)")
     calibration_method: Literal["minmax", "entropy", "percentile", "distribution"] = "minmax"
     percentile: float = Field(99.999, gt=90, le=100)
     per_channel: bool = True
@@ -29,6 +33,9 @@ class OrtOptions(BaseModel):
     symmetric_activations: bool = False
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
+    accuracy_search: AccuracySearch = Field(AccuracySearch(), description="int8: search recipes and "
+                                            "sensitivity-ranked float layers on the tuning split when the plain "
+                                            "build misses the parity budget")
     ship_onnx: bool = Field(False, description="also ship the optimized model.onnx next to model.ort (for tools that "
                             "cannot read .ort); off by default: the app needs only the .ort")
 
