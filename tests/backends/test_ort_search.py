@@ -250,7 +250,7 @@ def test_unique_subgraph_initializer_names():
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from edgepack.backends.ort_mobile.fp16 import unique_initializer_names
+    from edgepack.onnxgraph import unique_initializer_names
 
     def branch(name, value):
         c = numpy_helper.from_array(np.full(4, value, np.float32), "k")

@@ -12,57 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.onnxgraph import unique_initializer_names
+
 FP16_MAX = 65504.0
 SCAN_SAMPLES = 128  # calibration samples the activation scan runs (ranges, not statistics)
-
-
-def _subgraphs(node):
-    for a in node.attribute:
-        if a.HasField("g"):
-            yield a.g
-        yield from a.graphs
-
-
-def unique_initializer_names(model) -> int:
-    """Rename initializers of subgraphs whose names are already used elsewhere in the model (and the references
-    to them inside that subgraph, where the local initializer shadows any outer one). Returns how many."""
-    seen: set[str] = {i.name for i in model.graph.initializer}
-    renamed = 0
-
-    def rename_refs(graph, old: str, new: str) -> None:
-        for n in graph.node:
-            for k, name in enumerate(n.input):
-                if name == old:
-                    n.input[k] = new
-            for sg in _subgraphs(n):
-                if old not in {i.name for i in sg.initializer}:  # an inner initializer of that name shadows it
-                    rename_refs(sg, old, new)
-        for o in graph.output:
-            if o.name == old:
-                o.name = new
-
-    def walk(graph, top: bool) -> None:
-        nonlocal renamed
-        if not top:
-            for init in graph.initializer:
-                if init.name in seen:
-                    old, k = init.name, 1
-                    while f"{old}__sub{k}" in seen:
-                        k += 1
-                    new = f"{old}__sub{k}"
-                    init.name = new
-                    rename_refs(graph, old, new)
-                    for vi in graph.value_info:
-                        if vi.name == old:
-                            vi.name = new
-                    renamed += 1
-                seen.add(init.name)
-        for n in graph.node:
-            for sg in _subgraphs(n):
-                walk(sg, False)
-
-    walk(model.graph, True)
-    return renamed
 
 
 def _consumers(graph) -> dict[str, list[str]]:

@@ -21,7 +21,11 @@ class HostProxyRunner(Runner):
         if rt.get("proxy_fp16"):
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+            from edgepack.onnxgraph import unique_initializer_names
+
+            model = onnx.load(str(path))
+            unique_initializer_names(model)  # If branches reusing outer initializer names trip the converter's assert
+            model = convert_float_to_float16(model, keep_io_types=True)
             # basic only: at "all" ORT's CPU session folds the fp16 casts back into fp32 constants
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
             self._sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
