@@ -277,6 +277,9 @@ def main() -> int:
         res = run_model(name, args.backends, work, args.timeout)
         print(f"{name}: exit {res['exit_code']} in {res['seconds']} s", flush=True)
         results.append(res)
+        if name in old and not res.get("error") and not old[name].get("error"):  # other backends' rows are kept
+            res = {**res, "backends": {**old[name].get("backends", {}), **res["backends"]},
+                   "command": old[name].get("command", "") + " ;; " + res["command"]}
         old[name] = res
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
