@@ -378,6 +378,7 @@ def _controlled(model, result, space: OVSpace, source, data, opts, cal_items, ba
     kw = nncf_kwargs(result.recipe.settings, opts.ignored_scope)
     t0 = time.monotonic()
     restored, ac = _accuracy_control(model, result.candidate, source, data, opts, kw, cal_items, batch)
+    ac["int8_recipe"] = result.recipe.name  # the search's recipe the controller started from
     info["accuracy_control"] = ac
     floats = tuple(ac["reverted_to_float"])
     if not floats:
@@ -503,6 +504,7 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) ->
     reaches a backend)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+    from nncf.quantization.algorithms.accuracy_control.algorithm import calculate_accuracy_drop
 
     ac = opts.accuracy_control
     names = [t.name for t in source.outputs]
@@ -543,17 +545,24 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) ->
         return validate(ir.compile_f32(m), val_items)[0]
 
     fp32_metric, plain_metric = measure(model), measure(plain)
+    drop_type = getattr(nncf.DropType, ac.drop_type.upper())
     tap = _LogTap()
+    within, _ = calculate_accuracy_drop(fp32_metric, plain_metric, ac.max_drop, drop_type)
     logger = logging.getLogger("nncf")
     logger.addHandler(tap)
     try:
-        restored = nncf.quantize_with_accuracy_control(
-            model, nncf.Dataset(cal_items), nncf.Dataset(val_items, lambda item: item[1]), validate,
-            max_drop=ac.max_drop, drop_type=getattr(nncf.DropType, ac.drop_type.upper()),
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=ac.max_iterations, ranking_subset_size=ac.ranking_subset_size,
-                tune_hyperparams=ac.tune_hyperparams),
-            **kw)
+        if within:  # NNCF's own termination test, on the search's int8 build: re-quantizing would change nothing
+            restored = plain
+            tap.lines.append(f"the int8 build is within max_drop on the tuning split ({metric} {plain_metric:.6g}, "
+                             f"fp32 {fp32_metric:.6g}): no layer reverted, NNCF accuracy control not re-run")
+        else:
+            restored = nncf.quantize_with_accuracy_control(
+                model, nncf.Dataset(cal_items), nncf.Dataset(val_items, lambda item: item[1]), validate,
+                max_drop=ac.max_drop, drop_type=drop_type,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=ac.max_iterations, ranking_subset_size=ac.ranking_subset_size,
+                    tune_hyperparams=ac.tune_hyperparams),
+                **kw)
     except nncf.ValidationError as e:
         raise converter_error("NNCF accuracy control failed", e) from None
     except ZeroDivisionError:  # NNCF divides by the fp32 metric (relative drop) even for absolute drops
