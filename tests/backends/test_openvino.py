@@ -223,6 +223,18 @@ def test_int8_that_quantizes_nothing_fails(tmp_path):
         _convert(source, str(profile), tmp_path / "out")
 
 
+def test_unknown_ignored_scope_name_is_the_users_error(tmp_path):
+    """The profile's own settings failing inside the accuracy search stay a ConfigError with its hint."""
+    from edgepack.sources import onnx as onnx_src
+
+    profile = tmp_path / "typo.toml"
+    profile.write_text('backend = "openvino"\nprecision = "int8"\n[options.ignored_scope]\nnames = ["no_such_op"]\n')
+    source = onnx_src.load(str(make_tiny_onnx(tmp_path / "tiny.onnx")))
+    with pytest.raises(ConfigError, match="options.ignored_scope") as e:
+        _convert(source, str(profile), tmp_path / "out")
+    assert "operation names" in e.value.hint
+
+
 # ------------------------------------------------------------------------------------------- ONNX source (CLI)
 
 

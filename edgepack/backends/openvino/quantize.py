@@ -41,13 +41,7 @@ import numpy as np
 
 from edgepack import quantsearch
 from edgepack.backends.openvino import ir
-from edgepack.errors import (
-    ConfigError,
-    ConversionFailed,
-    InputError,
-    converter_error,
-    explain,
-)
+from edgepack.errors import ConfigError, ConversionFailed, EdgepackError, InputError, converter_error, explain
 from edgepack.feeds import Feeds, num_samples, take
 
 log = logging.getLogger("edgepack.openvino")
@@ -236,7 +230,7 @@ class OVSpace(quantsearch.Space):
         self.transformer = is_transformer(model)
         self._recipes = recipes(opts, self.transformer is not None and opts.model_type != "transformer")
         self.plain = None
-        self._float_compiled = None
+        self.plain_error: EdgepackError | None = None
 
     def recipes(self) -> list[quantsearch.Recipe]:
         return self._recipes
@@ -245,7 +239,12 @@ class OVSpace(quantsearch.Space):
         # a ranked NNCF quantizer group names all the operations it reverts, joined by GROUP_SEP
         names = tuple(n for f in float_layers for n in f.split(GROUP_SEP))
         kw = nncf_kwargs(recipe.settings, self.opts.ignored_scope, names)
-        cand = run_nncf(self.model, self.cal_items, kw, self.info if recipe.name == "plain" else None)
+        try:
+            cand = run_nncf(self.model, self.cal_items, kw, self.info if recipe.name == "plain" else None)
+        except EdgepackError as e:
+            if recipe.name == "plain" and not float_layers:
+                self.plain_error = e  # the profile's own settings fail: the user's error, with its hint
+            raise
         if self.plain is None and recipe.name == "plain" and not float_layers:
             self.plain = cand
         return cand
@@ -359,7 +358,12 @@ def quantize(model, source, data, opts) -> tuple[Any, dict[str, Any]]:
     search_opts = opts.accuracy_search
     if opts.accuracy_control is not None:  # NNCF's accuracy control is the mixed-precision stage (below)
         search_opts = search_opts.model_copy(update={"max_float_layers": 0})
-    result = quantsearch.search(space, tuning, search_opts, progress=log.info)
+    try:
+        result = quantsearch.search(space, tuning, search_opts, progress=log.info)
+    except ConversionFailed:
+        if space.plain_error is not None:
+            raise space.plain_error from None
+        raise
     if opts.accuracy_control is not None:
         result = _controlled(model, result, space, source, data, opts, cal_items, batch, tuning, info)
     chosen = result.recipe.settings
