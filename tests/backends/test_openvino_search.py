@@ -165,3 +165,25 @@ def test_unmeetable_budget_fails_naming_the_best_recipe(trained_dwsilu, tmp_path
     assert sens["method"] == "toolkit" and sens["layers"] and all("error" in x for x in sens["layers"])
     best = max(s["trials"], key=lambda t: t["score"])
     assert (s["chosen"]["recipe"], s["chosen"]["float_layers"]) == (best["recipe"], best["float_layers"])
+
+
+def test_transformer_detection_on_attention_graphs():
+    """Fused ScaledDotProductAttention (what convert_model makes of exported attention) or MatMul(Q, Kᵀ) + Softmax
+    marks a transformer; a CNN is not one."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from edgepack.backends.openvino.quantize import is_transformer
+
+    x = ops.parameter([1, 8, 16], np.float32, name="x")
+    w = ops.constant(np.ones((16, 16), np.float32))
+    q, k, v = (ops.matmul(x, w, False, False) for _ in range(3))
+    fused = ov.Model([ops.scaled_dot_product_attention(q, k, v, causal=False)], [x])
+    assert is_transformer(fused) == {"scaled_dot_product_attention": 1}
+    att = ops.softmax(ops.matmul(q, k, False, True), -1)
+    manual = ov.Model([ops.matmul(att, v, False, False)], [x])
+    assert is_transformer(manual)["softmax"] == 1 and is_transformer(manual)["activation_matmul"] == 2
+    img = ops.parameter([1, 3, 8, 8], np.float32, name="img")
+    conv = ops.convolution(img, ops.constant(np.ones((4, 3, 3, 3), np.float32)), [1, 1], [0, 0], [0, 0], [1, 1])
+    assert is_transformer(ov.Model([ops.softmax(ops.reshape(conv, [1, -1], False), -1)], [img])) is None

@@ -121,20 +121,26 @@ def nncf_kwargs(settings: dict[str, Any], scope, floats: tuple[str, ...] = ()) -
 
 
 def is_transformer(model) -> dict[str, int] | None:
-    """Attention / layer-norm patterns in the IR (MatMul of two activations, Softmax, MVN or a mean/variance
-    normalisation): the counts found, or None for a model that does not look like a transformer."""
-    counts = {"activation_matmul": 0, "softmax": 0, "layernorm": 0}
+    """Attention and layer-norm patterns in the IR: fused ``ScaledDotProductAttention`` (what ``convert_model``
+    makes of most exported attention blocks), MatMul of two activations next to a Softmax, MVN or a mean/variance
+    normalisation. The counts found, or None for a model that does not look like a transformer."""
+    counts = {"scaled_dot_product_attention": 0, "activation_matmul": 0, "softmax": 0, "layernorm": 0}
     for op in model.get_ordered_ops():
         t = op.get_type_name()
-        if t == "MatMul":
+        if t == "ScaledDotProductAttention":
+            counts["scaled_dot_product_attention"] += 1
+        elif t == "MatMul":
             counts["activation_matmul"] += all(op.input_value(i).get_node().get_type_name() not in
                                                ("Constant", "Convert", "FakeQuantize") for i in (0, 1))
-        elif t == "Softmax" or t == "SoftMax":
+        elif t in ("Softmax", "SoftMax"):
             counts["softmax"] += 1
-        elif t == "MVN" or t == "ReduceMean" and any(c.get_node().get_type_name() in ("Subtract", "Sqrt", "Add")
+        elif t == "MVN":
+            counts["layernorm"] += 1
+        elif t == "ReduceMean" and any(c.get_node().get_type_name() in ("Subtract", "Sqrt", "Add")
                                        for out in op.outputs() for c in out.get_target_inputs()):
             counts["layernorm"] += 1
-    return counts if counts["activation_matmul"] and counts["softmax"] else None
+    attention = counts["scaled_dot_product_attention"] or (counts["activation_matmul"] and counts["softmax"])
+    return {k: v for k, v in counts.items() if v} if attention else None
 
 
 def recipes(opts, transformer: bool) -> list[quantsearch.Recipe]:
