@@ -281,18 +281,26 @@ class OVSpace(quantsearch.Space):
         QuantizationAccuracyRestorer._collect_original_biases_and_weights(build_graph(self.model), graph,
                                                                           self.model, algo)
         groups = Ranker(1, None, algo, None).find_groups_of_quantizers_to_rank(graph)
+        # SmoothQuant (the transformer scheme) rescales weights against a Multiply on the activations: restoring the
+        # original weights would break that product, so only the activation quantizers are reverted there
+        smooth = (recipe.settings.get("model_type") == "transformer"
+                  and (recipe.settings.get("smooth_quant_alpha") is None or recipe.settings["smooth_quant_alpha"] >= 0))
+        mode = RestoreMode.ONLY_ACTIVATIONS if smooth else RestoreMode.ACTIVATIONS_AND_WEIGHTS
+        self.info.setdefault("ranking_restore_mode", {})[recipe.name] = mode.value
         base = quantsearch.score(quantsearch.evaluate(self.run(quantized, tuning.feeds), tuning))
+        log.info("ranking base score %s", base)
         ranked: list[tuple[str, float]] = []
         for group in groups:
             ops = sorted({n.node_name for n in group.operations})
             if not ops:
                 continue
             reverted = revert_operations_to_floating_point_precision(
-                group.operations, group.quantizers, quantized, graph, RestoreMode.ACTIVATIONS_AND_WEIGHTS,
+                group.operations, group.quantizers, quantized, graph, mode,
                 algo.get_op_with_weights_metatypes(), algo.is_node_with_weight, algo.get_weight_tensor_port_ids)
             gained = quantsearch.score(quantsearch.evaluate(self.run(reverted, tuning.feeds), tuning)) - base
             ranked.append((GROUP_SEP.join(ops), float(gained)))
         ranked.sort(key=lambda x: (-x[1], x[0]))
+        self.info.setdefault("group_ranking", {})[recipe.name] = [(n, round(e, 6)) for n, e in ranked[:20]]
         return [r for r in ranked if r[1] > 0] or ranked[:1]
 
     def run(self, candidate, feeds: Feeds) -> Feeds:
