@@ -290,8 +290,10 @@ class OVSpace(quantsearch.Space):
         base = quantsearch.score(quantsearch.evaluate(self.run(quantized, tuning.feeds), tuning))
         log.info("ranking base score %s", base)
         ranked: list[tuple[str, float]] = []
+        by_name = {op.get_friendly_name(): op for op in quantized.get_ordered_ops()}
+        compute = set(self.layers(quantized))
         for group in groups:
-            ops = sorted({n.node_name for n in group.operations})
+            ops = sorted(_compute_ops_fed_by([n.node_name for n in group.operations], by_name, compute))
             if not ops:
                 continue
             reverted = revert_operations_to_floating_point_precision(
@@ -300,6 +302,8 @@ class OVSpace(quantsearch.Space):
             gained = quantsearch.score(quantsearch.evaluate(self.run(reverted, tuning.feeds), tuning)) - base
             ranked.append((GROUP_SEP.join(ops), float(gained)))
         ranked.sort(key=lambda x: (-x[1], x[0]))
+        seen: set[str] = set()  # several quantizer groups can feed the same layer: keep its best gain
+        ranked = [r for r in ranked if not (r[0] in seen or seen.add(r[0]))]
         self.info.setdefault("group_ranking", {})[recipe.name] = [(n, round(e, 6)) for n, e in ranked[:20]]
         return [r for r in ranked if r[1] > 0] or ranked[:1]
 
@@ -342,6 +346,30 @@ class OVSpace(quantsearch.Space):
                 total += w
                 q8 += w if ir.weight_is_int8(op.input_value(1).get_node()) else 0
         return q8 / total if total else None
+
+
+def _compute_ops_fed_by(names: list[str], by_name: dict[str, Any], compute: set[str]) -> set[str]:
+    """The weighted compute ops among ``names``, or (for a group of layout/shape ops only, e.g. the Transposes of a
+    Keras NHWC graph) the compute ops they feed through at most four layout/shape ops; else ``names`` themselves.
+    What an IgnoredScope must name to keep the group's arithmetic in float."""
+    found = {n for n in names if n in compute}
+    if found:
+        return found
+    frontier = [by_name[n] for n in names if n in by_name]
+    for _ in range(4):
+        nxt = []
+        for op in frontier:
+            for out in op.outputs():
+                for target in out.get_target_inputs():
+                    node = target.get_node()
+                    name = node.get_friendly_name()
+                    if name in compute:
+                        found.add(name)
+                    elif node.get_type_name() in ("Transpose", "Reshape", "Convert", "Squeeze", "Unsqueeze",
+                                                  "FakeQuantize", "Concat", "Split", "VariadicSplit"):
+                        nxt.append(node)
+        frontier = nxt
+    return found or set(names)
 
 
 def _sample(feeds: Feeds, inputs, batch: int | None) -> Feeds:
