@@ -283,9 +283,7 @@ class OVSpace(quantsearch.Space):
         groups = Ranker(1, None, algo, None).find_groups_of_quantizers_to_rank(graph)
         # SmoothQuant (the transformer scheme) rescales weights against a Multiply on the activations: restoring the
         # original weights would break that product, so only the activation quantizers are reverted there
-        smooth = (recipe.settings.get("model_type") == "transformer"
-                  and (recipe.settings.get("smooth_quant_alpha") is None or recipe.settings["smooth_quant_alpha"] >= 0))
-        mode = RestoreMode.ONLY_ACTIVATIONS if smooth else RestoreMode.ACTIVATIONS_AND_WEIGHTS
+        mode = RestoreMode.ONLY_ACTIVATIONS if smooth_quant(recipe.settings) else RestoreMode.ACTIVATIONS_AND_WEIGHTS
         self.info.setdefault("ranking_restore_mode", {})[recipe.name] = mode.value
         base = quantsearch.score(quantsearch.evaluate(self.run(quantized, tuning.feeds), tuning))
         log.info("ranking base score %s", base)
@@ -423,7 +421,8 @@ def _controlled(model, result, space: OVSpace, source, data, opts, cal_items, ba
 
     kw = nncf_kwargs(result.recipe.settings, opts.ignored_scope)
     t0 = time.monotonic()
-    restored, ac = _accuracy_control(model, result.candidate, source, data, opts, kw, cal_items, batch)
+    restored, ac = _accuracy_control(model, result.candidate, source, data, opts, kw, cal_items, batch,
+                                     smooth_quant(result.recipe.settings))
     ac["int8_recipe"] = result.recipe.name  # the search's recipe the controller started from
     info["accuracy_control"] = ac
     floats = tuple(ac["reverted_to_float"])
@@ -439,6 +438,20 @@ def _controlled(model, result, space: OVSpace, source, data, opts, cal_items, ba
     trial.figures["accuracy_control"] = f"nncf.quantize_with_accuracy_control ({ac['metric']}, max_drop " \
                                         f"{ac['max_drop']}) reverted {len(floats)} layer(s)"
     result.trials.append(trial)
+    before = next((t for t in result.trials if t.recipe == result.recipe.name and t.float_layers == ()
+                   and t.error is None), None)
+    if tuning is not None and before is not None and not trial.passed and trial.score <= before.score:
+        ac["not_kept"] = {"reverted_by_nncf": list(floats), "final_metric": ac["final_metric"],
+                          "why": "the reverted model scores worse against the parity budget on the tuning split "
+                                 "than the search's int8 build"}
+        drop = ac["fp32_metric"] - ac["plain_int8_metric"]
+        if ac["drop_type"] == "relative":
+            drop /= abs(ac["fp32_metric"]) or 1.0
+        ac.update(reverted_to_float=[], final_metric=ac["plain_int8_metric"], final_drop=drop,
+                  reached=bool(drop <= ac["max_drop"] + 1e-12))
+        result.reason += (f"; NNCF accuracy control reverted {len(floats)} layer(s) but scored worse on the tuning "
+                          f"split ({trial.score:.3f} vs {before.score:.3f}): not kept")
+        return result
     result.candidate, result.float_layers, result.searched = restored, floats, True
     result.met = trial.passed if tuning is not None else result.met
     result.sensitivity_method = "toolkit (nncf.quantize_with_accuracy_control ranking, on the tuning split)"
@@ -545,11 +558,31 @@ def _metric(spec: str, reference: Feeds, labels: np.ndarray | None, class_out: s
     return None, whole
 
 
-def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) -> tuple[Any, dict[str, Any]]:
+def activation_quantized(model) -> dict[str, bool]:
+    """Friendly name of every weighted compute op → whether its activation input (port 0) comes from a
+    FakeQuantize (through layout/shape ops)."""
+    out = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ir.COMPUTE_TYPES and op.get_input_size() > 1:
+            node, hops = op.input_value(0).get_node(), 0
+            while node.get_type_name() in ("Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze") and hops < 8:
+                node, hops = node.input_value(0).get_node(), hops + 1
+            out[op.get_friendly_name()] = node.get_type_name() == "FakeQuantize"
+    return out
+
+
+def smooth_quant(settings: dict[str, Any]) -> bool:
+    """Whether a recipe runs SmoothQuant (NNCF's transformer scheme unless alpha < 0)."""
+    alpha = settings.get("smooth_quant_alpha")
+    return settings.get("model_type") == "transformer" and (alpha is None or alpha >= 0)
+
+
+def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch,
+                      smoothed: bool = False) -> tuple[Any, dict[str, Any]]:
     """nncf.quantize_with_accuracy_control measured on the tuning split only (``data.tuning``; the holdout never
     reaches a backend)."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters, RestoreMode
     from nncf.quantization.algorithms.accuracy_control.algorithm import calculate_accuracy_drop
 
     ac = opts.accuracy_control
@@ -592,6 +625,9 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) ->
 
     fp32_metric, plain_metric = measure(model), measure(plain)
     drop_type = getattr(nncf.DropType, ac.drop_type.upper())
+    # under SmoothQuant the weights were rescaled against a Multiply on the activations: NNCF's default restore
+    # (original weights back) breaks that product, so only activation quantizers are removed
+    restore_mode = RestoreMode.ONLY_ACTIVATIONS if smoothed else RestoreMode.ACTIVATIONS_AND_WEIGHTS
     tap = _LogTap()
     within, _ = calculate_accuracy_drop(fp32_metric, plain_metric, ac.max_drop, drop_type)
     logger = logging.getLogger("nncf")
@@ -607,7 +643,7 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) ->
                 max_drop=ac.max_drop, drop_type=drop_type,
                 advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                     max_num_iterations=ac.max_iterations, ranking_subset_size=ac.ranking_subset_size,
-                    tune_hyperparams=ac.tune_hyperparams),
+                    tune_hyperparams=ac.tune_hyperparams, restore_mode=restore_mode),
                 **kw)
     except nncf.ValidationError as e:
         raise converter_error("NNCF accuracy control failed", e) from None
@@ -618,12 +654,17 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch) ->
         logger.removeHandler(tap)
     final_metric = measure(restored)
     before, after = ir.compute_ops(plain), ir.compute_ops(restored)
-    reverted = sorted(n for n, q in after.items() if not q and before.get(n, False))
+    # a layer is back in float when its weights are no longer int8 or (restore mode only_activations, under
+    # SmoothQuant) its activation input lost its quantizer
+    act_before, act_after = activation_quantized(plain), activation_quantized(restored)
+    reverted = sorted(n for n in after if (before.get(n, False) and not after[n])
+                      or (act_before.get(n, False) and not act_after.get(n, False)))
     drop = fp32_metric - final_metric
     if ac.drop_type == "relative":
         drop /= abs(fp32_metric) or 1.0
     return restored, {
         "metric": metric, "metric_option": ac.metric, "max_drop": ac.max_drop, "drop_type": ac.drop_type,
+        "restore_mode": restore_mode.value,
         "measured_on": f"tuning split ({num_samples(data.tuning)} samples, disjoint from the calibration split and "
                        "from the holdout, which judges the bundle independently)",
         "samples": len(seen),
