@@ -7,9 +7,11 @@
 * fp16: weights stored float16 (``save_model(compress_to_fp16=True)``); I/O stays float32. The CPU plugin
   decompresses them and computes in f32, so fp16 halves the download, not the arithmetic.
 * int8: NNCF post-training quantization on the recipe's calibration split (preset, subset size, bias correction,
-  model type, ignored scope from ``[options]``; defaults are NNCF's own), optionally with accuracy control
-  (``[options.accuracy_control]``, see ``quantize.py``; it tunes on data). Fails when no compute op runs in int8
-  on the CPU plugin.
+  model type, ignored scope from ``[options]``; defaults are NNCF's own). When it misses the parity budget on the
+  tuning split, the INT8 accuracy search (``[options.accuracy_search]``) tries NNCF's other recipes, then keeps the
+  most sensitive layers in float (ignored scope), or runs NNCF accuracy control (``[options.accuracy_control]``) as
+  that stage; both tune on the tuning split only (see ``quantize.py``). Fails when no compute op runs in int8 on the
+  CPU plugin.
 * App-ready: preprocessing (mean/scale, layout, colour order) and labels go into the IR's ``rt_info`` (the
   OpenVINO Model API ``model_info`` section, plus an ``edgepack`` section) — the manifest carries them too.
 
@@ -49,8 +51,10 @@ class OpenVINOBackend(Backend):
     description = "OpenVINO IR (.xml + .bin) for Intel CPUs/iGPUs/NPUs on edge boxes and x86 gateways"
 
     def tunes_on_data(self, profile: "TargetProfile", options: OpenVINOOptions) -> bool:
-        """Accuracy control measures its metric on the tuning split (int8 only; other precisions ignore it)."""
-        return profile.precision == "int8" and options.accuracy_control is not None
+        """The base default (calibrated int8 with ``options.accuracy_search`` enabled), or accuracy control, which
+        measures its metric on the tuning split too (int8 only; other precisions ignore both). Never the holdout."""
+        return super().tunes_on_data(profile, options) or (
+            self.needs_calibration(profile, options) and options.accuracy_control is not None)
 
     def convert(self, source: "Source", profile: "TargetProfile", options: OpenVINOOptions, data: ConvertData,
                 out_dir: Path) -> Artifact:

@@ -115,7 +115,7 @@ def name_tensors(model, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpe
 # ------------------------------------------------------------------------------------------- inspection
 
 
-def _weight_is_int8(node) -> bool:
+def weight_is_int8(node) -> bool:
     """Whether a compute op's weights come from an int8 constant (compressed) or a FakeQuantize."""
     seen = 0
     while seen < 8:
@@ -136,7 +136,7 @@ def compute_ops(model) -> dict[str, bool]:
     out = {}
     for op in model.get_ordered_ops():
         if op.get_type_name() in COMPUTE_TYPES and op.get_input_size() > 1:
-            out[op.get_friendly_name()] = _weight_is_int8(op.input_value(1).get_node())
+            out[op.get_friendly_name()] = weight_is_int8(op.input_value(1).get_node())
     return out
 
 

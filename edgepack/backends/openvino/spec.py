@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepack.artifact import RuntimeSpec
+from edgepack.quantsearch import AccuracySearch
 
 IR_DIR = "ir"
 XML = f"{IR_DIR}/model.xml"
@@ -26,11 +27,14 @@ class IgnoredScope(_Opts):
 
 
 class AccuracyControl(_Opts):
-    """nncf.quantize_with_accuracy_control: revert layers to float until the metric drop is within max_drop."""
+    """nncf.quantize_with_accuracy_control on the tuning split (never the holdout): revert layers to float until the
+    metric drop is within max_drop. It is the mixed-precision stage of the INT8 accuracy search."""
 
     max_drop: float = Field(..., gt=0, le=1, description="largest allowed drop of the metric from the fp32 IR")
-    metric: str = Field("top1_agreement", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-                        description="top1_agreement | accuracy | the name of an installed `edgepack.metrics` entry "
+    metric: str = Field("auto", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                        description="auto (top1_agreement for a class-score output, else parity) | parity "
+                        "(edgepack's parity score of the profile's budget on the tuning split: any output kind) | "
+                        "top1_agreement | accuracy | the name of an installed `edgepack.metrics` entry "
                         "point, enabled with `--allow-metric NAME` (profiles never name code)")
     drop_type: Literal["absolute", "relative"] = "absolute"
     max_iterations: int = Field(20, ge=1, description="most layer groups reverted")
@@ -49,6 +53,9 @@ class OpenVINOOptions(_Opts):
     model_type: Literal["cnn", "transformer"] = "cnn"
     ignored_scope: IgnoredScope = IgnoredScope()
     accuracy_control: AccuracyControl | None = None
+    accuracy_search: AccuracySearch = Field(AccuracySearch(), description="INT8 accuracy search on the tuning split: "
+                                            "NNCF recipes, then layers kept in float (NNCF ignored scope, or "
+                                            "accuracy control when [options.accuracy_control] is set)")
 
 
 class OpenVINORuntime(RuntimeSpec):
