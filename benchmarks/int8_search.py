@@ -283,7 +283,7 @@ def main() -> int:
         old[name] = res
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-        merged = [old[m] for m in dict.fromkeys([*old, *args.models])]
+        merged = [old[m] for m in dict.fromkeys([*old, *args.models]) if m in old]
         path.write_text(json.dumps(merged, indent=1))
         (RESULTS / "int8_search.md").write_text(markdown(merged))
     print((RESULTS / "int8_search.md").read_text())
