@@ -33,6 +33,7 @@ from edgepack.artifact import Artifact, ConvertData, RuntimeSpec
 from edgepack.backends.base import Backend, Runner
 from edgepack.backends.tflite.spec import PRIMARY, SIGNATURE_KEY, TFLiteIO, TFLiteRuntime
 from edgepack.errors import UnsupportedConversion
+from edgepack.quantsearch import AccuracySearch
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -45,8 +46,9 @@ class TFLiteOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     io_type: Literal["float32", "int8", "uint8"] = Field(
-        "float32", description="int8 precision only: dtype of the model's inputs/outputs (int types need (de)quantizing "
-                               "in the app with the scale/zero-point recorded in the manifest)")
+        "float32", description="int8 precision only: dtype of the model's inputs/outputs; float32 = quantize/dequantize "
+                               "inside the model (Keras and PyTorch sources), int8/uint8 = the app (de)quantizes with "
+                               "the scale/zero-point recorded in the manifest (uint8: Keras/SavedModel sources only)")
     per_channel: bool = Field(True, description="int8: per-channel weight scales (per-tensor when false)")
     float_fallback: bool = Field(False, description="int8 (tf sources): ops without an int8 kernel stay float instead "
                                                     "of failing the conversion")
@@ -58,6 +60,9 @@ class TFLiteOptions(BaseModel):
     input_mean: tuple[float, ...] = Field((), description="normalization the model expects on raw 0-255 inputs: "
                                           "(x - mean) / std (recorded for apps; calibration data is checked against it)")
     input_std: tuple[float, ...] = ()
+    accuracy_search: AccuracySearch = Field(AccuracySearch(), description="int8: recipe search and sensitivity-ranked "
+                                            "mixed precision on the tuning split when the plain build misses the "
+                                            "parity budget")
 
 
 class TFLiteBackend(Backend):
