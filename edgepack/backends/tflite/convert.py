@@ -106,6 +106,8 @@ def _convert_tf(source: "Source", profile: "TargetProfile", data: ConvertData, o
         notes.append(f"representative dataset: {n} calibration samples")
     try:
         buf = conv.convert()
+        if profile.precision == "fp16":
+            return _tf_fp16(buf, converter, source, data, opts, work, notes)
         if profile.precision == "int8":
             space.fp32 = fp32_conv.convert()
             return _search(space, buf, data, opts, notes)
@@ -131,6 +133,35 @@ def _convert_tf(source: "Source", profile: "TargetProfile", data: ConvertData, o
             ) from None
         raise ConversionFailed(f"TFLite conversion failed: {explain(text) or type(e).__name__}",
                                details=text) from None
+
+
+def _tf_fp16(buf: bytes, converter, source: "Source", data: ConvertData, opts: Options, work: Path,
+             notes: list[str]) -> tuple[bytes, list[str], dict[str, Any]]:
+    """The converter's fp16 file when float16 holds every constant; else ai-edge-quantizer float casting on the
+    converter's float32 file with the offending ops left float32 (the converter has no per-op switch)."""
+    import importlib.util
+
+    import tensorflow as tf
+
+    conv = converter()
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+        [tf.lite.OpsSet.SELECT_TF_OPS] if opts.allow_flex_ops else [])
+    fp32 = conv.convert()
+    path = work / "fp32.tflite"
+    path.write_bytes(fp32)
+
+    def make(keep: list[str]) -> bytes:
+        if importlib.util.find_spec("ai_edge_quantizer") is None:
+            from edgepack.backends.tflite.fp16 import constant_hazards, describe
+
+            raise ConversionFailed("float16 cannot hold some constants of this model: "
+                                   + "; ".join(describe(h) for h in constant_hazards(fp32)),
+                                   hint="install ai-edge-quantizer (it keeps those ops float32), or use the fp32 "
+                                        "target")
+        notes.append("ai-edge-quantizer float casting on the converter's float32 file (mixed FP16)")
+        return _aeq_fp16(path, keep)
+
+    return _fp16_safe(fp32, make, _file_samples(fp32, source, data, []), notes, prebuilt=buf)
 
 
 # ------------------------------------------------------------------------------------------ torch route
@@ -238,10 +269,9 @@ def _quantize_tflite(fp32: Path, source: "Source", profile: "TargetProfile", dat
     from ai_edge_quantizer.qtyping import TFLOperationName
 
     if profile.precision == "fp16":
-        q = quantizer.Quantizer(str(fp32))
-        q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                 algorithm_key=AlgorithmName.FLOAT_CASTING)
-        return bytes(q.quantize().quantized_model), notes, {}
+        fp32_bytes = fp32.read_bytes()
+        return _fp16_safe(fp32_bytes, lambda keep: _aeq_fp16(fp32, keep), _file_samples(fp32_bytes, source, data,
+                                                                                          in_idx), notes)
     if profile.precision == "int8-dynamic":
         q = quantizer.Quantizer(str(fp32))
         q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
@@ -272,6 +302,68 @@ def _quantize_tflite(fp32: Path, source: "Source", profile: "TargetProfile", dat
                  + ("float32 I/O (quantize/dequantize inside the model)" if opts.io_type == "float32"
                     else "int8 I/O"))
     return _search(space, buf, data, opts, notes)
+
+
+def _aeq_fp16(fp32: Path, keep: list[str]) -> bytes:
+    """ai-edge-quantizer float16 weights (float casting), the ops whose scope is in ``keep`` left float32."""
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    from edgepack.backends.tflite.search import scope_regex
+
+    q = quantizer.Quantizer(str(fp32))
+    q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                             algorithm_key=AlgorithmName.FLOAT_CASTING)
+    for scope in keep:
+        q.update_quantization_recipe(regex=scope_regex(scope), operation_name=TFLOperationName.ALL_SUPPORTED,
+                                     algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return bytes(q.quantize().quantized_model)
+
+
+def _file_samples(fp32: bytes, source: "Source", data: ConvertData, in_idx: list[int], n: int = 8) -> list[dict]:
+    """Up to ``n`` calibration samples in the file's layout, keyed by the signature's input names."""
+    if not data.calibration or any(t.name not in data.calibration for t in source.inputs):
+        return []
+    ins, _ = signature_io(fp32)
+    count = min(n, len(next(iter(data.calibration.values()))))
+    out = []
+    for i in range(count):
+        sample = {}
+        for j, (t, io) in enumerate(zip(source.inputs, ins)):
+            arr = np.asarray(data.calibration[t.name][i:i + 1])
+            arr = arr.astype(np.float32) if arr.dtype.kind == "f" else arr
+            sample[io["tflite_name"]] = to_file_layout(arr) if j in in_idx else arr
+        out.append(sample)
+    return out
+
+
+def _fp16_safe(fp32: bytes, make, samples: list[dict], notes: list[str],
+               prebuilt: bytes | None = None) -> tuple[bytes, list[str], dict[str, Any]]:
+    """FP16 weights without NaN: ops reading constants float16 cannot hold stay float32 (``make(keep)`` builds the
+    file), activations beyond float16's range are reported, and a file that answers non-finite where float32 does
+    not fails with the ops named."""
+    from edgepack.backends.tflite.fp16 import activation_hazards, constant_hazards, describe, nonfinite_outputs
+
+    hazards = constant_hazards(fp32)
+    keep = sorted({h["scope"] for h in hazards})
+    buf = prebuilt if prebuilt is not None and not keep else make(keep)
+    acts = activation_hazards(fp32, samples) if samples else []
+    safety: dict[str, Any] = {"kept_float32": [describe(h) for h in hazards],
+                              "activations_beyond_fp16": [f"{a['op']} '{a['tensor']}' (|x| up to {a['max_abs']:.4g})"
+                                                          for a in acts],
+                              "samples_scanned": len(samples)}
+    if keep:
+        notes.append(f"mixed FP16: {len(keep)} op(s) kept in float32 (constants beyond float16's range)")
+    bad = nonfinite_outputs(fp32, buf, samples) if samples else []
+    if bad:
+        raise ConversionFailed(
+            f"the fp16 model answers NaN/inf on {', '.join(bad)} where the float32 model is finite"
+            + (f"; float16 cannot hold: {'; '.join(safety['kept_float32'])}" if hazards else "")
+            + (f"; activations beyond float16's range: {'; '.join(safety['activations_beyond_fp16'])}"
+               if acts else ""),
+            hint="use the fp32 target, or rescale the model so its constants and activations stay within ±65504")
+    return buf, notes, {"fp16_safety": safety}
 
 
 def _search(space, plain_buf: bytes, data: ConvertData, opts: Options,
@@ -343,6 +435,11 @@ def convert(source: "Source", profile: "TargetProfile", options: Options, data: 
     details: dict[str, Any] = {"convert_s": round(time.perf_counter() - t0, 3), "ops": facts["ops"],
                                "weight_bytes": facts["weight_bytes"]}
     details.update(searched)
+    for what, items in (("kept in float32 (float16 cannot hold their constants)", "kept_float32"),
+                        ("activations beyond float16's range (an fp16 GPU delegate would overflow there)",
+                         "activations_beyond_fp16")):
+        if searched.get("fp16_safety", {}).get(items):
+            warnings.append(f"FP16: {what}: " + "; ".join(searched["fp16_safety"][items]))
     details.update(_precision_check(profile.precision, opts, facts, warnings, len(searched.get("float_layers", ()))))
     ins, outs = signature_io(buf)
     if len(ins) != len(source.inputs) or len(outs) != len(source.outputs):

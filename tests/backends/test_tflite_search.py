@@ -1,0 +1,118 @@
+"""TFLite INT8 that keeps its accuracy (issue 11): the depthwise/SiLU residual network trained at test time, PyTorch →
+litert-torch → ai-edge-quantizer, judged on the independent holdout.
+
+* ``android-tflite-int8`` (float32 I/O: quantize/dequantize inside the model) reaches ≥ 98 % top-1 agreement and
+  ≤ 1 point accuracy loss on the holdout; the report carries the search (plain recipe first, on the tuning split);
+  the manifest records the float I/O and the bundle's own runner passes.
+* a budget no recipe can meet fails the build with ``accuracy_search.met_budget_on_tuning`` naming the best recipe,
+  after trying the other recipes and sensitivity-ranked float layers (which really come out float in the file).
+* ``android-tflite-int8-io`` keeps int8 I/O with the scale/zero-point in the manifest.
+
+The three profiles build in one call, so litert-torch converts the model once (its float conversion is cached in the
+tflite worker).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgepack import pipeline
+from edgepack.bundle import read_manifest
+from edgepack.signature import TensorSpec
+
+REPO = Path(__file__).resolve().parents[2]
+UNMEETABLE = """backend = "tflite"
+precision = "int8"
+device = "android-arm64"
+calibration = "digits"
+layout = "nhwc"
+[budgets.parity]
+min_top1_agreement = 0.98
+max_accuracy_drop = 0.01
+min_cosine = 0.99999
+[options]
+min_quantized_share = 0.5
+[options.accuracy_search]
+max_float_layers = 2
+time_limit_s = 25
+"""
+
+
+@pytest.fixture(scope="module")
+def built(trained_dwsilu, tmp_path_factory):
+    for mod in ("ai_edge_litert", "litert_torch", "ai_edge_quantizer"):
+        pytest.importorskip(mod)
+    tdir = tmp_path_factory.mktemp("tfl-search-targets")
+    (tdir / "t-tflite-int8-unmeetable.toml").write_text(UNMEETABLE)
+    out = tmp_path_factory.mktemp("tfl-search")
+    targets = ["android-tflite-int8", "android-tflite-int8-io", "t-tflite-int8-unmeetable"]
+    results = pipeline.build(f"{REPO}/examples/digits.py:make_dwsilu", targets,
+                             weights=str(trained_dwsilu / "dwsilu.pt"), inputs=(TensorSpec("input", (1, 1, 32, 32)),),
+                             calibration="digits", out=out, targets_dir=tdir)
+    return {r.target: r for r in results}
+
+
+def _metrics(r) -> dict:
+    return r.parity.metrics["output"]
+
+
+def test_dwsilu_int8_float_io_holds_accuracy_on_the_holdout(built):
+    r = built["android-tflite-int8"]
+    assert r.status == "passed", [(c.name, c.measured, c.passed) for c in r.checks]
+    m = _metrics(r)
+    assert m["top1_agreement"] >= 0.98 and m["accuracy_drop"] <= 0.01, m
+    assert r.calibration["holdout_samples"] >= 300 and r.calibration["tuning_samples"] > 0
+    s = r.artifact["accuracy_search"]
+    assert s["split"].startswith("tuning (") and s["met_budget_on_tuning"] is True
+    assert s["trials"][0]["recipe"] == "a8w8-per-channel" and s["trials"][0]["stage"] == "recipe"
+    assert s["trials"][0]["figures"]["checks"]["parity.min_top1_agreement[output]"] >= 0.98
+    assert s["chosen"]["settings"]["io"] == "float32"
+    assert s["cost"]["latency_vs_float"] > 0 and s["cost"]["int8_compute_share"] > 0.5
+    # float I/O, recorded as such, and the file really takes and gives float32 (the loader quantizes nothing)
+    art = read_manifest(Path(r.bundle)).artifact.to_dict()
+    assert art["details"]["io_type"].startswith("float32")
+    for rec in [*art["runtime"]["inputs"], *art["runtime"]["outputs"]]:
+        assert rec["dtype"] == "float32" and rec["scale"] is None and rec["zero_point"] is None
+    assert art["quantization"]["input"]["dtype"] == "float32" and art["quantization"]["input"]["layout"] == "nhwc"
+    assert art["details"]["ops"].get("QUANTIZE") == 1 and art["details"]["ops"].get("DEQUANTIZE") == 1
+    assert art["details"]["quantized_share"] >= 0.9
+    proc = subprocess.run([sys.executable, str(Path(r.bundle) / "run_bundle.py"), "--repeats", "2", "--warmup", "1"],
+                          capture_output=True, text=True, cwd="/")
+    device = json.loads(proc.stdout)
+    assert proc.returncode == 0 and device["passed"], proc.stderr[-2000:]
+    assert device["parity"]["metrics"] == r.parity.metrics
+
+
+def test_int8_io_profile_keeps_int8_io(built):
+    r = built["android-tflite-int8-io"]
+    assert r.status == "passed", [(c.name, c.measured, c.passed) for c in r.checks]
+    art = read_manifest(Path(r.bundle)).artifact.to_dict()
+    assert art["details"]["io_type"].startswith("int8")
+    for name in ("input", "output"):
+        q = art["quantization"][name]
+        assert q["dtype"] == "int8" and q["scale"] > 0 and isinstance(q["zero_point"], int)
+    assert _metrics(r)["top1_agreement"] >= 0.98
+
+
+def test_unmeetable_budget_fails_naming_the_best_recipe(built):
+    r = built["t-tflite-int8-unmeetable"]
+    assert r.status == "failed"
+    row = next(c for c in r.checks if c.name == "accuracy_search.met_budget_on_tuning")
+    assert not row.passed and "chosen: recipe '" in row.note
+    s = r.artifact["accuracy_search"]
+    assert s["searched"] and not s["met_budget_on_tuning"]
+    tried = [t["recipe"] for t in s["trials"] if t["stage"] == "recipe"]
+    assert tried == ["a8w8-per-channel", "a8w8-per-tensor", "a16w8"]
+    assert f"recipe '{s['chosen']['recipe']}'" in row.note and s["chosen"]["recipe"] in tried
+    # the best recipe by score is the chosen one, unless a mixed-precision trial beat it
+    assert any(t["stage"] in ("sensitivity", "mixed") for t in s["trials"])
+    assert not [t for t in s["trials"] if t.get("error")]  # every recipe and float-layer build ran
+    # layers kept in float really are float in the file: fewer int8 compute ops than the plain build
+    if s["chosen"]["float_layers"]:
+        assert r.artifact["kept_float_by_search"] == len(s["chosen"]["float_layers"])
+        assert r.artifact["quantized_ops"] == r.artifact["quantizable_ops"] - len(s["chosen"]["float_layers"])
