@@ -265,8 +265,6 @@ def _quantize_tflite(fp32: Path, source: "Source", profile: "TargetProfile", dat
                      in_idx: list[int], out_idx: list[int], notes: list[str]) -> tuple[bytes, list[str], dict]:
     """fp16 weights, static int8 or dynamic int8 with ai-edge-quantizer (for .tflite files from litert-torch)."""
     from ai_edge_quantizer import quantizer, recipe
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
-    from ai_edge_quantizer.qtyping import TFLOperationName
 
     if profile.precision == "fp16":
         fp32_bytes = fp32.read_bytes()
