@@ -76,10 +76,16 @@ def activation_hazards(fp32: bytes, samples: list[dict], limit: int = 8) -> list
     keyed by signature input name)."""
     from edgepack.backends.tflite.device import _interpreter
 
-    Interpreter = _interpreter()[0]
+    import importlib
+
+    Interpreter, module, _ = _interpreter()
+    kw = {}
+    resolver = getattr(importlib.import_module(f"{module}.interpreter"), "OpResolverType", None)
+    if resolver is not None:  # no XNNPACK: every op keeps its own name and outputs
+        kw["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interp = Interpreter(model_content=fp32, num_threads=1, experimental_preserve_all_tensors=True)
-    except TypeError:  # an old runtime without the option
+        interp = Interpreter(model_content=fp32, num_threads=1, experimental_preserve_all_tensors=True, **kw)
+    except TypeError:  # an old runtime without the options
         return []
     sig = interp.get_signature_runner("serving_default")
     worst: dict[int, float] = {}
