@@ -23,6 +23,7 @@ import pytest
 
 from edgepack import pipeline
 from edgepack.bundle import read_manifest
+from edgepack.isolation import run_isolated
 from edgepack.signature import TensorSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +169,61 @@ def test_fp16_keeps_ops_whose_constants_float16_cannot_hold_in_float32(tmp_path)
     assert m["nonfinite_samples"] == 0 and m["max_abs_error"] < 1.0, m
     # fc1 (most of the weight bytes) stayed float32: the file is mostly float32 weights
     assert r.artifact["fp16_weight_share"] < 0.5
+
+
+# ------------------------------------------------------------------------------------------ Keras: TFLiteConverter
+
+
+def _make_keras_cnn(path: str) -> None:
+    """A small random Keras CNN on 32x32x1 digits (runs in a worker: imports TensorFlow)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(10, name="scores")(x))
+    w, b = model.get_layer("scores").get_weights()
+    model.get_layer("scores").set_weights([w * 8.0, b])
+    model.save(path)
+
+
+KERAS_UNMEETABLE = """backend = "tflite"
+precision = "int8"
+calibration = "digits-nhwc"
+[budgets.parity]
+min_cosine = 0.99999
+[options]
+min_quantized_share = 0.5
+[options.accuracy_search]
+max_float_layers = 1
+time_limit_s = 120
+"""
+
+
+def test_keras_route_searches_16x8_and_debugger_ranked_float_layers(tmp_path):
+    """The TFLiteConverter route: plain int8, per-tensor, 16x8, then the QuantizationDebugger's own layer ranking
+    and a layer denylisted back to float; an unmeetable budget fails naming the best recipe."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    run_isolated(_make_keras_cnn, str(tmp_path / "cnn.keras"), what="making a small Keras CNN")
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "t-keras-unmeetable.toml").write_text(KERAS_UNMEETABLE)
+    (r,) = pipeline.build(str(tmp_path / "cnn.keras"), ["t-keras-unmeetable"], calibration="digits-nhwc",
+                          out=tmp_path / "out", targets_dir=tmp_path / "targets")
+    s = r.artifact["accuracy_search"]
+    assert r.status == "failed" and s["searched"] and not s["met_budget_on_tuning"]
+    assert [t["recipe"] for t in s["trials"] if t["stage"] == "recipe"] == ["int8-per-channel", "int8-per-tensor",
+                                                                             "16x8"]
+    assert not [t for t in s["trials"] if t.get("error")]
+    # the debugger's layer statistics rank the layers whose quantized outputs it compares (here the two convs)
+    assert s["sensitivity"]["method"] == "toolkit" and len(s["sensitivity"]["layers"]) >= 2
+    errors = [x["error"] for x in s["sensitivity"]["layers"]]
+    assert errors == sorted(errors, reverse=True) and errors[0] > 0
+    mixed = [t for t in s["trials"] if t["stage"] == "mixed"]
+    assert len(mixed) == 1 and mixed[0]["float_layers"] == [s["sensitivity"]["layers"][0]["layer"]]
+    row = next(c for c in r.checks if c.name == "accuracy_search.met_budget_on_tuning")
+    assert not row.passed and f"recipe '{s['chosen']['recipe']}'" in row.note
+    if s["chosen"]["float_layers"]:  # the denylisted layer really is float in the file
+        assert r.artifact["quantized_ops"] == r.artifact["quantizable_ops"] - 1
