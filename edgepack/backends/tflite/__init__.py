@@ -6,8 +6,14 @@ Routes (each runs inside the conversion worker, which imports only its own frame
   source's own tensor names. fp16 = float16 weights; int8 = full-integer, the calibration split as representative
   dataset, per-channel weights, int8/uint8/float32 I/O; int8-dynamic = dynamic-range (int8 weights, float I/O).
 * torch sources: ``litert-torch`` to a float ``.tflite`` (NHWC I/O when the profile says ``layout = "nhwc"``), then
-  ``ai-edge-quantizer`` for fp16 weights, static int8 (calibrated, per-channel weights) or dynamic int8. The float
-  conversion is cached per worker process, so the precisions of one build convert the model once.
+  ``ai-edge-quantizer`` for fp16 weights, static int8 (calibrated, per-channel weights; float32 I/O by leaving its
+  virtual INPUT/OUTPUT ops unquantized, so QUANTIZE/DEQUANTIZE run inside the model, or int8 I/O) or dynamic int8.
+  The float conversion is cached per worker process, so the precisions of one build convert the model once.
+
+int8 runs the accuracy search (``search.py``, :mod:`edgepack.quantsearch`) on the tuning split: the profile's plain
+recipe first, then the other weight granularity and 16x8, then layers kept in float (per-op recipes /
+QuantizationDebugger ``denylisted_nodes``). fp16 keeps ops whose constants float16 cannot hold in float32
+(``fp16.py``) and fails a file that answers NaN/inf where float32 does not.
 * onnx sources: refused; there is no dependable ONNX → TFLite route here (onnx2tf would downgrade numpy/TF).
 
 Select-TF ("Flex") and custom ops are refused unless the profile allows them. After an int8 build the share of
