@@ -48,10 +48,14 @@ def _runtime(buf: bytes, in_names: list[str], out_names: list[str], in_t: list[i
         return {"tflite_name": io["tflite_name"], "dtype": io["dtype"], "scale": io["scale"],
                 "zero_point": io["zero_point"], "transpose": transpose}
 
+    def match(names: list[str], ios: list[dict]) -> list[dict]:  # as convert._match: by name, else by position
+        by_name = {io["tflite_name"]: io for io in ios}
+        return [by_name[n] for n in names] if all(n in by_name for n in names) else list(ios)
+
     artifact = {"inputs": [{"name": n} for n in in_names], "outputs": [{"name": n} for n in out_names]}
     runtime = {"signature": "serving_default",
-               "inputs": [rec(io, i in in_t) for i, io in enumerate(ins)],
-               "outputs": [rec(io, i in out_t) for i, io in enumerate(outs)]}
+               "inputs": [rec(io, i in in_t) for i, io in enumerate(match(in_names, ins))],
+               "outputs": [rec(io, i in out_t) for i, io in enumerate(match(out_names, outs))]}
     return artifact, runtime
 
 
