@@ -75,6 +75,8 @@ def test_dwsilu_int8_float_io_holds_accuracy_on_the_holdout(built):
     assert s["trials"][0]["figures"]["checks"]["parity.min_top1_agreement[output]"] >= 0.98
     assert s["chosen"]["settings"]["io"] == "float32"
     assert s["cost"]["latency_vs_float"] > 0 and s["cost"]["int8_compute_share"] > 0.5
+    speed = next(c for c in r.checks if c.name == "int8_latency_ratio")  # the profile's INT8 speed budget
+    assert speed.passed and speed.measured == s["cost"]["latency_vs_float"]
     # float I/O, recorded as such, and the file really takes and gives float32 (the loader quantizes nothing)
     art = read_manifest(Path(r.bundle)).artifact.to_dict()
     assert art["details"]["io_type"].startswith("float32")
