@@ -137,10 +137,14 @@ def test_a_broken_head_fails_on_host_and_on_the_bundle_runner(bundles, broken, t
     bundle = _transplant(bundles[target], broken[target], tmp_path / "transplanted")
     host = pipeline.check(bundle)
     failed = [c.name for c in host.checks if not c.passed]
-    assert host.status == "failed" and failed == ["parity.max_rel_error[landmarks]"], failed
+    # besides parity, only the rows of the INT8 accuracy search recorded in the manifest may fail (the search could
+    # not meet the budget on the tuning split either, and a 16x8 pick may miss the INT8 speed budget)
+    parity_failed = [n for n in failed if n.startswith("parity.")]
+    assert host.status == "failed" and parity_failed == ["parity.max_rel_error[landmarks]"], failed
+    assert not [n for n in failed if not n.startswith(("parity.", "accuracy_search.", "int8_latency_ratio"))], failed
     proc = subprocess.run([sys.executable, str(bundle / "run_bundle.py"), "--repeats", "1", "--warmup", "0"],
                           capture_output=True, text=True, cwd="/")
     device = json.loads(proc.stdout)
     assert proc.returncode == 1 and not device["passed"] and device["integrity"]["passed"]
-    assert [c["name"] for c in device["parity"]["checks"] if not c["passed"]] == failed
+    assert [c["name"] for c in device["parity"]["checks"] if not c["passed"]] == parity_failed
     assert device["parity"]["kinds"]["landmarks"]["kind"] == "regression"

@@ -34,7 +34,8 @@ from edgepack.sources import Source  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE_PY = REPO / "edgepack" / "backends" / "tflite" / "device.py"
-TFLITE_TARGETS = ("android-tflite-fp32", "android-tflite-fp16", "android-tflite-int8", "android-tflite-int8-dynamic")
+TFLITE_TARGETS = ("android-tflite-fp32", "android-tflite-fp16", "android-tflite-int8", "android-tflite-int8-io",
+                  "android-tflite-int8-dynamic")
 
 
 # ------------------------------------------------------------------------------------------ worker-side helpers
@@ -136,8 +137,14 @@ def test_registered_with_profiles_and_tolerances():
     assert backend.device_file() == DEVICE_PY and DEVICE_PY.is_file()
     assert {t: backend.needs_calibration(load_profile(t), None) for t in TFLITE_TARGETS} == {
         "android-tflite-fp32": False, "android-tflite-fp16": False, "android-tflite-int8": True,
-        "android-tflite-int8-dynamic": False}
-    assert not any(backend.tunes_on_data(load_profile(t), None) for t in TFLITE_TARGETS)
+        "android-tflite-int8-io": True, "android-tflite-int8-dynamic": False}
+    # the calibrated int8 profiles search on the tuning split (options.accuracy_search is on by default)
+    tunes = {t: backend.tunes_on_data(load_profile(t), registry.resolve(load_profile(t)).options)
+             for t in TFLITE_TARGETS}
+    assert tunes == {"android-tflite-fp32": False, "android-tflite-fp16": False, "android-tflite-int8": True,
+                     "android-tflite-int8-io": True, "android-tflite-int8-dynamic": False}
+    assert registry.resolve(load_profile("android-tflite-int8")).options.io_type == "float32"
+    assert registry.resolve(load_profile("android-tflite-int8-io")).options.io_type == "int8"
 
 
 def test_device_loader_is_numpy_and_litert_only():

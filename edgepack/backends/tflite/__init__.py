@@ -6,8 +6,14 @@ Routes (each runs inside the conversion worker, which imports only its own frame
   source's own tensor names. fp16 = float16 weights; int8 = full-integer, the calibration split as representative
   dataset, per-channel weights, int8/uint8/float32 I/O; int8-dynamic = dynamic-range (int8 weights, float I/O).
 * torch sources: ``litert-torch`` to a float ``.tflite`` (NHWC I/O when the profile says ``layout = "nhwc"``), then
-  ``ai-edge-quantizer`` for fp16 weights, static int8 (calibrated, per-channel weights) or dynamic int8. The float
-  conversion is cached per worker process, so the precisions of one build convert the model once.
+  ``ai-edge-quantizer`` for fp16 weights, static int8 (calibrated, per-channel weights; float32 I/O by leaving its
+  virtual INPUT/OUTPUT ops unquantized, so QUANTIZE/DEQUANTIZE run inside the model, or int8 I/O) or dynamic int8.
+  The float conversion is cached per worker process, so the precisions of one build convert the model once.
+
+int8 runs the accuracy search (``search.py``, :mod:`edgepack.quantsearch`) on the tuning split: the profile's plain
+recipe first, then the other weight granularity and 16x8, then layers kept in float (per-op recipes /
+QuantizationDebugger ``denylisted_nodes``). fp16 keeps ops whose constants float16 cannot hold in float32
+(``fp16.py``) and fails a file that answers NaN/inf where float32 does not.
 * onnx sources: refused; there is no dependable ONNX → TFLite route here (onnx2tf would downgrade numpy/TF).
 
 Select-TF ("Flex") and custom ops are refused unless the profile allows them. After an int8 build the share of
@@ -33,6 +39,7 @@ from edgepack.artifact import Artifact, ConvertData, RuntimeSpec
 from edgepack.backends.base import Backend, Runner
 from edgepack.backends.tflite.spec import PRIMARY, SIGNATURE_KEY, TFLiteIO, TFLiteRuntime
 from edgepack.errors import UnsupportedConversion
+from edgepack.quantsearch import AccuracySearch
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -45,8 +52,9 @@ class TFLiteOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     io_type: Literal["float32", "int8", "uint8"] = Field(
-        "float32", description="int8 precision only: dtype of the model's inputs/outputs (int types need (de)quantizing "
-                               "in the app with the scale/zero-point recorded in the manifest)")
+        "float32", description="int8 precision only: dtype of the model's inputs/outputs; float32 = quantize/dequantize "
+                               "inside the model (Keras and PyTorch sources), int8/uint8 = the app (de)quantizes with "
+                               "the scale/zero-point recorded in the manifest (uint8: Keras/SavedModel sources only)")
     per_channel: bool = Field(True, description="int8: per-channel weight scales (per-tensor when false)")
     float_fallback: bool = Field(False, description="int8 (tf sources): ops without an int8 kernel stay float instead "
                                                     "of failing the conversion")
@@ -58,6 +66,9 @@ class TFLiteOptions(BaseModel):
     input_mean: tuple[float, ...] = Field((), description="normalization the model expects on raw 0-255 inputs: "
                                           "(x - mean) / std (recorded for apps; calibration data is checked against it)")
     input_std: tuple[float, ...] = ()
+    accuracy_search: AccuracySearch = Field(AccuracySearch(), description="int8: recipe search and sensitivity-ranked "
+                                            "mixed precision on the tuning split when the plain build misses the "
+                                            "parity budget")
 
 
 class TFLiteBackend(Backend):

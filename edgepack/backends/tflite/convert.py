@@ -59,7 +59,7 @@ def _flex_refusal(flex: list[str], custom: list[str]) -> UnsupportedConversion:
 
 
 def _convert_tf(source: "Source", profile: "TargetProfile", data: ConvertData, opts: Options,
-                work: Path) -> tuple[bytes, list[str]]:
+                work: Path) -> tuple[bytes, list[str], dict[str, Any]]:
     import tensorflow as tf
 
     from edgepack.sources import keras as keras_source
@@ -85,6 +85,8 @@ def _convert_tf(source: "Source", profile: "TargetProfile", data: ConvertData, o
     elif profile.precision == "int8-dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif profile.precision == "int8":
+        from edgepack.backends.tflite.search import TFSpace
+
         names = [t.name for t in source.inputs]
         cal = data.calibration
         n = len(next(iter(cal.values())))
@@ -94,15 +96,22 @@ def _convert_tf(source: "Source", profile: "TargetProfile", data: ConvertData, o
                 yield [np.asarray(cal[k][i:i + 1], dtype=np.float32 if cal[k].dtype.kind == "f" else cal[k].dtype)
                        for k in names]
 
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = representative
-        io = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[opts.io_type]
-        conv.inference_input_type = io
-        conv.inference_output_type = io
-        conv._experimental_disable_per_channel = not opts.per_channel  # noqa: SLF001 - the converter's only switch
+        fp32_conv = converter()
+        fp32_conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+            [tf.lite.OpsSet.SELECT_TF_OPS] if opts.allow_flex_ops else [])
+        space = TFSpace(converter, representative, opts.io_type, opts.per_channel, work=work / "search",
+                        fp32=b"", in_names=names, out_names=[t.name for t in source.outputs], in_t=[], out_t=[],
+                        feed1={k: np.asarray(cal[k][:1]) for k in names})
+        conv = space._converter(space.recipes()[0])
         notes.append(f"representative dataset: {n} calibration samples")
     try:
-        return conv.convert(), notes
+        buf = conv.convert()
+        if profile.precision == "fp16":
+            return _tf_fp16(buf, converter, source, data, opts, work, notes)
+        if profile.precision == "int8":
+            space.fp32 = fp32_conv.convert()
+            return _search(space, buf, data, opts, notes)
+        return buf, notes, {}
     except Exception as e:  # noqa: BLE001 - converter errors are free text
         details = [getattr(x, "error_message", "") for x in getattr(e, "errors", [])]
         text = "\n".join([str(e), *details])
@@ -124,6 +133,35 @@ def _convert_tf(source: "Source", profile: "TargetProfile", data: ConvertData, o
             ) from None
         raise ConversionFailed(f"TFLite conversion failed: {explain(text) or type(e).__name__}",
                                details=text) from None
+
+
+def _tf_fp16(buf: bytes, converter, source: "Source", data: ConvertData, opts: Options, work: Path,
+             notes: list[str]) -> tuple[bytes, list[str], dict[str, Any]]:
+    """The converter's fp16 file when float16 holds every constant; else ai-edge-quantizer float casting on the
+    converter's float32 file with the offending ops left float32 (the converter has no per-op switch)."""
+    import importlib.util
+
+    import tensorflow as tf
+
+    conv = converter()
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] + (
+        [tf.lite.OpsSet.SELECT_TF_OPS] if opts.allow_flex_ops else [])
+    fp32 = conv.convert()
+    path = work / "fp32.tflite"
+    path.write_bytes(fp32)
+
+    def make(keep: list[str]) -> bytes:
+        if importlib.util.find_spec("ai_edge_quantizer") is None:
+            from edgepack.backends.tflite.fp16 import constant_hazards, describe
+
+            raise ConversionFailed("float16 cannot hold some constants of this model: "
+                                   + "; ".join(describe(h) for h in constant_hazards(fp32)),
+                                   hint="install ai-edge-quantizer (it keeps those ops float32), or use the fp32 "
+                                        "target")
+        notes.append("ai-edge-quantizer float casting on the converter's float32 file (mixed FP16)")
+        return _aeq_fp16(path, keep)
+
+    return _fp16_safe(fp32, make, _file_samples(fp32, source, data, []), notes, prebuilt=buf)
 
 
 # ------------------------------------------------------------------------------------------ torch route
@@ -169,17 +207,17 @@ def _fp32_key(source: "Source", nhwc: bool, version: str) -> tuple:
 
 
 def _convert_torch(source: "Source", profile: "TargetProfile", data: ConvertData, opts: Options, work: Path,
-                   nhwc: bool) -> tuple[bytes, list[str]]:
+                   nhwc: bool) -> tuple[bytes, list[str], dict[str, Any]]:
     import litert_torch
 
     if profile.dynamic_batch:
         raise UnsupportedConversion("dynamic batch is not supported for PyTorch → TFLite here",
                                     hint="set dynamic_batch = false in the target profile (batch 1)")
-    if profile.precision == "int8" and opts.io_type != "int8":
+    if profile.precision == "int8" and opts.io_type == "uint8":
         raise UnsupportedConversion(
-            f"PyTorch → TFLite int8 gives int8 inputs/outputs; io_type '{opts.io_type}' is available for tf sources",
-            hint="set options.io_type = \"int8\" (the manifest records scale/zero-point for the app), or convert a "
-                 "Keras/SavedModel source")
+            "PyTorch → TFLite int8 (ai-edge-quantizer) gives float32 or int8 inputs/outputs, not uint8",
+            hint="set options.io_type = \"float32\" (quantize/dequantize inside the model) or \"int8\" (the "
+                 "manifest records scale/zero-point for the app), or convert a Keras/SavedModel source")
     in_idx = [i for i, t in enumerate(source.inputs) if nhwc and len(t.shape) >= 3]
     out_idx = [i for i, t in enumerate(source.outputs) if nhwc and len(t.shape) >= 3]
     notes = [f"litert-torch {litert_torch.__version__}"]
@@ -195,10 +233,10 @@ def _convert_torch(source: "Source", profile: "TargetProfile", data: ConvertData
         notes.append("float conversion reused from an earlier target of this build (same model, weights, inputs "
                      "and layout)")
     if profile.precision == "fp32":
-        return fp32_bytes, notes
+        return fp32_bytes, notes, {}
     fp32 = work / "fp32.tflite"
     fp32.write_bytes(fp32_bytes)
-    return _quantize_tflite(fp32, source, profile, data, opts, in_idx, notes)
+    return _quantize_tflite(fp32, source, profile, data, opts, in_idx, out_idx, notes)
 
 
 def _litert_fp32(source: "Source", in_idx: list[int], out_idx: list[int]) -> bytes:
@@ -224,37 +262,127 @@ def _litert_fp32(source: "Source", in_idx: list[int], out_idx: list[int]) -> byt
 
 
 def _quantize_tflite(fp32: Path, source: "Source", profile: "TargetProfile", data: ConvertData, opts: Options,
-                     in_idx: list[int], notes: list[str]) -> tuple[bytes, list[str]]:
+                     in_idx: list[int], out_idx: list[int], notes: list[str]) -> tuple[bytes, list[str], dict]:
     """fp16 weights, static int8 or dynamic int8 with ai-edge-quantizer (for .tflite files from litert-torch)."""
     from ai_edge_quantizer import quantizer, recipe
+
+    if profile.precision == "fp16":
+        fp32_bytes = fp32.read_bytes()
+        return _fp16_safe(fp32_bytes, lambda keep: _aeq_fp16(fp32, keep), _file_samples(fp32_bytes, source, data,
+                                                                                          in_idx), notes)
+    if profile.precision == "int8-dynamic":
+        q = quantizer.Quantizer(str(fp32))
+        q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        return bytes(q.quantize().quantized_model), notes, {}
+    from edgepack.backends.tflite.search import AEQSpace
+
+    ins, _ = signature_io(fp32.read_bytes())
+    cal = data.calibration
+    n = len(next(iter(cal.values())))
+    samples = []
+    for i in range(n):
+        sample = {}
+        for j, (t, io) in enumerate(zip(source.inputs, ins)):
+            arr = np.asarray(cal[t.name][i:i + 1])
+            sample[io["tflite_name"]] = to_file_layout(arr) if j in in_idx else arr
+        samples.append(sample)
+    names = [t.name for t in source.inputs]
+    space = AEQSpace(fp32, samples, opts.io_type, opts.per_channel, work=fp32.parent / "search", in_names=names,
+                     out_names=[t.name for t in source.outputs], in_t=in_idx, out_t=out_idx,
+                     feed1={k: np.asarray(cal[k][:1]) for k in names})
+    plain = space.recipes()[0]
+    try:
+        buf = space._build(plain, ())
+    except Exception as e:  # noqa: BLE001 - quantizer errors are free text
+        raise ConversionFailed(f"ai-edge-quantizer static int8 failed: {explain(str(e)) or type(e).__name__}",
+                               details=str(e)) from None
+    notes.append(f"ai-edge-quantizer static int8 (min/max), {n} calibration samples, "
+                 + ("float32 I/O (quantize/dequantize inside the model)" if opts.io_type == "float32"
+                    else "int8 I/O"))
+    return _search(space, buf, data, opts, notes)
+
+
+def _aeq_fp16(fp32: Path, keep: list[str]) -> bytes:
+    """ai-edge-quantizer float16 weights (float casting), the ops whose scope is in ``keep`` left float32."""
+    from ai_edge_quantizer import quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
-    from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    from edgepack.backends.tflite.search import scope_regex
 
     q = quantizer.Quantizer(str(fp32))
-    if profile.precision == "fp16":
-        q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                 algorithm_key=AlgorithmName.FLOAT_CASTING)
-        result = q.quantize()
-    elif profile.precision == "int8-dynamic":
-        q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-        result = q.quantize()
-    else:
-        q.add_static_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, activation_num_bits=8,
-                            weight_num_bits=8, weight_granularity=QuantGranularity.CHANNELWISE if opts.per_channel
-                            else QuantGranularity.TENSORWISE)
-        ins, _ = signature_io(fp32.read_bytes())
-        cal = data.calibration
-        n = len(next(iter(cal.values())))
-        samples = []
-        for i in range(n):
-            sample = {}
-            for j, (t, io) in enumerate(zip(source.inputs, ins)):
-                arr = np.asarray(cal[t.name][i:i + 1])
-                sample[io["tflite_name"]] = to_file_layout(arr) if j in in_idx else arr
-            samples.append(sample)
-        result = q.quantize(q.calibrate({SIGNATURE_KEY: samples}))
-        notes.append(f"ai-edge-quantizer static int8 (min/max), {n} calibration samples")
-    return bytes(result.quantized_model), notes
+    q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                             algorithm_key=AlgorithmName.FLOAT_CASTING)
+    for scope in keep:
+        q.update_quantization_recipe(regex=scope_regex(scope), operation_name=TFLOperationName.ALL_SUPPORTED,
+                                     algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return bytes(q.quantize().quantized_model)
+
+
+def _file_samples(fp32: bytes, source: "Source", data: ConvertData, in_idx: list[int], n: int = 8) -> list[dict]:
+    """Up to ``n`` calibration samples in the file's layout, keyed by the signature's input names."""
+    if not data.calibration or any(t.name not in data.calibration for t in source.inputs):
+        return []
+    ins, _ = signature_io(fp32)
+    count = min(n, len(next(iter(data.calibration.values()))))
+    out = []
+    for i in range(count):
+        sample = {}
+        for j, (t, io) in enumerate(zip(source.inputs, ins)):
+            arr = np.asarray(data.calibration[t.name][i:i + 1])
+            arr = arr.astype(np.float32) if arr.dtype.kind == "f" else arr
+            sample[io["tflite_name"]] = to_file_layout(arr) if j in in_idx else arr
+        out.append(sample)
+    return out
+
+
+def _fp16_safe(fp32: bytes, make, samples: list[dict], notes: list[str],
+               prebuilt: bytes | None = None) -> tuple[bytes, list[str], dict[str, Any]]:
+    """FP16 weights without NaN: ops reading constants float16 cannot hold stay float32 (``make(keep)`` builds the
+    file), activations beyond float16's range are reported, and a file that answers non-finite where float32 does
+    not fails with the ops named."""
+    from edgepack.backends.tflite.fp16 import activation_hazards, constant_hazards, describe, nonfinite_outputs
+
+    hazards = constant_hazards(fp32)
+    keep = sorted({h["scope"] for h in hazards})
+    buf = prebuilt if prebuilt is not None and not keep else make(keep)
+    acts = activation_hazards(fp32, samples) if samples else []
+    safety: dict[str, Any] = {"kept_float32": [describe(h) for h in hazards],
+                              "activations_beyond_fp16": [f"{a['op']} '{a['tensor']}' (|x| up to {a['max_abs']:.4g})"
+                                                          for a in acts],
+                              "samples_scanned": len(samples)}
+    if keep:
+        notes.append(f"mixed FP16: {len(keep)} op(s) kept in float32 (constants beyond float16's range)")
+    bad = nonfinite_outputs(fp32, buf, samples) if samples else []
+    if bad:
+        raise ConversionFailed(
+            f"the fp16 model answers NaN/inf on {', '.join(bad)} where the float32 model is finite"
+            + (f"; float16 cannot hold: {'; '.join(safety['kept_float32'])}" if hazards else "")
+            + (f"; activations beyond float16's range: {'; '.join(safety['activations_beyond_fp16'])}"
+               if acts else ""),
+            hint="use the fp32 target, or rescale the model so its constants and activations stay within ±65504")
+    return buf, notes, {"fp16_safety": safety}
+
+
+def _search(space, plain_buf: bytes, data: ConvertData, opts: Options,
+            notes: list[str]) -> tuple[bytes, list[str], dict[str, Any]]:
+    """The INT8 accuracy search on the tuning split (plain recipe first, built already as ``plain_buf``)."""
+    from edgepack import quantsearch
+
+    space.prebuilt[(space.recipes()[0].name, ())] = plain_buf
+    tuning = data.search_tuning()
+    if tuning is not None:  # the tuning feeds come in the reference layout; the space's loader moves them
+        tuning.feeds = {k: np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v
+                        for k, v in tuning.feeds.items()}
+    result = quantsearch.search(space, tuning, opts.accuracy_search)
+    buf = result.candidate.buf
+    details: dict[str, Any] = {"accuracy_search": result.to_dict(), "float_layers": list(result.float_layers)}
+    if result.searched or result.float_layers:
+        notes.append(f"accuracy search: recipe '{result.recipe.name}'"
+                     + (f" with {len(result.float_layers)} layer(s) kept in float" if result.float_layers else "")
+                     + f" ({result.reason})")
+    space.release(result.candidate)
+    return buf, notes, details
 
 
 def _ensure_route(kind: str, precision: str) -> None:
@@ -294,9 +422,9 @@ def convert(source: "Source", profile: "TargetProfile", options: Options, data: 
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if source.kind == "tf":
-        buf, notes = _convert_tf(source, profile, data, opts, work)
+        buf, notes, searched = _convert_tf(source, profile, data, opts, work)
     else:
-        buf, notes = _convert_torch(source, profile, data, opts, work, nhwc)
+        buf, notes, searched = _convert_torch(source, profile, data, opts, work, nhwc)
     facts = analyze(buf)
     if (facts["flex_ops"] and not opts.allow_flex_ops) or (facts["custom_ops"] and not opts.allow_custom_ops):
         raise _flex_refusal([] if opts.allow_flex_ops else facts["flex_ops"],
@@ -304,12 +432,26 @@ def convert(source: "Source", profile: "TargetProfile", options: Options, data: 
     warnings: list[str] = []
     details: dict[str, Any] = {"convert_s": round(time.perf_counter() - t0, 3), "ops": facts["ops"],
                                "weight_bytes": facts["weight_bytes"]}
-    details.update(_precision_check(profile.precision, opts, facts, warnings))
+    details.update(searched)
+    for what, items in (("kept in float32 (float16 cannot hold their constants)", "kept_float32"),
+                        ("activations beyond float16's range (an fp16 GPU delegate would overflow there)",
+                         "activations_beyond_fp16")):
+        if searched.get("fp16_safety", {}).get(items):
+            warnings.append(f"FP16: {what}: " + "; ".join(searched["fp16_safety"][items]))
+    details.update(_precision_check(profile.precision, opts, facts, warnings, len(searched.get("float_layers", ()))))
     ins, outs = signature_io(buf)
     if len(ins) != len(source.inputs) or len(outs) != len(source.outputs):
         raise ConversionFailed(f"the converted model has {len(ins)} inputs/{len(outs)} outputs; the source has "
                                f"{len(source.inputs)}/{len(source.outputs)}")
     io_in, io_out = _match(source.inputs, ins), _match(source.outputs, outs)
+    if profile.precision == "int8":  # the runtime spec says what the file really takes and gives
+        got = sorted({io["dtype"] for io in [*io_in.values(), *io_out.values()]
+                      if io["dtype"] in ("float32", "int8", "uint8")})
+        if got != [opts.io_type]:
+            raise ConversionFailed(f"options.io_type = '{opts.io_type}' was asked for but the converted model's "
+                                   f"inputs/outputs are {', '.join(got) or 'of other types'}")
+        details["io_type"] = opts.io_type + (" (quantize/dequantize inside the model)" if opts.io_type == "float32"
+                                             else " (the app (de)quantizes with each tensor's scale/zero-point)")
     transposed = source.kind == "torch" and nhwc
     quant: dict[str, dict[str, Any]] = {}
     for specs, matched in ((source.inputs, io_in), (source.outputs, io_out)):
@@ -360,8 +502,10 @@ def _match(specs, ios: list[dict]) -> dict[str, dict]:
     return {t.name: dict(io) for t, io in zip(specs, ios)}
 
 
-def _precision_check(p: str, opts: Options, facts: dict, warnings: list[str]) -> dict[str, Any]:
-    """Measure what the converter really did; fail a build that came out float where int8 was asked for."""
+def _precision_check(p: str, opts: Options, facts: dict, warnings: list[str], kept_float: int = 0) -> dict[str, Any]:
+    """Measure what the converter really did; fail a build that came out float where int8 was asked for.
+    ``kept_float``: compute ops the accuracy search deliberately kept in float (not counted against
+    ``min_quantized_share``; the report lists them)."""
     if p == "fp16":
         if facts["weight_bytes"].get("FLOAT32", 0) and not facts["weight_bytes"].get("FLOAT16", 0):
             raise ConversionFailed("fp16 was asked for but no weight came out float16")
@@ -378,11 +522,16 @@ def _precision_check(p: str, opts: Options, facts: dict, warnings: list[str]) ->
     out = {"quantized_ops": done, "quantizable_ops": total, "quantized_share": round(share, 4),
            "int8_weight_share": round(facts["int8_weight_share"], 4), "float_ops": still_float}
     what = "compute in int8" if p == "int8" else "hold int8 weights"
-    if share < opts.min_quantized_share or done == 0:
+    judged = done / (total - kept_float) if total > kept_float else share
+    if kept_float:
+        out["kept_float_by_search"] = kept_float
+    if judged < opts.min_quantized_share or done == 0:
         left = ", ".join(f"{k}×{v}" for k, v in still_float.items()) or "all ops"
         raise ConversionFailed(
             f"{p} was asked for but the model came out float: {done} of {total} compute ops {what} "
-            f"({share:.0%} < {opts.min_quantized_share:.0%}); float: {left}; "
+            f"({judged:.0%} < {opts.min_quantized_share:.0%}"
+            + (f" not counting {kept_float} kept in float by the accuracy search" if kept_float else "")
+            + f"); float: {left}; "
             f"{facts['int8_weight_share']:.0%} of weight bytes are int8",
             hint="check options.float_fallback and the calibration data; lower options.min_quantized_share only "
                  "if a partly float model is what you want",
