@@ -285,7 +285,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
             space.release(other)
         res = Result(cand, recipe, trial.float_layers, met, searched, trials, sens or [], method, reason,
                      tuning_samples=tuning.samples if tuning else 0)
-        res.cost = _cost(space, cand, trial, plain_cand_size, plain_timer_pair)
+        res.cost = _cost(space, cand, trial, plain_cand_size, plain_timer_pair, plain.name)
         return res
 
     first = attempt(plain, (), "recipe")
@@ -361,7 +361,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
 
 
 def _cost(space: Space, cand: Any, trial: Trial, plain_size: int | None,
-          timers: tuple[Callable | None, Callable | None]) -> dict[str, Any]:
+          timers: tuple[Callable | None, Callable | None], plain_name: str = "") -> dict[str, Any]:
     """Size and host latency of the chosen candidate against the plain INT8 build and the float model."""
     out: dict[str, Any] = {}
     size = space.size(cand)
@@ -375,7 +375,8 @@ def _cost(space: Space, cand: Any, trial: Trial, plain_size: int | None,
     timer = space.timer(cand)
     plain_timer, float_timer = timers
     try:
-        if timer is not None and plain_timer is not None and trial.float_layers:
+        if timer is not None and plain_timer is not None and (trial.float_layers or trial.recipe != plain_name):
+            # any candidate other than the plain build: a slower recipe (16x8, dynamic) costs latency too
             m = interleaved(timer, plain_timer)
             out["latency_vs_plain_int8"] = m["ratio"]
         if timer is not None and float_timer is not None:

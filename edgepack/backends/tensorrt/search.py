@@ -80,17 +80,8 @@ class TrtSpace(quantsearch.Space):
     def size(self, candidate: Path) -> int:
         return candidate.stat().st_size
 
-    def _timer(self, path: Path):
-        sess = self._session(path)
-        feed = {i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in i.shape],
-                                 dtype=np.float32 if "float" in i.type else np.int64) for i in sess.get_inputs()}
-        return lambda: sess.run(None, feed)
-
-    def timer(self, candidate: Path):
-        return self._timer(candidate)
-
-    def float_timer(self):
-        return self._timer(self.model_in)
+    # no timer()/float_timer(): the host proxy's ONNX Runtime CPU latency says nothing about an engine on the
+    # device, so the search records no latency cost for TensorRT (the device's engine.json has the real figures)
 
     def int8_share(self, candidate: Path) -> float:
         import onnx
