@@ -45,16 +45,22 @@ def _buffer_bytes(b) -> int:
     return b.DataLength() or (b.Size() if b.Offset() > 1 else 0)
 
 
-def analyze(buf: bytes) -> dict[str, Any]:
-    """Op census, custom/Flex ops, int8 coverage of compute ops and weight bytes per dtype of a .tflite model."""
-    fb = schema()
-    model = fb.Model.GetRootAs(buf, 0)
-    op_names, type_names = enum_names(fb.BuiltinOperator), enum_names(fb.TensorType)
+def op_codes(fb, model, op_names: dict[int, str]) -> list[str]:
+    """The name of every operator code of a model (a custom op by its custom code)."""
     codes = []
     for i in range(model.OperatorCodesLength()):
         oc = model.OperatorCodes(i)
         code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
         codes.append(oc.CustomCode().decode() if code == fb.BuiltinOperator.CUSTOM else op_names.get(code, str(code)))
+    return codes
+
+
+def analyze(buf: bytes) -> dict[str, Any]:
+    """Op census, custom/Flex ops, int8 coverage of compute ops and weight bytes per dtype of a .tflite model."""
+    fb = schema()
+    model = fb.Model.GetRootAs(buf, 0)
+    op_names, type_names = enum_names(fb.BuiltinOperator), enum_names(fb.TensorType)
+    codes = op_codes(fb, model, op_names)
     census: dict[str, int] = {}
     compute = int8_compute = int8_weight_compute = 0
     float_compute: dict[str, int] = {}  # compute ops whose activations are float

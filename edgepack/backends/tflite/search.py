@@ -138,15 +138,12 @@ class _TFLiteSpace(Space):
 def op_scopes(buf: bytes) -> list[tuple[str, str, bool]]:
     """(scope, op name, runs on integer activations) of every op of the main subgraph; the scope is the op's output
     tensor names joined with ';' (as ai-edge-quantizer and the QuantizationDebugger name ops)."""
-    from edgepack.backends.tflite.flatbuffer import INT_TYPES, enum_names, schema
+    from edgepack.backends.tflite.flatbuffer import INT_TYPES, enum_names, op_codes, schema
 
     fb = schema()
     model = fb.Model.GetRootAs(buf, 0)
     op_names, type_names = enum_names(fb.BuiltinOperator), enum_names(fb.TensorType)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(op_names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "CUSTOM"))
+    codes = op_codes(fb, model, op_names)
     sg = model.Subgraphs(0)
     out = []
     for o in range(sg.OperatorsLength()):

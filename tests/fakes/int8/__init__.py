@@ -38,6 +38,11 @@ class Int8Backend(Backend):
 
         return convert(source, profile, options, data, out_dir)
 
+    @classmethod
+    def device_file(cls) -> Path:
+        """The bundle computes what fake_identity's does (a linear layer over the shipped weights)."""
+        return cls.package_dir().parent / "identity" / "device.py"
+
     def runner(self, artifact: Artifact, bundle_dir: Path, threads: int = 1) -> Runner:
         from fakes.int8.runner import Int8Runner
 

@@ -2,4 +2,4 @@ from edgepack.backends.base import DeviceLoaderRunner
 
 
 class Int8Runner(DeviceLoaderRunner):
-    device_module = "fakes.int8.device"
+    device_module = "fakes.identity.device"
