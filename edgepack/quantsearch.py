@@ -265,6 +265,8 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
             try:
                 outcome = evaluate(space.run(cand, tuning.feeds), tuning)
                 trial.passed, trial.score, trial.figures = bool(outcome), score(outcome), summary(outcome)
+                if trial.passed and (floats or recipe.name != plain.name):
+                    _latency_gate(space, cand, trial)
             except Exception as e:  # noqa: BLE001
                 from edgepack.errors import explain
 
@@ -288,6 +290,23 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
         res.cost = _cost(space, cand, trial, plain_cand_size, plain_timer_pair, plain.name)
         return res
 
+    def _latency_gate(space: Space, cand: Any, trial: Trial) -> None:
+        """A candidate that meets the budget but runs slower than ``max_latency_ratio`` × plain INT8 (host,
+        interleaved) is not accepted: the search goes on (a float layer is often cheaper than 16-bit activations)."""
+        if opts.max_latency_ratio is None or plain_timer_pair[0] is None:
+            return
+        timer = space.timer(cand)
+        if timer is None:
+            return
+        ratio = interleaved(timer, plain_timer_pair[0], repeats=10, warmup=2)["ratio"]
+        trial.figures["latency_vs_plain_int8"] = ratio
+        if ratio is not None and ratio > opts.max_latency_ratio:
+            trial.passed = False
+            trial.figures["latency_rejected"] = True
+            trial.figures["failing"] = [*trial.figures.get("failing", []),
+                                        f"latency ×{ratio:.2f} plain INT8 > max_latency_ratio {opts.max_latency_ratio}"]
+
+    plain_timer_pair: tuple[Callable | None, Callable | None] = (None, None)
     first = attempt(plain, (), "recipe")
     if first.error is not None:
         from edgepack.errors import ConversionFailed
@@ -309,8 +328,8 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
         if over_time():
             break
         t = attempt(r, (), "recipe")
-        if t.error is None and t.score > best.score:
-            best = t
+        if t.error is None and t.score > best.score and not t.figures.get("latency_rejected"):
+            best = t  # the base of the float fallback: the closest recipe that is not too slow
         if t.passed:
             return finish(t, r, True, True, f"recipe '{r.name}' meets the budget on the tuning split")
     base = by_name[best.recipe]
@@ -347,7 +366,8 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
                 break
             floats = floats + (layer,)
             t = attempt(base, floats, "mixed")
-            if t.error is None and (best_mixed is None or t.score > best_mixed.score):
+            if t.error is None and not t.figures.get("latency_rejected") and (best_mixed is None
+                                                                          or t.score > best_mixed.score):
                 best_mixed = t
             if t.passed:
                 return finish(t, base, True, True, f"recipe '{base.name}' with {len(floats)} layer(s) in float "

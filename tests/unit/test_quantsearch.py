@@ -146,3 +146,27 @@ def test_score_orders_near_misses_above_far_misses():
     exact = qs.evaluate(dict(t.reference), t)
     assert qs.score(exact) >= 0 > qs.score(far)
     assert qs.score(near) >= qs.score(far)
+
+
+class TimedSpace(FakeSpace):
+    """Like FakeSpace, with a host latency per recipe (16-bit activations: accurate but slow)."""
+
+    def timer(self, candidate):
+        import time
+
+        delay = 0.004 if candidate[0] == 0.0001 else 0.0005
+        return lambda: time.sleep(delay)
+
+
+def test_a_candidate_slower_than_max_latency_ratio_is_not_accepted():
+    t = _tuning()
+    space = TimedSpace(t, NOISE, {"plain": 1.0, "a16w8": 0.0001, "percentile": 0.9})
+    res = qs.search(space, t, qs.AccuracySearch(max_float_layers=4, max_latency_ratio=1.5))
+    d = res.to_dict()
+    slow = next(x for x in d["trials"] if x["recipe"] == "a16w8")
+    assert not slow["passed"] and slow["figures"]["latency_vs_plain_int8"] > 1.5
+    assert any("max_latency_ratio" in f for f in slow["figures"]["failing"])
+    assert res.met and res.float_layers  # the search went on and found a float-layer fallback instead
+    fast = qs.search(TimedSpace(t, NOISE, {"plain": 1.0, "a16w8": 0.0001}), t,
+                     qs.AccuracySearch(max_latency_ratio=None))
+    assert fast.met and fast.recipe.name == "a16w8"  # no latency limit: the accurate recipe is taken
