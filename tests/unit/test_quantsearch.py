@@ -164,8 +164,9 @@ def test_a_candidate_slower_than_max_latency_ratio_is_not_accepted():
     res = qs.search(space, t, qs.AccuracySearch(max_float_layers=4, max_latency_ratio=1.5))
     d = res.to_dict()
     slow = next(x for x in d["trials"] if x["recipe"] == "a16w8")
-    assert not slow["passed"] and slow["figures"]["latency_vs_plain_int8"] > 1.5
+    assert not slow["passed"] and slow["latency_vs_plain_int8"] > 1.5 and slow["figures"]["latency_rejected"]
     assert any("max_latency_ratio" in f for f in slow["figures"]["failing"])
+    assert "latency_vs_plain_int8" not in qs.stable({"accuracy_search": d})["accuracy_search"]["trials"][1]
     assert res.met and res.float_layers  # the search went on and found a float-layer fallback instead
     fast = qs.search(TimedSpace(t, NOISE, {"plain": 1.0, "a16w8": 0.0001}), t,
                      qs.AccuracySearch(max_latency_ratio=None))
