@@ -325,11 +325,10 @@ def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...],
     )
 
 
-def from_arrays(path: Path, inputs: tuple[TensorSpec, ...], separate_holdout: bool = False) -> CalibrationData:
-    from edgepack.config import DataSpec
-
+def from_arrays(path: Path, inputs: tuple[TensorSpec, ...], separate_holdout: bool = False,
+                whole: bool = False) -> CalibrationData:
     recipe = CalibrationRecipe(name=Path(path).stem, data=DataSpec(kind="arrays", path=str(Path(path).resolve())))
-    return from_recipe(recipe, inputs, separate_holdout)
+    return from_recipe(recipe, inputs, separate_holdout, whole)
 
 
 def synthetic(inputs: tuple[TensorSpec, ...], seed: int = 0) -> CalibrationData:
@@ -369,7 +368,6 @@ def load(spec: str | None, inputs: tuple[TensorSpec, ...], *, allow_synthetic: b
 def _load_one(spec: str, inputs: tuple[TensorSpec, ...], relative_to: Path | None, separate_holdout: bool,
               whole: bool = False) -> CalibrationData:
     """One data source, split; ``whole``: every sample is holdout (a separate holdout set)."""
-    p = Path(spec)
-    recipe = (CalibrationRecipe(name=p.stem, data=DataSpec(kind="arrays", path=str(p.resolve())))
-              if p.suffix in (".npz", ".npy") else load_recipe(spec, relative_to=relative_to))
-    return from_recipe(recipe, inputs, separate_holdout, whole)
+    if Path(spec).suffix in (".npz", ".npy"):
+        return from_arrays(Path(spec), inputs, separate_holdout, whole)
+    return from_recipe(load_recipe(spec, relative_to=relative_to), inputs, separate_holdout, whole)
