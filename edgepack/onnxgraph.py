@@ -55,3 +55,16 @@ def unique_initializer_names(model) -> int:
 
     walk(model.graph, True)
     return renamed
+
+
+def drop_initializer_value_info(model: Any) -> int:
+    """Remove ``value_info`` entries that describe initializers (a weight's shape is in the initializer itself).
+    A quantizer that replaces a weight (ONNX Runtime's dynamic Gemm → MatMulInteger) leaves such an entry stale,
+    and the next shape inference fails ("Inferred shape and existing shape differ"). Returns how many."""
+    inits = {i.name for i in model.graph.initializer}
+    keep = [vi for vi in model.graph.value_info if vi.name not in inits]
+    dropped = len(model.graph.value_info) - len(keep)
+    if dropped:
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(keep)
+    return dropped

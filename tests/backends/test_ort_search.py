@@ -290,3 +290,20 @@ def test_manifest_details_are_stable_and_check_gets_the_timings_back():
     tampered = {**full, "recipe": "other"}
     assert with_timings(s, tampered) == s and with_timings(s, None) == s
     assert stable({"recipe": "x"}) == {"recipe": "x"}
+
+
+def test_dynamic_int8_on_a_gemm_whose_weight_shape_is_in_value_info(tmp_path, cli):
+    """torch's exporter records weight shapes in value_info; ORT's dynamic Gemm → MatMulInteger rewrite left that
+    entry stale and shape inference refused the model (the demo CNN's android-ort-int8-dynamic ERROR)."""
+    import onnx
+    from onnx import helper
+    from tinymodels import make_tiny_onnx
+
+    model = make_tiny_onnx(tmp_path / "gemmvi.onnx")
+    m = onnx.load(str(model))
+    w = next(i for i in m.graph.initializer if i.name == "fc_w")
+    m.graph.value_info.append(helper.make_tensor_value_info("fc_w", onnx.TensorProto.FLOAT, list(w.dims)))
+    onnx.save(m, str(model))
+    res, rep = _build(cli, model, "android-ort-int8-dynamic", tmp_path / "d")
+    assert res.exit_code == 0 and rep["status"] == "passed", res.stdout + res.stderr
+    assert rep["artifact"]["quantization"].startswith("dynamic")

@@ -66,6 +66,7 @@ def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, o
         quant_pre_process(str(model_in), str(pre), skip_symbolic_shape=True)
     except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the original instead
         shutil.copyfile(model_in, pre)
+    _drop_initializer_shapes(pre)
     space = OrtSpace(pre, original, source, data.calibration, opts, staged.parent / "search", per_channel)
     try:
         result = quantsearch.search(space, data.search_tuning(), opts.accuracy_search)
@@ -78,6 +79,17 @@ def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, o
     if opset_note:
         details["opset"] = opset_note
     return details
+
+
+def _drop_initializer_shapes(path: Path) -> None:
+    """Shapes recorded for weights would go stale when a quantizer rewrites them (see onnxgraph)."""
+    import onnx
+
+    from edgepack.onnxgraph import drop_initializer_value_info
+
+    m = onnx.load(str(path))
+    if drop_initializer_value_info(m):
+        onnx.save(m, str(path))
 
 
 QDQ_OPSET = 13  # DequantizeLinear/QuantizeLinear take `axis` (per-channel) from opset 13
