@@ -17,6 +17,7 @@ import numpy as np
 from .checks import Check, finite_or_none, judge
 from .kinds import decide
 from .limits import Limits
+from .outspec import OutputSpec, expand, group_note, virtual_name
 from .stats import paired_drop_interval, samples_needed, wilson
 
 RATE_KINDS = {"top1_agreement": "scores", "top5_agreement": "scores", "decision_agreement": "probabilities",
@@ -200,11 +201,21 @@ def _rate_check(name: str, out: str, m: dict[str, float], key: str, limit: float
 
 
 def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], limits: Limits,
-           labels: np.ndarray | None = None, kinds: dict[str, str] | None = None) -> ParityOutcome:
+           labels: np.ndarray | None = None, kinds: dict[str, str] | None = None,
+           specs: dict[str, OutputSpec] | None = None) -> ParityOutcome:
     """Metrics for every reference output, judged by the rows of its kind. ``kinds`` are the decided kinds
-    (from the manifest); when absent they are inferred conservatively (see ``kinds.decide``)."""
+    (from the manifest); when absent they are inferred conservatively (see ``kinds.decide``). Outputs are
+    samples first; ``specs`` (the manifest's output specs) turn an output's channel groups into virtual outputs
+    ``NAME[a:b]``, each judged by the rows of its own kind."""
+    group_how: dict[str, str] = {}
+    if specs and any(s.groups for s in specs.values()):
+        reference, group_kinds = expand(reference, specs)
+        candidate, _ = expand(candidate, specs)
+        kinds = {**{k: v for k, v in (kinds or {}).items() if k in reference}, **group_kinds}
+        group_how = {virtual_name(n, g): group_note(n, s, g) for n, s in specs.items() for g in s.groups}
     decided = decide(reference, labels) if kinds is None else \
         {**decide(reference, labels), **{k: (v, "from the manifest") for k, v in kinds.items()}}
+    decided.update({k: (decided[k][0], how) for k, how in group_how.items() if k in decided})
     metrics: dict[str, dict[str, float]] = {}
     checks: list[Check] = []
     warnings: list[str] = []
