@@ -248,8 +248,7 @@ def output_axes(source: Source, feeds: Feeds, specs: dict[str, outspec.OutputSpe
             raise ConfigError(f"output '{name}' is declared, but the model's outputs are {', '.join(traced)}",
                               hint=f"use one of: {', '.join(traced)}")
     for name, shapes in traced.items():
-        spec = specs.get(name, outspec.OutputSpec(kind="other"))
-        axis, warns, problem = outspec.resolve_axis(name, spec, shapes, declared_shapes.get(name))
+        axis, warns, problem = outspec.resolve_axis(name, specs.get(name), shapes, declared_shapes.get(name))
         if problem is not None:
             raise ConfigError(problem[0], hint=problem[1])
         axes[name] = axis  # type: ignore[assignment]

@@ -276,7 +276,7 @@ def batch_candidates(shapes: list[tuple[tuple[int, ...], int]]) -> list[int]:
     return [i for i in range(n) if all(s[i] == b for s, b in shapes)]
 
 
-def resolve_axis(name: str, spec: OutputSpec, shapes: list[tuple[tuple[int, ...], int]],
+def resolve_axis(name: str, spec: OutputSpec | None, shapes: list[tuple[tuple[int, ...], int]],
                  declared_shape: tuple[int | None, ...] | None = None) -> tuple[BatchAxis, list[str], tuple[str, str] | None]:
     """The batch axis of output ``name`` from its spec and the traced shapes: ``(axis, warnings, problem)``.
 
@@ -289,7 +289,8 @@ def resolve_axis(name: str, spec: OutputSpec, shapes: list[tuple[tuple[int, ...]
     seen = f"{'x'.join(map(str, shape))} for a call of {batch} sample{'s' if batch != 1 else ''}"
     if len(shapes) > 1:
         seen += " (and " + ", ".join(f"{'x'.join(map(str, s))} for {b}" for s, b in shapes[1:]) + ")"
-    fix_kind = spec.text().split(",")[0] if not spec.groups else spec.text()
+    fix_kind = "KIND" if spec is None else spec.text().split(",")[0] if not spec.groups else spec.text()
+    spec = spec or OutputSpec(kind="other")
     axis: BatchAxis
     problem = None
     if spec.batch_axis == AUTO:
@@ -298,8 +299,9 @@ def resolve_axis(name: str, spec: OutputSpec, shapes: list[tuple[tuple[int, ...]
         elif cands:
             axis, problem = None, (f"output '{name}' is {seen}: its leading axis (size {shape[0]}) is not the batch, "
                                    f"axis {cands[0]} is; edgepack will not slice it blindly",
-                                   f"declare it: --output {name}={fix_kind},batch_axis={cands[0]} (or in the model "
-                                   "config's [outputs])")
+                                   f"declare it: --output {name}={fix_kind},batch_axis={cands[0]}"
+                                   + (" (KIND: what it means, e.g. sequence)" if fix_kind == "KIND" else "")
+                                   + " — or the same in the model config's [outputs]")
         else:
             axis, problem = None, (f"output '{name}' is {seen}: no axis has the batch's size, so its samples cannot be "
                                    "told apart", "if it is one whole tensor per sample, declare --output "
