@@ -285,7 +285,8 @@ def output_specs(golden: Feeds, declared: dict[str, outspec.OutputSpec], axes: d
                 spec = outspec.OutputSpec(spec.kind, spec.batch_axis, groups, 1, spec.params, note)
             elif note:
                 warnings.append(f"output '{name}': the whole-tensor metric hides its small-range channels ({note}); "
-                                f"declare its channel groups, e.g. --output '{name}=regression[0:4]+scores[4:N],axis=1'")
+                                "declare its channel groups, e.g. "
+                                f"--output '{name}=regression[0:4]+scores[4:N],axis=1'")
         out[name] = spec
     return out, warnings
 

@@ -54,7 +54,8 @@ def test_parse_declaration_and_the_cli_one_line_error(cli, tmp_path):
     res = cli("build", tmp_path / "m.onnx", "-t", "android-ort-fp32", "--output", "logits=sequence,batch_axis=x")
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
-    assert lines[0].startswith("error: cannot parse --output 'logits=sequence,batch_axis=x'") and "not an integer" in lines[0]
+    assert lines[0].startswith("error: cannot parse --output 'logits=sequence,batch_axis=x'")
+    assert "not an integer" in lines[0]
     assert lines[1].startswith("hint:") and "regression[0:4]+scores[4:22],axis=1" in lines[1] and len(lines) == 2
 
 
@@ -65,7 +66,8 @@ def test_model_config_outputs_take_the_same_syntax(tmp_path):
     cfg = tmp_path / "m.toml"
     cfg.write_text('[outputs]\nlogits = "sequence,batch_axis=1"\noutput0 = "regression[0:4]+scores[4:22],axis=1"\n')
     _, outs = load_model_config(str(cfg))
-    assert outs["logits"] == OutputSpec("sequence", 1) and [g.kind for g in outs["output0"].groups] == ["regression", "scores"]
+    assert outs["logits"] == OutputSpec("sequence", 1)
+    assert [g.kind for g in outs["output0"].groups] == ["regression", "scores"]
     cfg.write_text('[outputs]\nlogits = "sequence,batch_axis=one"\n')
     with pytest.raises(ConfigError, match="outputs.logits: batch_axis=one"):
         load_model_config(str(cfg))
