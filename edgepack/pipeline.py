@@ -34,10 +34,10 @@ from edgepack.budgets import device_notes
 from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
 from edgepack.core.batching import axes_of, first_batch, per_sample, run_batched
-from edgepack.core.checks import Check
+from edgepack.core.checks import Check, verdict
 from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
-from edgepack.core.limits import Limits
+from edgepack.core.limits import JUDGES, Limits
 from edgepack.errors import (
     ConfigError,
     EdgepackError,
@@ -118,6 +118,30 @@ def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (),
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
                                       signature=signature), inputs)
     return plans.make(model, resolved, source, skip_unavailable)
+
+
+def with_judge(target: Target, judge: str) -> Target:
+    """The target with its profile's rate budgets judged by ``judge`` (the build's --judge)."""
+    if judge not in JUDGES:
+        raise ConfigError(f"--judge {judge!r} is not one of {', '.join(JUDGES)}",
+                          hint="evidence (default: INCONCLUSIVE on too few samples), bound (the 95% bound) or point")
+    b = target.profile.budgets
+    profile = target.profile.model_copy(update={"budgets": b.model_copy(update={
+        "parity": b.parity.model_copy(update={"judge": judge})})})
+    return replace(target, profile=profile)
+
+
+def output_ops(source: Source) -> dict[str, str]:
+    """The op producing each output of an ONNX source (evidence for ``core.kinds.decide``); {} for other sources
+    or an unreadable graph (kind inference then goes by names, values and labels)."""
+    if source.kind != "onnx":
+        return {}
+    from edgepack.sources.onnx import output_ops as ops
+
+    try:
+        return ops(Path(source.path))
+    except (EdgepackError, OSError, ValueError):
+        return {}
 
 
 def declared(source: Source, given: tuple[TensorSpec, ...]) -> Source:
@@ -212,6 +236,11 @@ class Evaluation:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    @property
+    def verdict(self) -> str:
+        """``passed``, ``inconclusive`` or ``failed`` (failed > inconclusive > passed)."""
+        return verdict(self.checks)
+
 
 def model_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
     """The shipped model files, folders (.mlpackage, ir/) expanded to the files under them."""
@@ -223,8 +252,9 @@ def model_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
 
 
 def output_kinds(target: Target, golden: Feeds, labels: np.ndarray | None,
-                 declared: dict[str, str]) -> dict[str, OutputKindInfo]:
-    """Each output's kind: declared on the command line, else in the profile, else inferred conservatively."""
+                 declared: dict[str, str], hints: dict[str, str] | None = None) -> dict[str, OutputKindInfo]:
+    """Each output's kind: declared on the command line, else in the profile, else inferred conservatively (with
+    ``hints``: the op producing each output, read from the source's graph; see ``core.kinds.decide``)."""
     merged = {**target.profile.outputs, **declared}
     names = list(golden)
     for name, kind in merged.items():
@@ -233,7 +263,7 @@ def output_kinds(target: Target, golden: Feeds, labels: np.ndarray | None,
                               f"{', '.join(names)}", hint=f"use one of: {', '.join(names)}")
         if kind not in KINDS:
             raise ConfigError(f"unknown output kind '{kind}' for '{name}'", hint=f"kinds: {', '.join(KINDS)}")
-    decided = decide(golden, labels, merged)
+    decided = decide(golden, labels, merged, hints)
     how = {n: ("declared on the command line" if n in declared else "declared in the profile") for n in merged}
     return {n: OutputKindInfo(kind=k, how=how.get(n, h)) for n, (k, h) in decided.items()}
 
@@ -257,7 +287,7 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
     outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()})
     data = outcome.to_dict()
     decided = {**{n: OutputKindInfo(kind=k, how=h) for n, (k, h) in outcome.kinds.items()}, **kinds}
-    parity = ParityReport(passed=bool(outcome), samples=outcome.samples, metrics=data["metrics"],
+    parity = ParityReport(passed=bool(outcome), verdict=outcome.verdict, samples=outcome.samples, metrics=data["metrics"],
                           kinds=decided, worst_samples=data["worst_samples"], warnings=list(outcome.warnings),
                           where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
@@ -334,7 +364,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
             warnings.append(f"the INT8 accuracy search judged recipes on {n_tune} tuning samples, fewer than the "
                             f"profile's minimum {profile.min_tuning_samples}: its choices are noisy")
     report = TargetReport(
-        target=profile.name, status="passed" if ev.passed else "failed", backend=profile.backend,
+        target=profile.name, status=ev.verdict, backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
         warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device),
@@ -484,11 +514,15 @@ def build(
     targets_dir: Path | None = None,
     outputs: dict[str, str] | None = None,
     name: str | None = None,
+    judge: str | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
     """Plan, then build, check and report every target. Errors that concern the whole build (source, data, plan
-    refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report."""
-    resolved = resolve_targets(targets, targets_dir)
+    refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report.
+    ``judge`` (``evidence``, ``bound``, ``point``) overrides every profile's ``budgets.parity.judge`` (recorded in
+    each bundle's manifest)."""
+    resolved = [with_judge(t, judge) for t in resolve_targets(targets, targets_dir)] if judge else \
+        resolve_targets(targets, targets_dir)
     with _workers():
         progress(f"loading source {model}")
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
@@ -567,7 +601,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     golden = golden_outputs(source, data.holdout)
     check_reference(golden)
     # decided once per target, before any conversion (bad declarations are refused up front)
-    kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {})) for t in runnable}
+    hints = output_ops(source)
+    kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {}), hints) for t in runnable}
     write_holdout(out_root / source.name / "holdout", data, golden)
     if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
         progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
@@ -622,7 +657,7 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     warnings = (["golden inputs are SYNTHETIC random data"] if g.synthetic else []) + ev.warnings
     profile = manifest.target
     report = TargetReport(
-        target=profile.name, status="passed" if all(c.passed for c in checks) else "failed", backend=profile.backend,
+        target=profile.name, status=verdict(checks), backend=profile.backend,
         precision=profile.precision, device=profile.device, bundle=str(bundle_dir), size_bytes=ev.size_bytes,
         primary=manifest.artifact.primary, latency=ev.latency, parity=ev.parity, limits=manifest.limits,
         checks=checks, warnings=warnings, artifact=artifact.details, calibration=manifest.calibration,
