@@ -379,6 +379,11 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
                                                      f"samples (the worst ones + an even spread; cap "
                                                      f"{profile.golden_max_mb:g} MiB); the full holdout is in "
                                                      f"{source.name}/holdout/ next to the build report"]})
+        need = max((c.samples_needed or 0 for c in ev.checks if c.applied), default=0)
+        if len(keep) < need:
+            report = report.model_copy(update={"warnings": [*report.warnings, (
+                f"golden/ keeps {len(keep)} samples, fewer than the {need} a rate budget needs: `edgepack check` and "
+                "the bundle runner on a device will judge it INCONCLUSIVE (raise golden_max_mb in the profile)")]})
     from edgepack import quantsearch
 
     bundles.write(c.staging, bundles.BundleContent(

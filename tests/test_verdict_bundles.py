@@ -64,12 +64,17 @@ def built(tmp_path_factory):
     assert "holdout = 400" in recipe
     (root / "small.toml").write_text(recipe.replace("holdout = 400", "holdout = 100").replace('name = "digits"',
                                                                                              'name = "digits-small"'))
+    profile = (REPO / "targets" / f"{TARGET}.toml").read_text()
+    assert "\n[budgets]" in profile
+    (root / "capped.toml").write_text(profile.replace("\n[budgets]", "\ngolden_max_mb = 0.05\n\n[budgets]", 1))
     runs = {}
-    for key, extra in {"ok": ["-c", "digits"], "small": ["-c", str(root / "small.toml")],
-                       "point": ["-c", str(root / "small.toml"), "--judge", "point"]}.items():
-        res = CliRunner().invoke(app, ["build", str(model), "-t", TARGET, "--out", str(root / key), "--junit",
+    for key, extra in {"ok": ["-t", TARGET, "-c", "digits"], "small": ["-t", TARGET, "-c", str(root / "small.toml")],
+                       "point": ["-t", TARGET, "-c", str(root / "small.toml"), "--judge", "point"],
+                       "capped": ["-t", str(root / "capped.toml"), "-c", "digits"]}.items():
+        res = CliRunner().invoke(app, ["build", str(model), "--out", str(root / key), "--junit",
                                        str(root / f"{key}.xml"), *extra], catch_exceptions=False)
-        runs[key] = (res.exit_code, res.stdout + res.stderr, root / key / "tiny7" / TARGET)
+        name = "capped" if key == "capped" else TARGET
+        runs[key] = (res.exit_code, res.stdout + res.stderr, root / key / "tiny7" / name)
     return root, model, runs
 
 
@@ -165,3 +170,16 @@ def test_too_small_a_holdout_is_inconclusive_everywhere_and_passes_with_judge_po
     assert code == 0, out
     assert read_manifest(bundle).limits.judge == "point" and read_manifest(bundle).verdict == "passed"
     assert _runner(bundle)[0] == 0
+
+
+def test_a_golden_subset_too_small_for_the_budget_is_named_at_build_time(built):
+    """The host judged 400 holdout samples (PASS); golden/ keeps only what fits golden_max_mb, too few for the
+    0.98 budget: the build says so, and the bundle runner (which judges golden/) is INCONCLUSIVE, not a PASS."""
+    _, _, runs = built
+    code, out, bundle = runs["capped"]
+    assert code == 0, out
+    rep = json.loads((bundle / "report.json").read_text())
+    assert rep["status"] == "passed" and rep["parity"]["samples"] == 400
+    assert any("fewer than the 189 a rate budget needs" in w for w in rep["warnings"]), rep["warnings"]
+    code, dev = _runner(bundle)
+    assert code == 1 and dev["verdict"] == "inconclusive" and dev["parity"]["samples"] < 189

@@ -23,7 +23,7 @@ class Check:
     note: str = ""
     inconclusive: bool = False  # too few samples to support the budget: neither passed nor failed (passed is False)
     applied: bool = True  # False: shown for information only, judges nothing (passed is True)
-    samples_needed: int | None = None  # for a rate budget: samples a flawless result needs to prove it
+    samples_needed: int | None = None  # a rate budget's row: samples a flawless result needs to prove the budget
 
     @property
     def state(self) -> str:

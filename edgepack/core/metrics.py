@@ -213,7 +213,7 @@ def _rate_check(name: str, out: str, m: dict[str, float], key: str, limit: float
         return replace(row, passed=False, inconclusive=True, samples_needed=need,
                        note=f"{note}; INCONCLUSIVE: {n} samples cannot support {limit} ({why}): needs ≥ {need} "
                             "samples, or judge = \"point\"")
-    return replace(row, samples_needed=need if short else None)
+    return replace(row, samples_needed=need if limit < 1 else None)
 
 
 def _drop_check(out: str, m: dict[str, float], limit: float, limits: Limits) -> Check:
@@ -225,7 +225,7 @@ def _drop_check(out: str, m: dict[str, float], limit: float, limits: Limits) -> 
     measured = m["accuracy_drop_ci_high"] if bound else m["accuracy_drop"]
     note = f"95% interval {m['accuracy_drop_ci_low']:.4f}–{m['accuracy_drop_ci_high']:.4f}" + \
         (" (judged on the upper bound)" if bound else "")
-    row = judge(f"parity.max_accuracy_drop[{out}]", measured, limit + 1e-12, "<=", note)
+    row = replace(judge(f"parity.max_accuracy_drop[{out}]", measured, limit + 1e-12, "<=", note), samples_needed=need)
     if n < need and limits.judge != "point" and m["accuracy_drop"] <= limit + 1e-12:
         return replace(row, passed=False, inconclusive=True, samples_needed=need,
                        note=f"{note}; INCONCLUSIVE: {n} labelled samples cannot support a drop ≤ {limit} (with no "
