@@ -238,7 +238,7 @@ CLASS_BUDGETS = (("min_top1_agreement", "top1_agreement"), ("min_top5_agreement"
                  ("max_accuracy_drop", "accuracy_drop"))
 
 
-def unapplied(name: str, kind: str, how: str, ref: np.ndarray, m: dict[str, float], limits: Limits,
+def unapplied(name: str, kind: str, ref: np.ndarray, m: dict[str, float], limits: Limits,
               labels: np.ndarray | None) -> list[Check]:
     """Rows for the class-score budgets ``limits`` sets that the verdict does not apply to output ``name``: shown
     (state ``not applied``, with the one-line fix), judging nothing. A 2-D output of kind ``other`` shows its top-1
@@ -257,7 +257,7 @@ def unapplied(name: str, kind: str, how: str, ref: np.ndarray, m: dict[str, floa
                        "information"
             rows.append(Check(f"parity.{field_name}[{name}]", limit, m.get(key), True,
                               "<=" if field_name.startswith("max") else ">=",
-                              f"not applied: output {name} is 'other' ({how}){info}; if it is class scores: "
+                              f"not applied: output {name} is 'other'{info}; if it is class scores: "
                               f"--output {name}=scores", applied=False))
     elif kind == "scores" and two_d and limits.max_accuracy_drop is not None and "accuracy_drop" not in m:
         why = "the holdout has no labels" if labels is None else "the labels do not match its classes"
@@ -319,6 +319,6 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
             checks.append(judge(f"parity.min_psnr_db[{name}]", m["psnr_db"], limits.min_psnr_db, ">="))
         if limits.max_accuracy_drop is not None and "accuracy_drop" in m:
             checks.append(_drop_check(name, m, limits.max_accuracy_drop, limits))
-        checks += unapplied(name, kind, decided[name][1], ref, m, limits, labels)
+        checks += unapplied(name, kind, ref, m, limits, labels)
     n = len(next(iter(reference.values()))) if reference else 0
     return ParityOutcome(metrics=metrics, checks=checks, warnings=warnings, samples=n, kinds=decided, worst=worst)
