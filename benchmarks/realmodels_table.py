@@ -86,6 +86,8 @@ def verdict(t: dict) -> dict:
         out.update(verdict="PASS", detail=parity_figures(t))
     elif status == "failed":
         out.update(verdict="FAIL", detail=f"{failing_rows(t)} | {parity_figures(t)}")
+    elif status == "inconclusive":  # a rate budget the holdout had too few samples to prove
+        out.update(verdict="INCONCLUSIVE", detail=f"{failing_rows(t)} | {parity_figures(t)}")
     elif status == "skipped":
         out.update(verdict="SKIPPED", detail=t.get("reason") or "")
     else:
@@ -195,7 +197,7 @@ def targets_expanded(targets: list[str]) -> list[str]:
     return target_names() if "all" in targets else targets
 
 
-SHORT = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "SKIPPED": "⏭ skip", "ERROR": "⛔ ERROR", "ABORTED": "💥 ABORTED",
+SHORT = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "❔ INCONCLUSIVE", "SKIPPED": "⏭ skip", "ERROR": "⛔ ERROR", "ABORTED": "💥 ABORTED",
          "CRASH": "🔥 CRASH", "TIMEOUT": "⌛ TIMEOUT", "MISSING": "❓ MISSING"}
 
 

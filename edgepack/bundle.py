@@ -101,8 +101,9 @@ class Manifest(_Model):
 
     schema_version: Literal[3] = SCHEMA_VERSION
     edgepack_version: str
-    verdict: Literal["passed", "failed"] = Field(description="the build's verdict (parity, budgets); `verify` fails "
-                                                 "a failed bundle unless --allow-failed")
+    verdict: Literal["passed", "inconclusive", "failed"] = Field(
+        description="the build's verdict (parity, budgets; inconclusive: a rate budget the holdout had too few "
+        "samples to prove); `verify` fails a failed or inconclusive bundle unless --allow-failed")
     opt_ins: list[str] = Field(default_factory=list, description="every opt-in the build used "
                                "(--trust-model-code and why it was needed, --synthetic-calibration, user metrics)")
     toolchain: dict[str, str]
@@ -236,7 +237,7 @@ def write(staging: Path, content: BundleContent) -> Manifest:
         limits=content.limits, kinds=content.kinds, output_specs=content.output_specs,
         preprocessing=content.preprocessing, labels=content.class_names,
         calibration=content.calibration, files=files,
-        verdict="passed" if content.report.status == "passed" else "failed",
+        verdict=content.report.status if content.report.status in ("passed", "inconclusive") else "failed",
         opt_ins=[*(f"--trust-model-code ({r})" for r in content.source.trusted_code),
                  *(["--synthetic-calibration"] if content.synthetic else []),
                  *(f"--allow-metric {m}" for m in os.environ.get("EDGEPACK_ALLOW_METRICS", "").split(",") if m)],
@@ -273,8 +274,10 @@ def verify(bundle: Path, allow_failed: bool = False) -> Verification:
     for pkg in sorted(bundle.rglob("*.mlpackage")):
         problems += _mlpackage_problems(bundle, pkg)
     if manifest.verdict != "passed" and not allow_failed:
-        problems.append(f"the build's verdict was {manifest.verdict}: this bundle failed its parity or budget "
-                        "checks (pass --allow-failed to accept it anyway)")
+        problems.append(f"the build's verdict was {manifest.verdict}: " + (
+            "a rate budget had too few holdout samples to be proven (see the INCONCLUSIVE rows of its report)"
+            if manifest.verdict == "inconclusive" else "this bundle failed its parity or budget checks")
+            + " (pass --allow-failed to accept it anyway)")
     return Verification(bundle, checked, problems)
 
 

@@ -1,6 +1,7 @@
 """The edgepack command line: parse → call the pipeline → render. The only module that exits.
 
-Exit codes: 0 every check passed, 1 a parity/budget/integrity check failed, 2 a usage, config, input or
+Exit codes: 0 every check passed, 1 a parity/budget/integrity check failed or was INCONCLUSIVE (too few holdout
+samples to prove a rate budget), 2 a usage, config, input or
 dependency error (printed as one line with a hint; EDGEPACK_DEBUG=1 shows the traceback).
 """
 
@@ -188,6 +189,10 @@ def build(
     model_config: Annotated[Optional[Path], typer.Option("--model-config", help="TOML with [inputs.NAME] "
                             "declarations and [outputs] specs, NAME = \"KIND[,batch_axis=N][,...]\" "
                             "(--input/--output override it by name)")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="how rate budgets (agreement, accuracy drop) are "
+                     "judged, for every target (overrides the profiles' budgets.parity.judge): evidence (default: "
+                     "INCONCLUSIVE, exit 1, when the holdout is too small to prove the budget), bound (the 95% "
+                     "Wilson bound) or point (the point estimate alone)")] = None,
 ) -> None:
     """Convert MODEL into one bundle per --target, check parity and budgets, and write reports.
 
@@ -195,8 +200,8 @@ def build(
     the targets that cannot take it, before converting anything. An error in one target is that target's ERROR
     verdict; the others still build, and the report, JUnit file and summary cover every target.
 
-    Exits 0 when every target passes, 1 when a parity or budget check fails, 2 on usage/config/input errors or
-    when a target could not be built.
+    Exits 0 when every target passes, 1 when a parity or budget check fails or is INCONCLUSIVE (too few holdout
+    samples to prove a rate budget), 2 on usage/config/input errors or when a target could not be built.
     """
     from edgepack import pipeline
     from edgepack import report as reports
@@ -218,7 +223,7 @@ def build(
         results = pipeline.build(
             model, target, calibration=calibration, holdout=holdout, out=out, inputs=inputs, weights=weights,
             trust_code=trust_model_code, signature=signature, synthetic=synthetic_calibration, archive=archive,
-            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=outputs, name=name,
+            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=outputs, name=name, judge=judge,
             progress=progress,
         )
     reports.render(console, results)
@@ -246,6 +251,7 @@ def _exit_for(results) -> None:
                                   soft_wrap=True)
                 err_console.print(r.details, markup=False, highlight=False, soft_wrap=True)
     failed = [r.target for r in results if r.status == "failed"]
+    inconclusive = [r.target for r in results if r.status == "inconclusive"]
     for r in results:
         if r.status == "error":
             err_console.print(f"[bold red]error:[/] {_line(r.target)}: {_line(r.reason or '')}", soft_wrap=True)
@@ -253,6 +259,10 @@ def _exit_for(results) -> None:
                 err_console.print(f"[dim]hint:[/] {_line(r.hint)}", soft_wrap=True)
     if failed:
         err_console.print(f"[bold red]failed:[/] {_line(', '.join(failed))} (see the FAIL rows above)", soft_wrap=True)
+    if inconclusive:
+        err_console.print(f"[bold magenta]inconclusive:[/] {_line(', '.join(inconclusive))} (too few holdout samples "
+                          "for a rate budget: see the INCONCLUSIVE rows above; a larger holdout, or --judge point)",
+                          soft_wrap=True)
     if code:
         raise typer.Exit(code)
 
@@ -331,10 +341,10 @@ def check(
 def verify(
     bundle: Annotated[Path, typer.Argument(help="a bundle folder")],
     allow_failed: Annotated[bool, typer.Option("--allow-failed", help="accept a bundle whose recorded verdict is "
-                                               "failed (its files are still checked)")] = False,
+                                               "failed or inconclusive (its files are still checked)")] = False,
 ) -> None:
     """Check every file of a bundle against the sha256 and size in its manifest (and find extra files); a bundle
-    whose build verdict was failed fails too unless --allow-failed."""
+    whose build verdict was failed or inconclusive fails too unless --allow-failed."""
     from edgepack import bundle as bundles
 
     result = bundles.verify(bundle, allow_failed=allow_failed)

@@ -48,8 +48,11 @@ class ParityBudget(_Model):
     min_pixel_agreement: float | None = Field(None, ge=0.0, le=1.0)
     min_psnr_db: float | None = Field(None, ge=0.0, le=200.0)
     min_token_agreement: float | None = Field(None, ge=0.0, le=1.0)
-    judge: Literal["point", "bound"] | None = Field(
-        None, description="judge rate budgets on the point estimate (default) or on the 95% Wilson bound")
+    judge: Literal["evidence", "bound", "point"] | None = Field(
+        None, description="how rate budgets (agreement, accuracy drop) are judged: evidence (default: the point "
+        "estimate, INCONCLUSIVE when the holdout has too few samples for even a flawless result to prove the "
+        "budget), bound (the 95% Wilson bound, INCONCLUSIVE on too few samples too) or point (the point estimate "
+        "alone: the explicit opt-out)")
 
 
 DEVICE_CLASS_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -203,7 +206,9 @@ class Split(_Model):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     calibration: int = Field(256, ge=1, le=1_000_000)
     tuning: int = Field(256, ge=0, le=1_000_000, description="samples for the INT8 accuracy search (0: no search)")
-    holdout: int = Field(256, ge=1, le=1_000_000)
+    # 400: a flawless holdout then proves 99 % agreement (≥ 381 samples), the fp32 rows' budget; fewer is
+    # INCONCLUSIVE (core.stats.samples_needed). At most half the data is ever held out.
+    holdout: int = Field(400, ge=1, le=1_000_000)
 
 
 class CalibrationRecipe(_Model):

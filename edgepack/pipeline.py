@@ -35,10 +35,10 @@ from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
 from edgepack.core import outspec
 from edgepack.core.batching import CALL_BATCH, CALLS, axes_of, first_batch, per_sample, run_batched
-from edgepack.core.checks import Check
+from edgepack.core.checks import Check, verdict
 from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
-from edgepack.core.limits import Limits
+from edgepack.core.limits import JUDGES, Limits
 from edgepack.errors import (
     ConfigError,
     EdgepackError,
@@ -120,6 +120,30 @@ def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (),
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
                                       signature=signature), inputs)
     return plans.make(model, resolved, source, skip_unavailable)
+
+
+def with_judge(target: Target, judge: str) -> Target:
+    """The target with its profile's rate budgets judged by ``judge`` (the build's --judge)."""
+    if judge not in JUDGES:
+        raise ConfigError(f"--judge {judge!r} is not one of {', '.join(JUDGES)}",
+                          hint="evidence (default: INCONCLUSIVE on too few samples), bound (the 95% bound) or point")
+    b = target.profile.budgets
+    profile = target.profile.model_copy(update={"budgets": b.model_copy(update={
+        "parity": b.parity.model_copy(update={"judge": judge})})})
+    return replace(target, profile=profile)
+
+
+def output_ops(source: Source) -> dict[str, str]:
+    """The op producing each output of an ONNX source (evidence for ``core.kinds.decide``); {} for other sources
+    or an unreadable graph (kind inference then goes by names, values and labels)."""
+    if source.kind != "onnx":
+        return {}
+    from edgepack.sources.onnx import output_ops as ops
+
+    try:
+        return ops(Path(source.path))
+    except (EdgepackError, OSError, ValueError):
+        return {}
 
 
 def declared(source: Source, given: tuple[TensorSpec, ...]) -> Source:
@@ -305,6 +329,11 @@ class Evaluation:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    @property
+    def verdict(self) -> str:
+        """``passed``, ``inconclusive`` or ``failed`` (failed > inconclusive > passed)."""
+        return verdict(self.checks)
+
 
 def model_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
     """The shipped model files, folders (.mlpackage, ir/) expanded to the files under them."""
@@ -316,8 +345,9 @@ def model_files(bundle_dir: Path, artifact: Artifact) -> list[str]:
 
 
 def output_kinds(target: Target, golden: Feeds, labels: np.ndarray | None,
-                 declared: dict[str, str]) -> dict[str, OutputKindInfo]:
-    """Each output's kind: declared on the command line, else in the profile, else inferred conservatively."""
+                 declared: dict[str, str], hints: dict[str, str] | None = None) -> dict[str, OutputKindInfo]:
+    """Each output's kind: declared on the command line, else in the profile, else inferred conservatively (with
+    ``hints``: the op producing each output, read from the source's graph; see ``core.kinds.decide``)."""
     merged = {**target.profile.outputs, **declared}
     names = list(golden)
     for name, kind in merged.items():
@@ -326,7 +356,7 @@ def output_kinds(target: Target, golden: Feeds, labels: np.ndarray | None,
                               f"{', '.join(names)}", hint=f"use one of: {', '.join(names)}")
         if kind not in KINDS:
             raise ConfigError(f"unknown output kind '{kind}' for '{name}'", hint=f"kinds: {', '.join(KINDS)}")
-    decided = decide(golden, labels, merged)
+    decided = decide(golden, labels, merged, hints)
     how = {n: ("declared on the command line" if n in declared else "declared in the profile") for n in merged}
     return {n: OutputKindInfo(kind=k, how=how.get(n, h)) for n, (k, h) in decided.items()}
 
@@ -351,7 +381,7 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
     outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()}, specs)
     data = outcome.to_dict()
     decided = {**{n: OutputKindInfo(kind=k, how=h) for n, (k, h) in outcome.kinds.items()}, **kinds}
-    parity = ParityReport(passed=bool(outcome), samples=outcome.samples, metrics=data["metrics"],
+    parity = ParityReport(passed=bool(outcome), verdict=outcome.verdict, samples=outcome.samples, metrics=data["metrics"],
                           kinds=decided, worst_samples=data["worst_samples"], warnings=list(outcome.warnings),
                           where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
@@ -438,7 +468,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
             warnings.append(f"the INT8 accuracy search judged recipes on {n_tune} tuning samples, fewer than the "
                             f"profile's minimum {profile.min_tuning_samples}: its choices are noisy")
     report = TargetReport(
-        target=profile.name, status="passed" if ev.passed else "failed", backend=profile.backend,
+        target=profile.name, status=ev.verdict, backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
         warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device),
@@ -453,6 +483,11 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
                                                      f"samples (the worst ones + an even spread; cap "
                                                      f"{profile.golden_max_mb:g} MiB); the full holdout is in "
                                                      f"{source.name}/holdout/ next to the build report"]})
+        need = max((c.samples_needed or 0 for c in ev.checks if c.applied), default=0)
+        if len(keep) < need:
+            report = report.model_copy(update={"warnings": [*report.warnings, (
+                f"golden/ keeps {len(keep)} samples, fewer than the {need} a rate budget needs: `edgepack check` and "
+                "the bundle runner on a device will judge it INCONCLUSIVE (raise golden_max_mb in the profile)")]})
     from edgepack import quantsearch
 
     bundles.write(c.staging, bundles.BundleContent(
@@ -591,11 +626,15 @@ def build(
     targets_dir: Path | None = None,
     outputs: dict[str, "str | outspec.OutputSpec"] | None = None,
     name: str | None = None,
+    judge: str | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
     """Plan, then build, check and report every target. Errors that concern the whole build (source, data, plan
-    refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report."""
-    resolved = resolve_targets(targets, targets_dir)
+    refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report.
+    ``judge`` (``evidence``, ``bound``, ``point``) overrides every profile's ``budgets.parity.judge`` (recorded in
+    each bundle's manifest)."""
+    resolved = [with_judge(t, judge) for t in resolve_targets(targets, targets_dir)] if judge else \
+        resolve_targets(targets, targets_dir)
     with _workers():
         progress(f"loading source {model}")
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
@@ -679,7 +718,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     check_reference(golden)
     # decided once per target, before any conversion (bad declarations are refused up front)
     declared_kinds = {n: s.kind for n, s in declared_specs.items()}
-    kinds = {t.name: output_kinds(t, golden, data.holdout_labels, declared_kinds) for t in runnable}
+    hints = output_ops(source)
+    kinds = {t.name: output_kinds(t, golden, data.holdout_labels, declared_kinds, hints) for t in runnable}
     specs = {t.name: output_specs(golden, declared_specs, axes, kinds[t.name]) for t in runnable}
     write_holdout(out_root / source.name / "holdout", data, golden)
     if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
@@ -738,7 +778,7 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     warnings = (["golden inputs are SYNTHETIC random data"] if g.synthetic else []) + ev.warnings
     profile = manifest.target
     report = TargetReport(
-        target=profile.name, status="passed" if all(c.passed for c in checks) else "failed", backend=profile.backend,
+        target=profile.name, status=verdict(checks), backend=profile.backend,
         precision=profile.precision, device=profile.device, bundle=str(bundle_dir), size_bytes=ev.size_bytes,
         primary=manifest.artifact.primary, latency=ev.latency, parity=ev.parity, limits=manifest.limits,
         checks=checks, warnings=warnings, artifact=artifact.details, calibration=manifest.calibration,

@@ -22,7 +22,7 @@ import abc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -136,7 +136,7 @@ def _margin(c) -> float:
 def score(outcome: ParityOutcome) -> float:
     """0 when every check passes (then the mean margin / 100, so a cleaner pass ranks higher); else the sum of the
     failing margins (closer to 0 = closer to the budget)."""
-    margins = [_margin(c) for c in outcome.checks]
+    margins = [_margin(c) for c in outcome.checks if c.applied]  # "not applied" rows judge nothing
     if not margins:
         return 0.0
     failing = [m for m in margins if m < 0]
@@ -148,12 +148,16 @@ def score(outcome: ParityOutcome) -> float:
 def summary(outcome: ParityOutcome) -> dict[str, Any]:
     """The figures a person compares trials by: the judged checks (name → measured) and the verdict."""
     return {"passed": bool(outcome), "score": round(score(outcome), 6),
-            "checks": {c.name: (None if c.measured is None else round(float(c.measured), 6)) for c in outcome.checks},
+            "checks": {c.name: (None if c.measured is None else round(float(c.measured), 6)) for c in outcome.checks
+                       if c.applied},
             "failing": [c.name for c in outcome.checks if not c.passed]}
 
 
 def evaluate(outputs: Feeds, tuning: Tuning) -> ParityOutcome:
-    return parity(tuning.reference, outputs, tuning.limits, tuning.labels, tuning.kinds, tuning.specs)
+    """Parity on the tuning split. Recipes are compared on the point estimates: too few tuning samples for a rate
+    budget is the build's warning (``min_tuning_samples``), never an INCONCLUSIVE candidate; the holdout judges."""
+    limits = tuning.limits if tuning.limits.judge != "evidence" else replace(tuning.limits, judge="point")
+    return parity(tuning.reference, outputs, limits, tuning.labels, tuning.kinds, tuning.specs)
 
 
 # ------------------------------------------------------------------------------------------------ the search

@@ -1,5 +1,9 @@
 """Reports: the typed TargetReport (one per target, built once), the build's JSON report, JUnit XML and the Rich
-terminal table. JSON is strict: NaN/Inf are written as null (the check rows keep their FAIL verdicts)."""
+terminal table. JSON is strict: NaN/Inf are written as null (the check rows keep their FAIL verdicts).
+
+A target's status is ``passed``, ``inconclusive`` (a rate budget its holdout had too few samples to prove: exit 1,
+its own word everywhere), ``failed``, ``skipped`` or ``error``. Rows that are ``not applied`` show in the table, the
+JSON and JUnit (as skipped test cases) and judge nothing."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 REPORT_SCHEMA_VERSION = 2
-Status = Literal["passed", "failed", "skipped", "error"]
+Status = Literal["passed", "inconclusive", "failed", "skipped", "error"]
 
 
 def dumps(obj: Any) -> str:
@@ -51,6 +55,9 @@ class LatencyReport(_Model):
 
 class ParityReport(_Model):
     passed: bool | None = Field(description="None when parity was deferred to the device")
+    verdict: Literal["passed", "inconclusive", "failed"] | None = Field(
+        None, description="passed, inconclusive (a rate budget the holdout had too few samples to prove) or failed; "
+        "None when deferred (and in reports written before it existed)")
     samples: int = 0
     metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     kinds: dict[str, OutputKindInfo] = Field(default_factory=dict, description="each output's kind and how it "
@@ -99,8 +106,8 @@ class TargetReport(_Model):
 
     @property
     def exit_code(self) -> int:
-        """0 passed/skipped, 1 a check failed, 2 an error."""
-        return {"passed": 0, "skipped": 0, "failed": 1, "error": 2}[self.status]
+        """0 passed/skipped, 1 a check failed or was inconclusive, 2 an error."""
+        return {"passed": 0, "skipped": 0, "inconclusive": 1, "failed": 1, "error": 2}[self.status]
 
 
 def exit_code(results: list[TargetReport]) -> int:
@@ -142,13 +149,19 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+STATUS_COLOUR = {"passed": "green", "inconclusive": "magenta", "failed": "red", "error": "bold red",
+                 "skipped": "yellow"}
+ROW_RESULT = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "inconclusive": "[magenta]INCONCLUSIVE[/]",
+              "not applied": "[dim]not applied[/]"}
+
+
 def write_junit(results: list[TargetReport], path: Path) -> None:
     """One <testsuite> per target, one <testcase> per budget row."""
     root = ET.Element("testsuites", name="edgepack")
     for r in results:
         suite = ET.SubElement(root, "testsuite", name=r.target, tests=str(max(len(r.checks), 1)),
                               failures=str(sum(1 for c in r.checks if not c.passed)),
-                              skipped="1" if r.status == "skipped" else "0")
+                              skipped=str(1 if r.status == "skipped" else sum(1 for c in r.checks if not c.applied)))
         if r.status in ("skipped", "error"):
             case = ET.SubElement(suite, "testcase", classname=r.target, name="build")
             if r.status == "skipped":
@@ -160,7 +173,14 @@ def write_junit(results: list[TargetReport], path: Path) -> None:
             continue
         for c in r.checks:
             case = ET.SubElement(suite, "testcase", classname=r.target, name=c.name)
-            if not c.passed:
+            if not c.applied:  # shown, judges nothing
+                ET.SubElement(case, "skipped", message=c.note or "not applied")
+            elif c.inconclusive:  # not a pass: a failure whose type says why
+                ET.SubElement(case, "failure", type="INCONCLUSIVE",
+                              message=f"INCONCLUSIVE: measured {_fmt(c.measured)}, limit {c.op} {_fmt(c.limit)}"
+                              + (f", needs ≥ {c.samples_needed} samples" if c.samples_needed else "")
+                              + (f" ({c.note})" if c.note else ""))
+            elif not c.passed:
                 ET.SubElement(case, "failure", message=f"measured {_fmt(c.measured)}, limit {c.op} {_fmt(c.limit)}"
                               + (f" ({c.note})" if c.note else ""))
     import io
@@ -182,14 +202,17 @@ def render(console: "Console", results: list[TargetReport]) -> None:
             continue
         if r.status == "error":  # the CLI prints errors on stderr (error: line + hint)
             continue
-        title = f"{escape(r.target)}  [{'green' if r.passed else 'red'}]{r.status.upper()}[/]"
+        title = f"{escape(r.target)}  [{STATUS_COLOUR[r.status]}]{r.status.upper()}[/]"
         t = Table(title=title, title_justify="left", show_lines=False)
         for col in ("check", "limit", "measured", "result"):
             t.add_column(col, justify="left" if col == "check" else "right")
         for c in r.checks:
-            ok = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
-            t.add_row(escape(c.name), f"{c.op} {_fmt(c.limit)}", escape(_fmt(c.measured)), ok)
+            t.add_row(escape(c.name), f"{c.op} {_fmt(c.limit)}", escape(_fmt(c.measured)), ROW_RESULT[c.state])
         console.print(t)
+        for c in r.checks:
+            if c.state in ("inconclusive", "not applied"):
+                console.print(f"  [{'magenta' if c.inconclusive else 'dim'}]{escape(c.state)}:[/] {escape(c.name)}: "
+                              f"{escape(c.note.split('; ', 1)[-1] if c.inconclusive else c.note)}")
         facts = [f"size {(r.size_bytes or 0) / 1024 / 1024:.3f} MB ({r.primary})"]
         if r.latency:
             runtime = r.latency.runtime.get("runtime", "")
@@ -212,7 +235,8 @@ def render(console: "Console", results: list[TargetReport]) -> None:
                 parts.append(f"|Δ|/range p99 {_fmt(m.get('rel_error_p99'))}")
             if m.get("top1_agreement") is not None:
                 parts.append(f"top-1 agreement {m['top1_agreement'] * 100:.2f}% "
-                             f"[{m['top1_agreement_ci_low'] * 100:.1f}–{m['top1_agreement_ci_high'] * 100:.1f}]")
+                             f"[{m['top1_agreement_ci_low'] * 100:.1f}–{m['top1_agreement_ci_high'] * 100:.1f}]"
+                             + (" (information)" if kind and kind.kind == "other" else ""))
             if m.get("reference_accuracy") is not None and m.get("bundle_accuracy") is not None:
                 parts.append(f"accuracy ref {m['reference_accuracy'] * 100:.2f}% → bundle "
                              f"{m['bundle_accuracy'] * 100:.2f}%")
@@ -250,13 +274,14 @@ def render_summary(console: "Console", results: list[TargetReport]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    colour = {"passed": "green", "failed": "red", "error": "bold red", "skipped": "yellow"}
+    colour = STATUS_COLOUR
     t = Table(title="summary", title_justify="left")
     for col in ("target", "verdict", "size MB", "host p50 ms", "reason"):
         t.add_column(col, overflow="fold", no_wrap=col in ("target", "verdict"))
     for r in results:
         size = f"{r.size_bytes / 2**20:.3f}" if r.size_bytes else "—"
         lat = f"{r.latency.p50_ms:.3f}" if r.latency else "—"
-        why = r.reason or ", ".join(c.name for c in r.checks if not c.passed)
+        why = r.reason or ", ".join(c.name + (f" (needs ≥ {c.samples_needed} samples)" if c.inconclusive else "")
+                                    for c in r.checks if not c.passed)
         t.add_row(escape(r.target), f"[{colour[r.status]}]{r.status.upper()}[/]", size, lat, escape(why or ""))
     console.print(t)

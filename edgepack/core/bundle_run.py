@@ -26,7 +26,8 @@ Loader = Callable[[Path, dict, dict, int], tuple[Callable[[dict], dict], dict]]
 def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 1, warmup: int = 5,
         repeats: int = 50, integrity: list[str] | None = None, config: str = "parity",
         min_seconds: float = 0.0) -> dict[str, Any]:
-    """Run the golden inputs on this device and judge them with the manifest's limits. Returns the verdict dict.
+    """Run the golden inputs on this device and judge them with the manifest's limits. Returns the verdict dict:
+    ``passed`` (bool) and ``verdict`` (``passed``, ``inconclusive`` or ``failed``).
 
     ``config`` is what the device loader was asked for: ``parity`` (the precision the host checked conversion
     fidelity with) or ``deployment`` (the runtime's own defaults on this device, e.g. OpenVINO's f16 on ARM).
@@ -60,6 +61,8 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
     result["latency_ms"] = {"p50": lat["p50_ms"], "p90": lat["p90_ms"]}
     result["parity"] = {**outcome.to_dict(), "missing_outputs": [k for k in reference if k not in outputs]}
     result["passed"] = bool(not integrity and outcome)
+    # failed > inconclusive (a rate budget the golden samples are too few to prove) > passed; exit 1 unless passed
+    result["verdict"] = "failed" if integrity else outcome.verdict
     return result
 
 

@@ -1,11 +1,21 @@
 """Parity limits: the merged tolerance rows (backend × precision, and per output kind) and the profile's budget
-that a bundle is judged against (``None`` = not checked). ``judge`` says whether a rate budget is judged on the
-point estimate or on its 95 % Wilson bound (the lower bound for a minimum rate, the upper one for a maximum drop)."""
+that a bundle is judged against (``None`` = not checked). ``judge`` says how a rate budget (agreement, accuracy drop)
+is judged:
+
+* ``evidence`` (the default): on the point estimate, and INCONCLUSIVE when the samples cannot support the budget
+  (even a flawless result's 95 % Wilson bound would miss it; the row says how many samples would do);
+* ``bound``: on the 95 % Wilson bound (the lower one for a minimum rate, the upper one for a maximum drop), and
+  INCONCLUSIVE on too few samples like ``evidence``;
+* ``point``: on the point estimate alone (the explicit opt-out; too few samples are only a warning).
+
+Manifests written before ``evidence`` existed carry ``judge = "point"`` and are judged as they were."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+JUDGES = ("evidence", "bound", "point")
 
 
 @dataclass(frozen=True)
@@ -21,7 +31,7 @@ class Limits:
     min_pixel_agreement: float | None = None  # dense class maps
     min_psnr_db: float | None = None  # dense value maps
     min_token_agreement: float | None = None  # sequence
-    judge: str = "point"  # "point" or "bound"
+    judge: str = "evidence"  # "evidence", "bound" or "point" (see the module's docstring)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,16 +9,16 @@ and are named with the number of samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .checks import Check, finite_or_none, judge
+from .checks import Check, finite_or_none, judge, verdict
 from .kinds import decide
 from .limits import Limits
 from .outspec import OutputSpec, expand, group_note, virtual_name
-from .stats import paired_drop_interval, samples_needed, wilson
+from .stats import drop_samples_needed, paired_drop_interval, samples_needed, wilson
 
 RATE_KINDS = {"top1_agreement": "scores", "top5_agreement": "scores", "decision_agreement": "probabilities",
               "retrieval_agreement": "embedding", "pixel_agreement": "dense", "token_agreement": "sequence"}
@@ -128,6 +128,8 @@ def _measure(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None,
             m["accuracy_drop"] = m["reference_accuracy"] - m["bundle_accuracy"]
             lo, hi = paired_drop_interval(int(np.sum(ref_ok & ~got_ok)), int(np.sum(~ref_ok & got_ok)), n)
             m["accuracy_drop_ci_low"], m["accuracy_drop_ci_high"] = lo, hi
+    elif kind == "other" and ref.ndim == 2 and ref.shape[1] > 1:  # information only: never judged (see unapplied)
+        _rate(m, "top1_agreement", _argmax_finite(ref, 1) == _argmax_finite(got, 1))
     elif kind == "probabilities":
         _rate(m, "decision_agreement", ((ref >= 0.5) == (got >= 0.5)).ravel())
     elif kind == "embedding" and n > 2:
@@ -178,8 +180,13 @@ class ParityOutcome:
     def __bool__(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    @property
+    def verdict(self) -> str:
+        """``passed``, ``inconclusive`` or ``failed`` (see ``checks.verdict``)."""
+        return verdict(self.checks)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": bool(self), "samples": self.samples,
+        return {"passed": bool(self), "verdict": self.verdict, "samples": self.samples,
                 "kinds": {k: {"kind": v[0], "how": v[1]} for k, v in self.kinds.items()},
                 "metrics": {k: {mk: finite_or_none(mv) for mk, mv in m.items()} for k, m in self.metrics.items()},
                 "worst_samples": self.worst,
@@ -188,16 +195,77 @@ class ParityOutcome:
 
 def _rate_check(name: str, out: str, m: dict[str, float], key: str, limit: float, limits: Limits,
                 warnings: list[str]) -> Check:
+    """A minimum-rate budget row (agreement, recall, …) from the rate ``key`` and its ``_n``/``_ci_low``/``_ci_high``
+    companions. INCONCLUSIVE (unless ``limits.judge`` is ``point``) when the point estimate meets the budget on fewer
+    samples than a flawless result needs to prove it."""
     n = int(m.get(f"{key}_n", 0))
     need = samples_needed(limit)
     bound = limits.judge == "bound"
     measured = m[f"{key}_ci_low"] if bound else m[key]
     note = f"95% interval {m[f'{key}_ci_low']:.4f}–{m[f'{key}_ci_high']:.4f} on {n} samples" + \
         (" (judged on the lower bound)" if bound else "")
-    if n < need and limit < 1:
-        warnings.append(f"{name}[{out}]: {n} samples are too few for this budget to mean anything (a flawless "
-                        f"result's 95% lower bound is {wilson(n, n)[0]:.4f} < {limit}); it needs ≥ {need} samples")
-    return judge(f"{name}[{out}]", measured, limit, ">=", note)
+    short = n < need and limit < 1  # a budget of 1 asks for no flip at all: judged as stated
+    why = f"a flawless result's 95% lower bound is {wilson(n, n)[0]:.4f} < {limit}"
+    if short and limits.judge == "point":
+        warnings.append(f"{name}[{out}]: {n} samples are too few for this budget to mean anything ({why}); it needs "
+                        f"≥ {need} samples")
+    row = judge(f"{name}[{out}]", measured, limit, ">=", note)
+    if short and limits.judge != "point" and m[key] >= limit:
+        return replace(row, passed=False, inconclusive=True, samples_needed=need,
+                       note=f"{note}; INCONCLUSIVE: {n} samples cannot support {limit} ({why}): needs ≥ {need} "
+                            "samples, or judge = \"point\"")
+    return replace(row, samples_needed=need if limit < 1 else None)
+
+
+def _drop_check(out: str, m: dict[str, float], limit: float, limits: Limits) -> Check:
+    """The accuracy-drop budget row; INCONCLUSIVE like :func:`_rate_check` when the holdout is too small for even no
+    discordant sample to prove the budget."""
+    n = int(m.get("reference_accuracy_n", 0))
+    need = drop_samples_needed(limit)
+    bound = limits.judge == "bound"
+    measured = m["accuracy_drop_ci_high"] if bound else m["accuracy_drop"]
+    note = f"95% interval {m['accuracy_drop_ci_low']:.4f}–{m['accuracy_drop_ci_high']:.4f}" + \
+        (" (judged on the upper bound)" if bound else "")
+    row = replace(judge(f"parity.max_accuracy_drop[{out}]", measured, limit + 1e-12, "<=", note), samples_needed=need)
+    if n < need and limits.judge != "point" and m["accuracy_drop"] <= limit + 1e-12:
+        return replace(row, passed=False, inconclusive=True, samples_needed=need,
+                       note=f"{note}; INCONCLUSIVE: {n} labelled samples cannot support a drop ≤ {limit} (with no "
+                            f"sample changed the upper bound is {1 / max(n, 1):.4f}): needs ≥ {need} samples, or "
+                            "judge = \"point\"")
+    return row
+
+
+CLASS_BUDGETS = (("min_top1_agreement", "top1_agreement"), ("min_top5_agreement", "top5_agreement"),
+                 ("max_accuracy_drop", "accuracy_drop"))
+
+
+def unapplied(name: str, kind: str, ref: np.ndarray, m: dict[str, float], limits: Limits,
+              labels: np.ndarray | None) -> list[Check]:
+    """Rows for the class-score budgets ``limits`` sets that the verdict does not apply to output ``name``: shown
+    (state ``not applied``, with the one-line fix), judging nothing. A 2-D output of kind ``other`` shows its top-1
+    agreement as information; a class-score output without usable labels says the accuracy budget needs them."""
+    rows: list[Check] = []
+    two_d = ref.ndim == 2 and ref.shape[1] > 1
+    if kind == "other" and two_d:
+        for field_name, key in CLASS_BUDGETS:
+            limit = getattr(limits, field_name)
+            if limit is None or (key == "top5_agreement" and ref.shape[1] <= 5) or \
+                    (key == "accuracy_drop" and labels is None):
+                continue
+            info = ""
+            if key == "top1_agreement" and "top1_agreement" in m:
+                info = f"; top-1 agreement {m['top1_agreement']:.4f} on {int(m['top1_agreement_n'])} samples shown as " \
+                       "information"
+            rows.append(Check(f"parity.{field_name}[{name}]", limit, m.get(key), True,
+                              "<=" if field_name.startswith("max") else ">=",
+                              f"not applied: output {name} is 'other'{info}; if it is class scores: "
+                              f"--output {name}=scores", applied=False))
+    elif kind == "scores" and two_d and limits.max_accuracy_drop is not None and "accuracy_drop" not in m:
+        why = "the holdout has no labels" if labels is None else "the labels do not match its classes"
+        rows.append(Check(f"parity.max_accuracy_drop[{name}]", limits.max_accuracy_drop, None, True, "<=",
+                          f"not applied: {why}; give a labelled holdout (a recipe with labels, or --holdout DATA.npz "
+                          "with a 'labels' array)", applied=False))
+    return rows
 
 
 def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], limits: Limits,
@@ -261,10 +329,7 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
         if kind == "dense" and "psnr_db" in m and limits.min_psnr_db is not None:
             checks.append(judge(f"parity.min_psnr_db[{name}]", m["psnr_db"], limits.min_psnr_db, ">="))
         if limits.max_accuracy_drop is not None and "accuracy_drop" in m:
-            bound = limits.judge == "bound"
-            measured = m["accuracy_drop_ci_high"] if bound else m["accuracy_drop"]
-            checks.append(judge(f"parity.max_accuracy_drop[{name}]", measured, limits.max_accuracy_drop + 1e-12,
-                                "<=", f"95% interval {m['accuracy_drop_ci_low']:.4f}–{m['accuracy_drop_ci_high']:.4f}"
-                                + (" (judged on the upper bound)" if bound else "")))
+            checks.append(_drop_check(name, m, limits.max_accuracy_drop, limits))
+        checks += unapplied(name, kind, ref, m, limits, labels)
     n = len(next(iter(reference.values()))) if reference else 0
     return ParityOutcome(metrics=metrics, checks=checks, warnings=warnings, samples=n, kinds=decided, worst=worst)

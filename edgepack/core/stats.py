@@ -41,3 +41,11 @@ def samples_needed(min_rate: float, z: float = Z95) -> int:
         return 10 ** 9
     # lower bound of n/n is n / (n + z²) ≥ r  ⇔  n ≥ r z² / (1 - r)
     return int(math.ceil(min_rate * z * z / (1 - min_rate)))
+
+
+def drop_samples_needed(max_drop: float) -> int:
+    """Samples a flawless result (no discordant pair) needs for the upper bound of its accuracy drop
+    (:func:`paired_drop_interval`: 1/n) to reach ``max_drop`` (a ≤-drop budget)."""
+    if max_drop <= 0:
+        return 10 ** 9
+    return int(math.ceil(1.0 / max_drop - 1e-9))

@@ -64,7 +64,7 @@ def run(
     only: Annotated[Optional[list[str]], typer.Option("--device", help="run only these devices (by name)")] = None,
     deployment: Annotated[bool, typer.Option(help="also run the deployment configuration where it differs")] = True,
 ) -> None:
-    """Run every bundle on every device; write JSON + JUnit, append to the history. Exit 1 on FAIL or INFRA."""
+    """Run every bundle on every device; write JSON + JUnit, append to the history. Exit 1 on FAIL, INCONCLUSIVE or INFRA."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgepack.devices import history as hist

@@ -5,7 +5,7 @@
   ``min_ratio`` (a significant 1 % change is not worth a page). Emulated latency is tested too but only reported.
 * parity: the latest top-1 agreement's 95% interval lies entirely below the baseline's mean agreement, or the
   latest per-sample cosine (p1) drops below the baseline's minimum by more than 3 baseline standard deviations
-  (floor 1e-4); a PASS → FAIL change of status is always flagged.
+  (floor 1e-4); a PASS → FAIL (or → INCONCLUSIVE) change of status is always flagged.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def check_series(key: tuple[str, str, str], rows: list[dict[str, Any]], *, windo
         return []
     latest, base = rows[-1], rows[-1 - window:-1]
     flags: list[Flag] = []
-    if latest["status"] == "FAIL" and any(r["status"] in ("PASS", "FLAKY") for r in base):
-        flags.append(Flag(*key, "status", f"{base[-1]['status']} → FAIL: {latest['reason']}"))
+    if latest["status"] in ("FAIL", "INCONCLUSIVE") and any(r["status"] in ("PASS", "FLAKY") for r in base):
+        flags.append(Flag(*key, "status", f"{base[-1]['status']} → {latest['status']}: {latest['reason']}"))
     pooled = np.concatenate([np.asarray(r["samples_ms"], float) for r in base if r["samples_ms"]] or [np.empty(0)])
     now = np.asarray(latest["samples_ms"], float)
     if now.size >= 5 and pooled.size >= 5:

@@ -9,8 +9,8 @@ from typing import Any
 
 from edgepack.devices.regressions import Flag
 
-COLORS = {"PASS": "#1a7f37", "FLAKY": "#bf8700", "FAIL": "#cf222e", "INFRA": "#8250df", "SKIPPED": "#6e7781",
-          "NOT_RUN": "#6e7781"}
+COLORS = {"PASS": "#1a7f37", "FLAKY": "#bf8700", "FAIL": "#cf222e", "INCONCLUSIVE": "#a626a4", "INFRA": "#8250df",
+          "SKIPPED": "#6e7781", "NOT_RUN": "#6e7781"}
 PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#bf8700", "#8250df", "#e16f24", "#57606a", "#1b7c83")
 
 

@@ -24,7 +24,7 @@ from edgepack.devices import latency_budget
 from edgepack.devices.adb import AdbTransport, judge_benchmark
 from edgepack.devices.inventory import Device
 from edgepack.devices.transports import CommandTransport, LocalTransport, SshTransport, Transport
-from edgepack.devices.verdicts import FAIL, FLAKY, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
+from edgepack.devices.verdicts import FAIL, FLAKY, INCONCLUSIVE, NOT_RUN, OK, PASS, SKIPPED, combine, judge, retryable
 
 # Backends whose device loader pins a parity precision that differs from the runtime's own default on some CPUs
 # (OpenVINO: f16 on ARM, bf16 on AMX/AVX512-BF16 x86); they also run in the deployment configuration.
@@ -140,7 +140,7 @@ def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: 
                  cpu=(device.cpu or {"arm64-emu": "cortex-a76", "x86-64-emu": "Haswell"}.get(device.kind, "")))
     if res.status == FLAKY:
         res.reason = f"passed on attempt {len(attempts)} after {', '.join(attempts[:-1])}"
-    if budget is not None and res.status in (PASS, FLAKY, NOT_RUN):
+    if budget is not None and res.status in (PASS, FLAKY, NOT_RUN, INCONCLUSIVE):  # a slow device FAILs outright
         res.budget = latency_budget.judge(budget, verdict.get("latency") or {}, device_class=device.klass,
                                           emulated=device.emulated)
         if res.budget["status"] == latency_budget.EXCEEDED:
@@ -274,9 +274,9 @@ def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, wa
 
 def exit_code(run: dict) -> int:
     """0 when every run that ran passed (FLAKY counts as passed, NOT_RUN/SKIPPED never as passed but not failed),
-    1 on any FAIL or INFRA, 2 when nothing ran at all."""
+    1 on any FAIL, INCONCLUSIVE or INFRA, 2 when nothing ran at all."""
     rs = run["results"]
-    if not any(r["status"] in (PASS, FLAKY) for r in rs):
+    if not any(r["status"] in (PASS, FLAKY, INCONCLUSIVE) for r in rs):
         return 2 if all(r["status"] in (SKIPPED, NOT_RUN) for r in rs) else 1
     return 0 if all(r["status"] in (PASS, FLAKY, SKIPPED, NOT_RUN) for r in rs) else 1
 
@@ -287,7 +287,8 @@ def write_json(run: dict, path: Path) -> None:
 
 
 def write_junit(run: dict, path: Path) -> None:
-    """JUnit XML: one testsuite per device, one testcase per bundle × configuration. FAIL → <failure>,
+    """JUnit XML: one testsuite per device, one testcase per bundle × configuration. FAIL → <failure>, INCONCLUSIVE →
+    <failure type="INCONCLUSIVE">,
     INFRA → <error>, SKIPPED/NOT_RUN → <skipped> (never a pass), FLAKY → passed with a system-out note."""
     suites: dict[str, list[dict]] = {}
     for r in run["results"]:
@@ -296,7 +297,7 @@ def write_junit(run: dict, path: Path) -> None:
              f'<testsuites name="edgepack device run {escape(run["id"])}">']
     for dev, rs in suites.items():
         count = lambda *s: sum(r["status"] in s for r in rs)  # noqa: E731
-        lines.append(f'  <testsuite name={quoteattr(dev)} tests="{len(rs)}" failures="{count("FAIL")}" '
+        lines.append(f'  <testsuite name={quoteattr(dev)} tests="{len(rs)}" failures="{count("FAIL", "INCONCLUSIVE")}" '
                      f'errors="{count("INFRA")}" skipped="{count("SKIPPED", "NOT_RUN")}" '
                      f'time="{sum(r["seconds"] for r in rs):.3f}" timestamp={quoteattr(run["started"])}>')
         for r in rs:
@@ -305,6 +306,8 @@ def write_junit(run: dict, path: Path) -> None:
             msg = quoteattr(r["reason"][:500])
             if r["status"] == "FAIL":
                 lines.append(f'      <failure message={msg}>{escape(r.get("diagnosis") or r["reason"])}</failure>')
+            elif r["status"] == INCONCLUSIVE:
+                lines.append(f'      <failure type="INCONCLUSIVE" message={quoteattr("INCONCLUSIVE: " + r["reason"][:480])}/>')
             elif r["status"] == "INFRA":
                 lines.append(f'      <error type="INFRA" message={msg}/>')
             elif r["status"] in ("SKIPPED", "NOT_RUN"):

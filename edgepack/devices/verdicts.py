@@ -1,8 +1,10 @@
-"""Judge what came back from a device: PASS, FAIL, INFRA, FLAKY, SKIPPED or NOT_RUN — never PASS for a run that
-did not happen.
+"""Judge what came back from a device: PASS, FAIL, INCONCLUSIVE, INFRA, FLAKY, SKIPPED or NOT_RUN — never PASS for a
+run that did not happen.
 
 * PASS     the runner printed a verdict that passed, exited 0 (marker), and actually compared samples.
 * FAIL     the runner printed a verdict that failed and exited 1 (parity, integrity: e.g. a tampered bundle).
+* INCONCLUSIVE  the runner exited 1 with verdict "inconclusive": no row failed, but a rate budget had too few golden
+           samples to be proven (the reason names the rows and the samples they need). Counts as not passed.
 * INFRA    no marker (lost connection, killed transport), a time-out, a runner killed by a signal, no verdict
            or a verdict that contradicts the exit code, a push/pull that failed.
 * FLAKY    not PASS at first, PASS on a retry.
@@ -18,6 +20,7 @@ from typing import Any
 from edgepack.devices.transports import RawRun
 
 PASS, FAIL, INFRA, FLAKY, SKIPPED, NOT_RUN = "PASS", "FAIL", "INFRA", "FLAKY", "SKIPPED", "NOT_RUN"
+INCONCLUSIVE = "INCONCLUSIVE"
 OK = (PASS, FLAKY)
 
 
@@ -60,6 +63,12 @@ def judge(raw: RawRun) -> tuple[str, str, dict[str, Any]]:
         if not parity.get("checks") or not parity.get("samples"):
             return INFRA, "the runner said passed but compared nothing", verdict
         return PASS, "", verdict
+    if raw.exit_code == 1 and verdict.get("passed") is False and verdict.get("verdict") == "inconclusive":
+        rows = [c for c in (verdict.get("parity") or {}).get("checks", []) if c.get("inconclusive")]
+        if not rows:
+            return INFRA, "the runner said inconclusive but no row was", verdict
+        return INCONCLUSIVE, "too few golden samples: " + ", ".join(
+            f"{c.get('name', '?')} needs ≥ {c.get('samples_needed', '?')}" for c in rows[:4]), verdict
     if raw.exit_code == 1 and verdict.get("passed") is False:
         bad = [c.get("name", "?") for c in (verdict.get("parity") or {}).get("checks", []) if not c.get("passed")]
         integrity = verdict.get("integrity") or {}
@@ -79,5 +88,6 @@ def combine(attempts: list[str]) -> str:
 
 
 def retryable(status: str) -> bool:
-    """Only INFRA is retried: parity on one device is deterministic, so a FAIL is the answer, not bad luck."""
+    """Only INFRA is retried: parity on one device is deterministic, so a FAIL (or INCONCLUSIVE) is the answer, not
+    bad luck."""
     return status == INFRA

@@ -15,7 +15,8 @@ The bundle's files are checked against manifest.json (sha256) with the standard 
 bundle is loaded; then edgepack's numpy core (runner/edgepack_core/, the same code the build host uses) and the
 backend's device loader (runner/device.py) are loaded by explicit path. The bundle folder is never put on sys.path.
 
-Exit codes: 0 parity (and integrity) passed, 1 a check failed, 2 the runtime is missing or the bundle unreadable.
+Exit codes: 0 parity (and integrity) passed, 1 a check failed or was INCONCLUSIVE (``verdict`` says which: too few
+golden samples to prove a rate budget), 2 the runtime is missing or the bundle unreadable.
 """
 
 from __future__ import annotations

@@ -94,6 +94,25 @@ def op_census(model) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose", "Dropout")
+
+
+def output_ops(path: Path) -> dict[str, str]:
+    """``{output: op type of the node that computes it}``, looking through shape-only ops (Reshape, Flatten,
+    Identity, …): the graph's evidence of what an output is (``Gemm`` for a linear head, ``Softmax`` for class
+    probabilities), read without weights. Outputs fed by a graph input or an initializer are left out."""
+    model = read_model(Path(path), load_weights=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out: dict[str, str] = {}
+    for v in model.graph.output:
+        name, node, hops = v.name, producer.get(v.name), 0
+        while node is not None and node.op_type in PASS_THROUGH and node.input and hops < 32:
+            node, hops = producer.get(node.input[0]), hops + 1
+        if node is not None:
+            out[name] = node.op_type
+    return out
+
+
 CONTROL_FLOW = ("If", "Loop", "Scan")
 
 

@@ -178,7 +178,10 @@ def test_dynamic_batch_model_and_npz_calibration(tmp_path, cli):
     model = make_tiny_onnx(tmp_path / "dyn.onnx", dynamic_batch=True, channels=3, size=16, classes=5)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "calib.npz", input=rng.uniform(-1, 1, (64, 3, 16, 16)).astype(np.float32))
-    res = cli("build", model, "-t", "android-ort-int8", "-c", tmp_path / "calib.npz", "--out", tmp_path / "d")
+    # the random tiny model's logits on uniform noise are near-ties, not a classifier's decisions: judged as `other`
+    # (this test is about the dynamic batch and the splits, not about top-1 agreement)
+    res = cli("build", model, "-t", "android-ort-int8", "-c", tmp_path / "calib.npz", "--out", tmp_path / "d",
+              "--output", "logits=other")
     assert res.exit_code == 0, res.stdout + res.stderr
     rep = json.loads((tmp_path / "d" / "dyn" / "android-ort-int8" / "report.json").read_text())
     cal = rep["calibration"]  # three disjoint splits: int8 with the accuracy search also draws a tuning split
@@ -193,9 +196,11 @@ def test_synthetic_calibration_is_flagged(tmp_path, cli):
     res = cli("build", model, "-t", prof, "--out", tmp_path / "d")
     assert res.exit_code == 2 and "no calibration data" in res.stderr
     res = cli("build", model, "-t", prof, "--out", tmp_path / "d", "--synthetic-calibration")
-    assert res.exit_code == 0 and "SYNTHETIC" in res.stdout
+    # 64 random holdout samples cannot prove the fp32 row's 99 % top-1 agreement (381 needed): INCONCLUSIVE, exit 1
+    assert res.exit_code == 1 and "SYNTHETIC" in res.stdout and "INCONCLUSIVE" in res.stdout, res.stdout
     rep = json.loads((tmp_path / "d" / "tiny" / "nocal" / "report.json").read_text())
     assert rep["calibration"]["synthetic"] is True and "SYNTHETIC" in rep["warnings"][0]
+    assert rep["status"] == "inconclusive" and rep["parity"]["samples"] == 64
 
 
 def test_int8_that_quantizes_nothing_fails(tmp_path, cli):

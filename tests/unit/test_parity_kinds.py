@@ -25,12 +25,16 @@ def _detector(n=400, seed=0):
 def test_kinds_are_inferred_conservatively_and_declarations_win():
     ref, labels = _detector()
     kinds = decide(ref, labels)
-    assert kinds["scores"][0] == "scores" and "sum to 1" in kinds["scores"][1]
-    assert kinds["landmarks"][0] == "other" and kinds["boxes"][0] == "other"  # 10 wide like the labels: not enough
-    assert decide(ref, labels, {"landmarks": "regression"})["landmarks"] == ("regression", "declared")
-    logits = {"logits": np.random.default_rng(1).standard_normal((50, 10))}
-    assert decide(logits, np.arange(50) % 10)["logits"][0] == "scores"  # the only output matching the labels
-    assert decide(logits)["logits"][0] == "other"  # no labels, not distributions: never judged by argmax
+    assert kinds["scores"][0] == "scores" and "labels' classes" in kinds["scores"][1]
+    # 10 wide like the labels, but named as regression heads: never judged by argmax
+    assert kinds["landmarks"][0] == "regression" and kinds["boxes"][0] == "regression"
+    assert "'landmarks'" in kinds["landmarks"][1]
+    assert decide({k: v for k, v in ref.items() if k != "boxes"} | {"out2": ref["landmarks"]}, labels)["scores"][1] \
+        .startswith("rows are non-negative and sum to 1")  # two outputs match the labels: the values decide
+    assert decide(ref, labels, {"landmarks": "other"})["landmarks"] == ("other", "declared")
+    y = {"y": np.random.default_rng(1).standard_normal((50, 10))}
+    assert decide(y, np.arange(50) % 10)["y"][0] == "scores"  # the only output matching the labels
+    assert decide(y)["y"][0] == "other"  # no labels, no name, not distributions: never judged by argmax
     emb = {"embedding": np.random.default_rng(2).standard_normal((60, 384))}
     assert decide(emb)["embedding"][0] == "other"
 
@@ -83,8 +87,9 @@ def test_rates_carry_wilson_intervals_and_small_holdouts_are_named():
     assert point and "95% interval" in point.checks[0].note
     bound = parity({"y": ref}, {"y": got}, Limits(min_top1_agreement=0.95, judge="bound"), kinds={"y": "scores"})
     assert not bound  # 96/100 cannot prove ≥ 95 % at 95 % confidence
-    small = parity({"y": ref[:50]}, {"y": ref[:50]}, Limits(min_top1_agreement=0.98), kinds={"y": "scores"})
-    assert any("50 samples are too few" in w and "≥ 189" in w for w in small.warnings)
+    small = parity({"y": ref[:50]}, {"y": ref[:50]}, Limits(min_top1_agreement=0.98, judge="point"),
+                   kinds={"y": "scores"})
+    assert small and any("50 samples are too few" in w and "≥ 189" in w for w in small.warnings)
 
 
 def test_dense_and_sequence_kinds():
