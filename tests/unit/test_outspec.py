@@ -217,7 +217,12 @@ def test_every_time_step_is_judged(seed):
     lim = Limits(min_token_agreement=0.98)
     assert not parity({"logits": ref}, {"logits": bad}, lim, kinds={"logits": "sequence"})
     assert parity({"logits": ref}, {"logits": good}, lim, kinds={"logits": "sequence"})
-    assert parity({"logits": ref[:, :1]}, {"logits": bad[:, :1]}, lim, kinds={"logits": "sequence"})
+    # the old sliced view (step 0 only) would have passed it: judged on the point estimate, since its 40 tokens
+    # cannot support a 0.98 budget (INCONCLUSIVE under the default judge)
+    point = Limits(min_token_agreement=0.98, judge="point")
+    assert parity({"logits": ref[:, :1]}, {"logits": bad[:, :1]}, point, kinds={"logits": "sequence"})
+    assert parity({"logits": ref[:, :1]}, {"logits": bad[:, :1]}, lim, kinds={"logits": "sequence"}).verdict \
+        == "inconclusive"
 
 
 # ---------------------------------------------------------------------------------------------- build-time specs
