@@ -108,6 +108,14 @@ def inside(root: Path, rel: str, what: str, error: type[EdgepackError] = InputEr
     return p
 
 
+def coreml_weight_file(model_dir: Path, file_name: object, error: type[EdgepackError] = InputError) -> Path:
+    """The file a Core ML weight blob names (``@model_path/weights/weight.bin``): inside the model's own folder.
+
+    The one rule for ``check`` (the MIL evaluator reads the blobs) and ``verify`` (which only reads the names)."""
+    name = file_name.replace("@model_path/", "", 1) if isinstance(file_name, str) else file_name
+    return inside(model_dir, name, "Core ML weight file", error=error)  # type: ignore[arg-type]
+
+
 def odd_entries(root: Path) -> list[str]:
     """Every symlink, FIFO, device or socket under ``root`` (nothing followed), as problem lines."""
     root = Path(root)
