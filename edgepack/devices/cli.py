@@ -74,7 +74,7 @@ def run(
     try:
         inventory = load_inventory(devices)
     except InventoryError as e:
-        _fail(str(e))
+        _fail(str(e), "fix the inventory: docs/devices.md lists each device kind and its keys")
     if only:
         unknown = set(only) - {d.name for d in inventory}
         if unknown:
