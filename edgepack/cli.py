@@ -333,7 +333,11 @@ def verify(
                                                "failed (its files are still checked)")] = False,
 ) -> None:
     """Check every file of a bundle against the sha256 and size in its manifest (and find extra files); a bundle
-    whose build verdict was failed fails too unless --allow-failed."""
+    whose build verdict was failed fails too unless --allow-failed.
+
+    Refused outright (exit 2): symlinks, FIFOs or devices in the bundle, paths out of it (Core ML weight files
+    included) and a verdict that contradicts the recorded check rows. The manifest is not signed: verify proves the
+    bundle is the one its manifest describes, not who made it (docs/hostile-inputs.md)."""
     from edgepack import bundle as bundles
 
     result = bundles.verify(bundle, allow_failed=allow_failed)

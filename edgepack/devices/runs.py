@@ -249,10 +249,19 @@ def verify_before_push(bundle: Path) -> None:
     """Refuse (BundleError) a bundle that ``edgepack verify`` refuses outright: a symlink, FIFO or device in it (the
     copy to a device would dereference a symlinked ``runner/device.py``), a path out of it, a Core ML weight file out
     of its package, a verdict that contradicts its check rows. A failed build verdict and changed bytes are left to
-    the device runner, which reports them as a FAIL (``integrity: ...``) without loading anything."""
-    from edgepack import bundle as bundles
+    the device runner, which reports them as a FAIL (``integrity: ...``) without loading anything.
 
-    bundles.refuse_unsafe(bundles.verify(bundle, allow_failed=True))
+    A folder whose manifest does not name itself an edgepack bundle (no ``edgepack_version``: the harness's own
+    stand-in bundles) gets the symlink/FIFO/device check only; its runner checks the rest on the device."""
+    from edgepack import bundle as bundles
+    from edgepack import safety
+
+    if bundles.is_bundle(bundle):
+        bundles.refuse_unsafe(bundles.verify(bundle, allow_failed=True))
+        return
+    odd = safety.odd_entries(bundle)
+    if odd:
+        bundles.refuse_unsafe(bundles.Verification(Path(bundle), 0, odd))
 
 
 def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, warmup: int = 3,

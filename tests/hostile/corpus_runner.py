@@ -198,6 +198,20 @@ def build(root: Path, fake_model: Path, tiny_onnx: Path | None, bundle: Path) ->
          lambda d: (tampered(evil_runner)(d), (d / "devices.toml").write_text(local)),
          fragment="symlink in the bundle: runner/device.py")
 
+    def standin(d: Path) -> None:  # not an edgepack manifest: only the symlink/FIFO check applies, and refuses it
+        b = d / "out" / "b"
+        (b / "runner").mkdir(parents=True)
+        (b / "manifest.json").write_text(json.dumps({"target": {"name": "t"}, "artifact": {"backend": "x"},
+                                                     "files": []}))
+        (b / "run_bundle.py").write_text("print('{}')\n")
+        (d / "victim" / "device.py").write_text(f"open({str(d / 'CANARY')!r}, 'w')\n")
+        symlink(b / "runner" / "device.py", d / "victim" / "device.py")
+        (d / "devices.toml").write_text(local)
+
+    case("device-run-standin-runner-symlink", "verify", ["device", "run", "{D}/out/b", "--devices",
+                                                         "{D}/devices.toml", "--out", "{D}/out/runs"], standin,
+         fragment="symlink in the bundle: runner/device.py")
+
     # ---------------------------------------------------------------- plug-ins
     builtins = ["ort_mobile", "openvino"]
     plugins = {
