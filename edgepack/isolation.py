@@ -39,9 +39,6 @@ SETTINGS: dict[str, tuple[float, float, bool, str]] = {
 
 def setting(name: str) -> float | None:
     """The value of one of :data:`SETTINGS` (None when unset or empty); a ConfigError when malformed."""
-    from edgepack.errors import ConfigError
-    from edgepack.safety import shown
-
     _, smallest, whole, what = SETTINGS[name]
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
@@ -52,6 +49,9 @@ def setting(name: str) -> float | None:
         value = float("nan")
     if not (value == value and abs(value) != float("inf")) or value < smallest or value > 1e12 \
             or (whole and value != int(value)):
+        from edgepack.errors import ConfigError
+        from edgepack.safety import shown
+
         kind = "a whole number" if whole else "a number"
         raise ConfigError(f"{name}={shown(raw, 40)} is not {kind} ≥ {smallest:g}",
                           hint=f"set {name} to {kind} ≥ {smallest:g} ({what}) or unset it")
