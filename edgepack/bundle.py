@@ -27,7 +27,7 @@ from edgepack.artifact import Artifact
 from edgepack.config import TargetProfile
 from edgepack.core import integrity
 from edgepack.core.limits import Limits
-from edgepack import safety
+from edgepack import safety, trust
 from edgepack.core.npz import save_npz
 from edgepack.errors import BundleError, EdgepackError, InputError
 from edgepack.report import OutputKindInfo, TargetReport, dumps
@@ -90,6 +90,14 @@ class SourceInfo(_Model):
     outputs: list[TensorSpec] = Field(default_factory=list)
 
 
+class RecordedCheck(_Model):
+    """One check row of the build's report, as the manifest records it (the verdict is derived from these)."""
+
+    name: str
+    passed: bool
+    inconclusive: bool = False
+
+
 class RunnerInfo(_Model):
     launcher: str = "run_bundle.py"
     core: str = "runner/edgepack_core"
@@ -104,6 +112,9 @@ class Manifest(_Model):
     verdict: Literal["passed", "inconclusive", "failed"] = Field(
         description="the build's verdict (parity, budgets; inconclusive: a rate budget the holdout had too few "
         "samples to prove); `verify` fails a failed or inconclusive bundle unless --allow-failed")
+    checks: list[RecordedCheck] = Field(default_factory=list, description="the build's check rows (name, passed, "
+                                        "inconclusive); `verify` fails a bundle whose verdict contradicts them (empty: "
+                                        "built before they were recorded, not cross-checked)")
     opt_ins: list[str] = Field(default_factory=list, description="every opt-in the build used "
                                "(--trust-model-code and why it was needed, --synthetic-calibration, user metrics)")
     toolchain: dict[str, str]
@@ -238,6 +249,7 @@ def write(staging: Path, content: BundleContent) -> Manifest:
         preprocessing=content.preprocessing, labels=content.class_names,
         calibration=content.calibration, files=files,
         verdict=content.report.status if content.report.status in ("passed", "inconclusive") else "failed",
+        checks=[RecordedCheck(name=c.name, passed=c.passed, inconclusive=c.inconclusive) for c in content.report.checks],
         opt_ins=[*(f"--trust-model-code ({r})" for r in content.source.trusted_code),
                  *(["--synthetic-calibration"] if content.synthetic else []),
                  *(f"--allow-metric {m}" for m in os.environ.get("EDGEPACK_ALLOW_METRICS", "").split(",") if m)],
@@ -273,6 +285,7 @@ def verify(bundle: Path, allow_failed: bool = False) -> Verification:
     problems += [p for p in safety.odd_entries(bundle) if p not in problems]
     for pkg in sorted(bundle.rglob("*.mlpackage")):
         problems += _mlpackage_problems(bundle, pkg)
+    problems += verdict_problems(manifest)
     if manifest.verdict != "passed" and not allow_failed:
         problems.append(f"the build's verdict was {manifest.verdict}: " + (
             "a rate budget had too few holdout samples to be proven (see the INCONCLUSIVE rows of its report)"
@@ -281,7 +294,24 @@ def verify(bundle: Path, allow_failed: bool = False) -> Verification:
     return Verification(bundle, checked, problems)
 
 
-UNSAFE = ("outside the bundle", "symlink in the bundle", "not a regular file")
+def verdict_problems(manifest: Manifest) -> list[str]:
+    """The recorded verdict against the recorded check rows: ``failed`` when a row failed, else ``inconclusive``
+    when a row was inconclusive, else ``passed`` (``core.checks.verdict``). A verdict
+    edited on its own (failed → passed) contradicts the rows it was derived from."""
+    if not manifest.checks:
+        return []
+    failed = [c.name for c in manifest.checks if not c.passed and not c.inconclusive]
+    undecided = [c for c in manifest.checks if c.inconclusive]
+    if manifest.verdict == ("failed" if failed else "inconclusive" if undecided else "passed"):
+        return []
+    rows = (f"{len(failed)} failed row(s): {safety.shown(', '.join(failed[:3]), 160)}" if failed
+            else f"all {len(manifest.checks)} rows passed")
+    return [f"{TAMPERED}: the manifest's verdict is {manifest.verdict} but its recorded check rows say otherwise "
+            f"({rows}); the verdict was edited"]
+
+
+TAMPERED = "verdict contradicts the checks"
+UNSAFE = ("outside the bundle", "symlink in the bundle", "not a regular file", TAMPERED)
 
 
 def refuse_unsafe(result: Verification) -> None:
@@ -305,11 +335,28 @@ def _mlpackage_problems(bundle: Path, pkg: Path) -> list[str]:
     except (EdgepackError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return [f"{rel_pkg}/Manifest.json: unreadable"]
     out = []
+    specs = []
     for p in paths:
         try:
-            safety.inside(pkg / "Data", p, "Core ML package item", error=BundleError)
+            item = safety.inside(pkg / "Data", p, "Core ML package item", error=BundleError)
         except BundleError:
             out.append(f"outside the bundle: {rel_pkg}/Manifest.json names '{safety.shown(p, 120)}'")
+            continue
+        if item.suffix == ".mlmodel" and item.is_file() and not item.is_symlink():
+            specs.append(item)
+    for spec in specs:  # the weight blobs the model spec names: inside its own folder (the rule `check` applies)
+        rel_spec = spec.relative_to(bundle).as_posix()
+        try:
+            names = trust.coreml_blob_files(safety.read_bytes(spec, "Core ML model spec", safety.max_input_bytes(),
+                                                              error=BundleError))
+        except (EdgepackError, ValueError, RecursionError):
+            out.append(f"{rel_spec}: unreadable Core ML model spec")
+            continue
+        for name in sorted(set(names)):
+            try:
+                safety.coreml_weight_file(spec.parent, name, error=BundleError)
+            except BundleError:
+                out.append(f"outside the bundle: {rel_spec} names the weight file '{safety.shown(name, 120)}'")
     return out
 
 

@@ -304,6 +304,13 @@ def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...],
         feeds = {target: _normalize(raw, pre)}
     feeds = _with_constants(feeds, inputs)
     feeds = _check_shapes(feeds, inputs, origin)
+    counts = {name: len(a) for name, a in feeds.items() if np.ndim(a)}
+    if len(set(counts.values())) > 1:
+        from edgepack.safety import shown
+
+        raise InputError(f"calibration inputs hold different numbers of samples ({origin}): "
+                         + shown(", ".join(f"{n}: {c}" for n, c in sorted(counts.items())), 300),
+                         hint="every input array needs one row per sample, the same samples in the same order")
     if labels is not None and (np.ndim(labels) != 1 or len(labels) != num_samples(feeds)):
         raise InputError(f"calibration labels have shape {np.shape(labels)} for {num_samples(feeds)} samples "
                          f"({origin})", hint="one label per sample")
@@ -332,10 +339,28 @@ def from_arrays(path: Path, inputs: tuple[TensorSpec, ...], separate_holdout: bo
 
 
 def synthetic(inputs: tuple[TensorSpec, ...], seed: int = 0) -> CalibrationData:
+    from edgepack import safety
+
     rng = np.random.default_rng(seed)
     feeds: Feeds = {}
+    total = 0
     for t in inputs:
         shape = (2 * SYNTHETIC_SAMPLES,) + t.concrete_shape(1)[1:]
+        try:
+            dtype = np.dtype(t.dtype)
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind not in "biuf":
+            raise InputError(f"--synthetic-calibration cannot make values for input '{safety.shown(t.name, 80)}' "
+                             f"of type {safety.shown(t.dtype, 40)}: only numeric inputs get random data",
+                             hint="give real data with --calibration (an .npz keyed by input name, or a recipe)")
+        total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if total > safety.max_unpacked_bytes():
+            raise InputError(f"--synthetic-calibration would make {total / (1 << 20):.0f} MB of random inputs "
+                             f"({2 * SYNTHETIC_SAMPLES} samples of '{safety.shown(t.name, 80)}' "
+                             f"{'x'.join(map(str, shape[1:]))}), over the {safety.max_unpacked_bytes() >> 20} MB "
+                             "limit", hint="declare a smaller --input shape, give real data with --calibration, or "
+                             "raise EDGEPACK_MAX_UNPACKED_MB")
         if t.dtype.startswith("float"):
             feeds[t.name] = rng.standard_normal(shape).astype(t.dtype)
         else:

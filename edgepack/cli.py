@@ -54,6 +54,9 @@ def _handle_errors(fn):
         debug = os.environ.get("EDGEPACK_DEBUG") == "1"
         _stage["name"] = fn.__name__
         try:
+            from edgepack.isolation import check_settings
+
+            check_settings()  # EDGEPACK_WORKER_MEMORY_MB=abc / -1 is refused, never read as "no limit"
             return fn(*args, **kwargs)
         except EdgepackError as e:
             err_console.print(f"[bold red]error:[/] {_line(e.message)}", markup=True, soft_wrap=True)
@@ -290,7 +293,10 @@ def plan(
 
     from edgepack import pipeline
     from edgepack import plan as plans
+    from edgepack.safety import writable_file_option, write_atomic
 
+    if json_out is not None and str(json_out) != "-":
+        writable_file_option(json_out, "--json")  # a folder (or a path under a file) is refused before any work
     the_plan = pipeline.plan(model, target, inputs=_parse_inputs(input_spec), weights=weights,
                              trust_code=trust_model_code, signature=signature, skip_unavailable=skip_unavailable,
                              targets_dir=targets_dir)
@@ -309,8 +315,7 @@ def plan(
         for hint, backend in hints.items():
             console.print(f"[dim]{_line(backend)}:[/] {_line(hint)}", soft_wrap=True)
         if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(the_plan.to_json())
+            write_atomic(json_out, the_plan.to_json(), "--json")  # O_EXCL|O_NOFOLLOW temporary + rename
             console.print(f"plan: {_line(str(json_out))}")
     plans.refuse(the_plan)
 
@@ -344,7 +349,11 @@ def verify(
                                                "failed or inconclusive (its files are still checked)")] = False,
 ) -> None:
     """Check every file of a bundle against the sha256 and size in its manifest (and find extra files); a bundle
-    whose build verdict was failed or inconclusive fails too unless --allow-failed."""
+    whose build verdict was failed or inconclusive fails too unless --allow-failed.
+
+    Refused outright (exit 2): symlinks, FIFOs or devices in the bundle, paths out of it (Core ML weight files
+    included) and a verdict that contradicts the recorded check rows. The manifest is not signed: verify proves the
+    bundle is the one its manifest describes, not who made it (docs/hostile-inputs.md)."""
     from edgepack import bundle as bundles
 
     result = bundles.verify(bundle, allow_failed=allow_failed)
@@ -426,7 +435,11 @@ def schema(
 @app.command()
 @_handle_errors
 def doctor() -> None:
-    """Which backends and runtimes are installed, their versions, and how to install what is missing."""
+    """Which backends and runtimes are installed, their versions, and how to install what is missing.
+
+    Imports every installed plug-in backend (`edgepack.backends` entry points) to ask it what it needs: a plug-in
+    is code, run as soon as it is installed and listed. One that fails to import is one row with its error; the
+    others are still listed."""
     from rich.table import Table
 
     from edgepack import inspection
@@ -435,7 +448,8 @@ def doctor() -> None:
     for col in ("backend", "status", "packages", "install"):
         t.add_column(col)
     for row in inspection.doctor():
-        t.add_row(row["backend"], "[green]ready[/]" if row["ready"] else "[red]missing[/]", row["versions"], row["install"])
+        t.add_row(_line(row["backend"]), "[green]ready[/]" if row["ready"] else "[red]missing[/]",
+                  _line(row["versions"]), _line(row["install"]))
     console.print(t)
     console.print(f"python {sys.version.split()[0]} · edgepack {inspection.edgepack_version()}")
 

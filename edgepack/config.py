@@ -309,14 +309,21 @@ def load_profile(name_or_path: str, targets_dir: Path | None = None) -> TargetPr
 
     Only the profile's own schema is checked here; its backend validates precision and options once, in
     ``backends.registry.resolve``."""
+    from edgepack.safety import shown
+
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists() or p.is_symlink():
+    try:
+        is_path = p.suffix == ".toml" or p.exists() or p.is_symlink()
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a file, so a profile name
+        is_path = False
+    if is_path:
         path = p
     else:
         found = available_targets(targets_dir)
         if name_or_path not in found:
-            hint = _suggest(name_or_path, list(found)) or f"known targets: {', '.join(found) or 'none'}"
-            raise ConfigError(f"unknown target '{name_or_path}'", hint=hint)
+            hint = (_suggest(name_or_path, list(found)) if len(name_or_path) <= 200 else None) \
+                or f"known targets: {', '.join(found) or 'none'}"
+            raise ConfigError(f"unknown target '{shown(name_or_path, 120)}'", hint=hint)
         path = found[name_or_path]
     data = read_toml(path)
     data.setdefault("name", path.stem)

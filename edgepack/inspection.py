@@ -114,11 +114,16 @@ def doctor() -> list[dict[str, Any]]:
     for name in registry.names():
         try:
             b = registry.get(name)
-        except EdgepackError as e:  # a broken plug-in must not hide the others
-            rows.append({"backend": f"{name} (plug-in)", "ready": False, "versions": "", "install": e.message})
+            missing = b.missing()
+            vers = ", ".join(f"{m} {_version(DIST_OF.get(m, m)) or 'missing'}" for m in b.requires)
+        except EdgepackError as e:  # a broken plug-in must not hide the others: it is one row
+            rows.append({"backend": f"{name} (plug-in)" if name in plugins else name, "ready": False, "versions": "",
+                         "install": e.message})
             continue
-        missing = b.missing()
-        vers = ", ".join(f"{m} {_version(DIST_OF.get(m, m)) or 'missing'}" for m in b.requires)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - a plug-in's own methods are third-party code too
+            rows.append({"backend": f"{name} (plug-in)" if name in plugins else name, "ready": False, "versions": "",
+                         "install": f"backend '{name}' is broken: {type(e).__name__}"})
+            continue
         label = f"{name} (plug-in {plugins[name]})" if name in plugins else name
         rows.append({"backend": label, "ready": not missing, "versions": vers,
                      "install": "" if not missing else f"pip install -c constraints.txt -e '.[{b.extra}]'"})

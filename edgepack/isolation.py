@@ -27,17 +27,59 @@ from typing import Any, Callable
 
 from edgepack.errors import ConversionFailed, EdgepackError, explain
 
-DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEPACK_TIMEOUT", "1800"))
+# Settings read from the environment. A value that is not a number of the right kind is refused by
+# check_settings() (one line + hint, before any work), never read as "no limit".
+SETTINGS: dict[str, tuple[float, float, bool, str]] = {
+    # name: (default, smallest allowed, whole number, what it is and its default)
+    "EDGEPACK_WORKER_MEMORY_MB": (0, 0, True, "each worker's memory limit in MB; default the host's RAM, 0 = none"),
+    "EDGEPACK_TIMEOUT": (1800, 1, False, "each worker call's time limit in seconds; default 1800"),
+    "EDGEPACK_JOBS": (2, 1, True, "concurrent conversions; default 2"),
+}
+
+
+def setting(name: str) -> float | None:
+    """The value of one of :data:`SETTINGS` (None when unset or empty); a ConfigError when malformed."""
+    _, smallest, whole, what = SETTINGS[name]
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value == value and abs(value) != float("inf")) or value < smallest or value > 1e12 \
+            or (whole and value != int(value)):
+        from edgepack.errors import ConfigError
+        from edgepack.safety import shown
+
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"{name}={shown(raw, 40)} is not {kind} ≥ {smallest:g}",
+                          hint=f"set {name} to {kind} ≥ {smallest:g} ({what}) or unset it")
+    return int(value) if whole else value
+
+
+def check_settings() -> None:
+    """Refuse any malformed :data:`SETTINGS` value before work starts (the CLI calls this first)."""
+    for name in SETTINGS:
+        setting(name)
+
+
+def _setting_or_default(name: str) -> float:
+    try:
+        value = setting(name)
+    except EdgepackError:
+        value = None
+    return SETTINGS[name][0] if value is None else value
+
+
+DEFAULT_TIMEOUT_S = float(_setting_or_default("EDGEPACK_TIMEOUT"))
 
 
 def memory_limit_mb() -> int:
     """Each worker's address-space limit (``EDGEPACK_WORKER_MEMORY_MB``; default: the host's RAM; 0 = none)."""
-    raw = os.environ.get("EDGEPACK_WORKER_MEMORY_MB")
-    if raw is not None:
-        try:
-            return max(0, int(float(raw)))
-        except ValueError:
-            return 0
+    value = setting("EDGEPACK_WORKER_MEMORY_MB")  # malformed (abc, -1): a ConfigError, never "no limit"
+    if value is not None:
+        return int(value)
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20))
     except (ValueError, OSError, AttributeError):
@@ -308,5 +350,5 @@ def current() -> Workers | None:
     return _ACTIVE.get()
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "Terminated", "Workers", "current", "family_of", "install_signal_handlers", "kill_all",
+__all__ = ["DEFAULT_TIMEOUT_S", "check_settings", "setting", "Terminated", "Workers", "current", "family_of", "install_signal_handlers", "kill_all",
            "memory_limit_mb", "run_isolated"]

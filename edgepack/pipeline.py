@@ -40,6 +40,7 @@ from edgepack.core.kinds import KINDS, decide
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import JUDGES, Limits
 from edgepack.errors import (
+    BundleError,
     ConfigError,
     EdgepackError,
     InputError,
@@ -47,7 +48,7 @@ from edgepack.errors import (
     explain,
 )
 from edgepack.feeds import Feeds, take
-from edgepack.isolation import Workers, current, run_isolated
+from edgepack.isolation import Workers, _setting_or_default, current, run_isolated
 from edgepack.parity.compare import compare
 from edgepack.parity.tolerances import limits as parity_limits
 from edgepack.report import LatencyReport, OutputKindInfo, ParityReport, TargetReport
@@ -56,7 +57,7 @@ from edgepack.sources import Source, load_source, module_for
 from edgepack.sources.bridge import Bridges
 
 Progress = Callable[[str], None]
-JOBS = max(1, int(os.environ.get("EDGEPACK_JOBS", "2")))  # concurrent conversions of independent backends
+JOBS = int(_setting_or_default("EDGEPACK_JOBS"))  # concurrent conversions of independent backends
 
 
 def _quiet(_: str) -> None:
@@ -592,21 +593,34 @@ def golden_subset(inputs: Feeds, outputs: Feeds, worst: dict[str, list[dict[str,
     return sorted(keep)
 
 
-def write_holdout(folder: Path, data: CalibrationData, golden: Feeds) -> None:
-    """The build's full holdout (inputs, reference outputs, labels) next to the build report, compressed."""
+def stage_holdout(parent: Path, data: CalibrationData, golden: Feeds) -> Path:
+    """The build's full holdout (inputs, reference outputs, labels), compressed, in a staging folder of ``parent``
+    that an interrupted or failed build removes (:func:`publish_holdout` moves it next to the build report)."""
     from edgepack.core.npz import save_npz
 
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    bundles.discard(tmp)
-    tmp.mkdir()
+    tmp = bundles.staging_dir(parent, "holdout")
     save_npz(tmp / "inputs.npz", data.holdout, compress=True)
     save_npz(tmp / "outputs.npz", golden, compress=True)
     if data.holdout_labels is not None:
         save_npz(tmp / "labels.npz", {"labels": data.holdout_labels}, compress=True)
-    for f in tmp.iterdir():
+    return tmp
+
+
+def check_holdout_folder(folder: Path) -> None:
+    """The holdout is written into a real folder only (never through a symlink planted at OUT/<model>/holdout)."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise InputError(f"{safety.shown(folder)} is a symlink or a file: the build's holdout is never written "
+                         "through it", hint="move it away or choose another --out")
+
+
+def publish_holdout(tmp: Path, folder: Path) -> None:
+    """Move the staged holdout files into ``folder`` (each by atomic rename; a stale labels.npz is removed)."""
+    check_holdout_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (tmp / "labels.npz").exists():
+        (folder / "labels.npz").unlink(missing_ok=True)
+    for f in sorted(tmp.iterdir()):
         os.replace(f, folder / f.name)
-    tmp.rmdir()
 
 
 def build(
@@ -638,9 +652,7 @@ def build(
     with _workers():
         progress(f"loading source {model}")
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
-                                      signature=signature), inputs)
-        if name is not None:
-            source = replace(source, name=safety.check_name(name, "--name", ConfigError))
+                                      signature=signature, name=name), inputs)
         the_plan = plans.make(model, resolved, source, skip_unavailable)
         plans.refuse(the_plan)
         results: dict[str, TargetReport] = {}
@@ -721,31 +733,37 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     hints = output_ops(source)
     kinds = {t.name: output_kinds(t, golden, data.holdout_labels, declared_kinds, hints) for t in runnable}
     specs = {t.name: output_specs(golden, declared_specs, axes, kinds[t.name]) for t in runnable}
-    write_holdout(out_root / source.name / "holdout", data, golden)
-    if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
-        progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
-                 "(for the INT8 accuracy search)")
-        data = replace(data, tuning_reference=golden_outputs(source, data.tuning, axes))
-    converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds,
-                                     {n: s for n, (s, _) in specs.items()})
-    results.update(errors)
+    # staged now, moved into place when the build ends: an interrupted build leaves no holdout/ behind
+    check_holdout_folder(out_root / source.name / "holdout")
+    holdout_tmp = stage_holdout(out_root / source.name, data, golden)
     try:
-        for i, c in enumerate(converted):
-            try:
-                spec, spec_warnings = specs[c.target.name]
-                results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
-                                                       kinds[c.target.name], progress, spec,
-                                                       shape_warnings + spec_warnings)
-            except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
-                results[c.target.name] = _error_report(c.target, "host run", e, source)
-                progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
-            finally:
-                bundles.discard(c.staging)
-            converted[i] = None  # type: ignore[call-overload]
+        if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
+            progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
+                     "(for the INT8 accuracy search)")
+            data = replace(data, tuning_reference=golden_outputs(source, data.tuning, axes))
+        converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds,
+                                         {n: s for n, (s, _) in specs.items()})
+        results.update(errors)
+        try:
+            for i, c in enumerate(converted):
+                try:
+                    spec, spec_warnings = specs[c.target.name]
+                    results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
+                                                           kinds[c.target.name], progress, spec,
+                                                           shape_warnings + spec_warnings)
+                except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
+                    results[c.target.name] = _error_report(c.target, "host run", e, source)
+                    progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
+                finally:
+                    bundles.discard(c.staging)
+                converted[i] = None  # type: ignore[call-overload]
+        finally:
+            for c in converted:
+                if c is not None:
+                    bundles.discard(c.staging)
+        publish_holdout(holdout_tmp, out_root / source.name / "holdout")
     finally:
-        for c in converted:
-            if c is not None:
-                bundles.discard(c.staging)
+        bundles.discard(holdout_tmp)  # nothing left after a publish; the staged copy after an error
     return [results[t.name] for t in resolved]
 
 
@@ -755,6 +773,12 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     manifest = bundles.read_manifest(bundle_dir)
     integrity = bundles.verify(bundle_dir, allow_failed=True)
     bundles.refuse_unsafe(integrity)  # nothing is read through a symlink, a FIFO or a path out of the bundle
+    for rel in dict.fromkeys([manifest.artifact.primary, *manifest.artifact.model_files]):
+        path = safety.inside(bundle_dir, rel, "model file", error=BundleError)
+        if not path.exists():
+            raise BundleError(f"{safety.shown(bundle_dir)}: the model file {safety.shown(rel, 120)} named by the "
+                              "manifest is missing", hint="rebuild the bundle (`edgepack verify` lists what else "
+                              "changed)")
     target = registry.resolve(manifest.target)
     target.backend.ensure_available()
     g = manifest.golden

@@ -25,18 +25,19 @@ import stat
 import zipfile
 from pathlib import Path
 
+from edgepack.core import npz
 from edgepack.errors import EdgepackError, InputError
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MB = 1 << 20
-MAX_ZIP_ENTRIES = 100_000
+MAX_ZIP_ENTRIES = npz.MAX_ZIP_ENTRIES
 
 
 def _limit_mb(var: str, default: float) -> int:
     try:
-        return int(float(os.environ.get(var, default)) * MB)
-    except ValueError:
-        return int(default * MB)
+        return int(npz.env_number(var, default) * MB)
+    except npz.ArchiveError as e:
+        raise InputError(e.message, hint=e.hint) from None
 
 
 def max_input_bytes() -> int:
@@ -53,12 +54,12 @@ def max_text_bytes() -> int:
 
 def max_ratio() -> float:
     try:
-        return float(os.environ.get("EDGEPACK_MAX_RATIO", 200))
-    except ValueError:
-        return 200.0
+        return npz.max_ratio()
+    except npz.ArchiveError as e:
+        raise InputError(e.message, hint=e.hint) from None
 
 
-RATIO_FLOOR = 64 * MB  # small archives may compress well; the ratio rule applies above this unpacked size
+RATIO_FLOOR = npz.RATIO_FLOOR  # small archives may compress well; the ratio rule applies above this unpacked size
 
 
 def shown(text: object, limit: int = 200) -> str:
@@ -105,6 +106,14 @@ def inside(root: Path, rel: str, what: str, error: type[EdgepackError] = InputEr
         raise error(f"{what} '{shown(rel, 120)}' points outside {shown(root, 120)} (through a symlink)",
                     hint="paths must stay inside their folder")
     return p
+
+
+def coreml_weight_file(model_dir: Path, file_name: object, error: type[EdgepackError] = InputError) -> Path:
+    """The file a Core ML weight blob names (``@model_path/weights/weight.bin``): inside the model's own folder.
+
+    The one rule for ``check`` (the MIL evaluator reads the blobs) and ``verify`` (which only reads the names)."""
+    name = file_name.replace("@model_path/", "", 1) if isinstance(file_name, str) else file_name
+    return inside(model_dir, name, "Core ML weight file", error=error)  # type: ignore[arg-type]
 
 
 def odd_entries(root: Path) -> list[str]:
@@ -198,45 +207,17 @@ def regular_tree(root: Path, what: str, error: type[EdgepackError] = InputError)
 
 def check_zip(path: Path | str, what: str, error: type[EdgepackError] = InputError,
               max_unpacked: int | None = None) -> list[zipfile.ZipInfo]:
-    """The entries of a zip after checking count, names, unpacked size and compression ratio (nothing inflated)."""
+    """The entries of a zip after checking count, names, unpacked size and compression ratio (nothing inflated).
+
+    The rules are the numpy core's (:func:`edgepack.core.npz.check_zip`), which the bundle runner ships too."""
     p = regular_file(path, what, error=error)
     try:
-        with zipfile.ZipFile(p) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise error(f"{what} {shown(p)} is not a readable zip ({shown(e, 100)})",
-                    hint="the file may be truncated or of another format") from None
-    if len(infos) > MAX_ZIP_ENTRIES:
-        raise error(f"{what} {shown(p)} has {len(infos)} entries (limit {MAX_ZIP_ENTRIES})")
-    unpacked = sum(i.file_size for i in infos)
-    packed = sum(i.compress_size for i in infos) or 1
-    limit = max_unpacked_bytes() if max_unpacked is None else max_unpacked
-    if unpacked > limit:
-        raise error(f"{what} {shown(p)} unpacks to {unpacked / MB:.0f} MB, over the {limit / MB:.0f} MB limit",
-                    hint="raise EDGEPACK_MAX_UNPACKED_MB if this file is genuine")
-    if unpacked > RATIO_FLOOR and unpacked / packed > max_ratio():
-        raise error(f"{what} {shown(p)} inflates {unpacked / packed:.0f}x ({packed / MB:.1f} MB → "
-                    f"{unpacked / MB:.0f} MB): refused as a decompression bomb",
-                    hint="raise EDGEPACK_MAX_RATIO if this file is genuine")
-    for i in infos:
-        if not is_safe_relative(i.filename.rstrip("/")) and i.filename != "/":
-            raise error(f"{what} {shown(p)} holds an entry with an unsafe path: {shown(i.filename, 100)}")
-    return infos
+        return npz.check_zip(p, what, max_unpacked=max_unpacked)
+    except npz.ArchiveError as e:
+        raise error(e.message, hint=e.hint) from None
 
 
-def _npy_bytes(header_fp) -> tuple[int, bool]:
-    """Bytes of array data an .npy header claims, and whether its dtype is plain numeric."""
-    import numpy as np
-
-    version = np.lib.format.read_magic(header_fp)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(header_fp)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(header_fp)
-    count = 1
-    for d in shape:
-        count *= int(d)
-    return count * dtype.itemsize, dtype.kind in "biuf"
+_npy_bytes = npz.npy_bytes
 
 
 def load_arrays(path: Path | str, what: str, error: type[EdgepackError] = InputError) -> dict:
@@ -256,21 +237,10 @@ def load_arrays(path: Path | str, what: str, error: type[EdgepackError] = InputE
                 raise error(f"{what} {shown(p)} claims {claimed / MB:.0f} MB of data but holds "
                             f"{data_bytes / MB:.1f} MB", hint="the file is truncated or forged")
             return {"": np.load(p, allow_pickle=False)}
-        infos = check_zip(p, what, error)
-        with zipfile.ZipFile(p) as zf:
-            for info in infos:
-                if not info.filename.endswith(".npy"):
-                    continue
-                with zf.open(info) as f:
-                    claimed, numeric = _npy_bytes(f)
-                if not numeric:
-                    raise error(f"{what} {shown(p)}: array '{shown(info.filename[:-4], 60)}' is not numeric",
-                                hint="arrays must be plain numbers (no strings or pickled objects)")
-                if claimed > info.file_size:
-                    raise error(f"{what} {shown(p)}: array '{shown(info.filename[:-4], 60)}' claims {claimed} bytes "
-                                f"but its entry holds {info.file_size}", hint="the file is truncated or forged")
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            return npz.load_npz(p, what)
+        except npz.ArchiveError as e:
+            raise error(e.message, hint=e.hint) from None
     except EdgepackError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as e:

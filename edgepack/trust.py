@@ -176,6 +176,58 @@ def savedmodel_ops(pb: bytes) -> dict[str, list[tuple[str, list[str]]]]:
     return out
 
 
+def coreml_blob_files(spec: bytes, depth: int = 0) -> list[str]:
+    """Every weight-blob file name (``BlobFileValue.fileName``) a Core ML model spec (``model.mlmodel``) names,
+    read with the wire-format reader (no coremltools): ML programs, and the models inside pipelines.
+
+    Raises ValueError for bytes that are not a protobuf message."""
+    names: list[str] = []
+    if depth > 8:
+        raise ValueError("Core ML pipelines nested too deeply")
+
+    def value(v: memoryview) -> None:  # MILSpec.Value: blobFileValue = 5 → fileName = 1
+        for blob in _sub(v, 5):
+            names.extend(_text(n) for n in _sub(blob, 1))
+
+    def entries(m: memoryview, number: int):  # map<string, X> fields: entry.value = 2
+        for entry in _sub(m, number):
+            yield from _sub(entry, 2)
+
+    def block(b: memoryview, level: int) -> None:
+        if level > 64:
+            raise ValueError("MIL blocks nested too deeply")
+        for v in entries(b, 4):  # Block.attributes
+            value(v)
+        for op in _sub(b, 3):  # Block.operations
+            for arg in entries(op, 2):  # Operation.inputs → Argument
+                for binding in _sub(arg, 1):  # Argument.arguments → Binding.value = 2
+                    for v in _sub(binding, 2):
+                        value(v)
+            for v in entries(op, 5):  # Operation.attributes
+                value(v)
+            for inner in _sub(op, 4):  # Operation.blocks
+                block(inner, level + 1)
+
+    buf = memoryview(spec)
+    for program in _sub(buf, 502):  # Model.mlProgram
+        for v in entries(program, 4):  # Program.attributes
+            value(v)
+        for function in entries(program, 2):  # Program.functions
+            for v in entries(function, 4):  # Function.attributes
+                value(v)
+            for b in entries(function, 3):  # Function.block_specializations
+                block(b, 0)
+    for kind in (200, 201):  # pipelineClassifier / pipelineRegressor → pipeline = 1 → models = 1
+        for wrapper in _sub(buf, kind):
+            for pipe in _sub(wrapper, 1):
+                for model in _sub(pipe, 1):
+                    names += coreml_blob_files(bytes(model), depth + 1)
+    for pipe in _sub(buf, 202):  # Model.pipeline → models = 1
+        for model in _sub(pipe, 1):
+            names += coreml_blob_files(bytes(model), depth + 1)
+    return names
+
+
 def scan_savedmodel(folder: Path) -> CodeFinding:
     """Every op outside the allowlist, with the function that uses it."""
     pb_path = Path(folder) / "saved_model.pb"

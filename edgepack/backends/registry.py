@@ -43,6 +43,12 @@ def plugins() -> dict[str, str]:
     return {**found, **{k: v for k, v in _REGISTERED.items() if k not in BACKENDS}}
 
 
+def _shown(text: object) -> str:
+    from edgepack.safety import shown
+
+    return shown(text, 160)
+
+
 def table() -> dict[str, str]:
     return {**BACKENDS, **plugins()}
 
@@ -58,12 +64,21 @@ def get(name: str) -> "Backend":
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known backends: {', '.join(known)}"
         raise ConfigError(f"unknown backend '{name}'", hint=hint)
-    module, cls = known[name].split(":")
-    try:
+    module, sep, cls = known[name].partition(":")
+    where = f"backend '{name}' ({_shown(known[name])})"
+    if not sep or not module or not cls:
+        raise ConfigError(f"{where} is not a module:Class entry point", hint="fix the package's entry point")
+    try:  # a plug-in's import runs its code: whatever it raises (even SystemExit) is this backend's error only
         backend = getattr(importlib.import_module(module), cls)()
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"backend '{name}' ({known[name]}) cannot be loaded: {e}",
-                          hint="reinstall the package that provides it") from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - third-party code; KeyboardInterrupt still stops us
+        text = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"{where} cannot be loaded: {type(e).__name__}" + (f": {_shown(text)}" if text else ""),
+                          hint="reinstall or uninstall the package that provides it (`edgepack doctor` lists "
+                          "every installed plug-in)") from None
+    from edgepack.backends.base import Backend
+
+    if not isinstance(backend, Backend):
+        raise ConfigError(f"{where} is not an edgepack Backend", hint="fix the package's entry point")
     if backend.name != name:
         raise ConfigError(f"backend registered as '{name}' calls itself '{backend.name}'",
                           hint="fix the entry point name")

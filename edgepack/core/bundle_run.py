@@ -17,7 +17,7 @@ from .checks import finite_json
 from .latency import measure
 from .limits import Limits
 from .metrics import parity
-from .npz import load_npz
+from .npz import ArchiveError, load_npz, safe_member
 from .outspec import AUTO, from_dict
 
 Loader = Callable[[Path, dict, dict, int], tuple[Callable[[dict], dict], dict]]
@@ -44,9 +44,9 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
     infer, facts = load(bundle, art, art.get("runtime") or {}, threads)
     result["runtime"] = facts
     golden = manifest["golden"]
-    inputs = load_npz(bundle / golden["inputs"])
-    reference = load_npz(bundle / golden["outputs"])
-    labels = load_npz(bundle / golden["labels"])["labels"] if golden.get("labels") else None
+    inputs = load_npz(_inside(bundle, golden["inputs"]), "golden file")
+    reference = load_npz(_inside(bundle, golden["outputs"]), "golden file")
+    labels = load_npz(_inside(bundle, golden["labels"]), "golden file")["labels"] if golden.get("labels") else None
     ins = art.get("inputs") or []
     batch = max_batch(ins[0]["shape"] if ins else ())
     axes = axes_of(ins)
@@ -64,6 +64,15 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
     # failed > inconclusive (a rate budget the golden samples are too few to prove) > passed; exit 1 unless passed
     result["verdict"] = "failed" if integrity else outcome.verdict
     return result
+
+
+def _inside(bundle: Path, rel: Any) -> Path:
+    """``bundle / rel`` for a manifest path that stays inside the bundle (symlinks resolved), else ArchiveError."""
+    p = Path(bundle) / str(rel)
+    if not isinstance(rel, str) or not safe_member(rel) or not p.resolve().is_relative_to(Path(bundle).resolve()):
+        raise ArchiveError(f"golden file '{str(rel)[:120]!r}' is not a path inside the bundle",
+                           hint="the manifest was tampered with; rebuild the bundle")
+    return p
 
 
 def dumps(result: dict[str, Any]) -> str:

@@ -74,7 +74,7 @@ def run(
     try:
         inventory = load_inventory(devices)
     except InventoryError as e:
-        _fail(str(e))
+        _fail(str(e), "fix the inventory: docs/devices.md lists each device kind and its keys")
     if only:
         unknown = set(only) - {d.name for d in inventory}
         if unknown:
@@ -83,11 +83,20 @@ def run(
     found = runs.find_bundles(bundles)
     if not found:
         _fail(f"no bundles under {', '.join(map(str, bundles))}", "a bundle is a folder with manifest.json and run_bundle.py")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
-                  transient=True) as progress:
-        task = progress.add_task("devices", total=None)
-        record = runs.run_all(inventory, found, repeats=repeats, warmup=warmup, deployment=deployment,
-                              progress=lambda s: progress.update(task, description=s, advance=1))
+    from edgepack.errors import EdgepackError
+
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
+                      transient=True) as progress:
+            task = progress.add_task("devices", total=None)
+            record = runs.run_all(inventory, found, repeats=repeats, warmup=warmup, deployment=deployment,
+                                  progress=lambda s: progress.update(task, description=s, advance=1))
+    except EdgepackError as e:  # a bundle refused before anything was pushed (runs.verify_before_push)
+        from rich.markup import escape
+
+        from edgepack.safety import shown
+
+        _fail(escape(shown(e.message, 2000)), escape(shown(e.hint or "", 500)))
     runs.write_json(record, out / f"{record['id']}.json")
     runs.write_junit(record, out / f"{record['id']}.junit.xml")
     hist.append(history or out / "history.sqlite", record)

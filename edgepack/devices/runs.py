@@ -245,11 +245,32 @@ def crosscheck(devices: list[Device], results: list[Result], progress: Callable[
     return extra
 
 
+def verify_before_push(bundle: Path) -> None:
+    """Refuse (BundleError) a bundle that ``edgepack verify`` refuses outright: a symlink, FIFO or device in it (the
+    copy to a device would dereference a symlinked ``runner/device.py``), a path out of it, a Core ML weight file out
+    of its package, a verdict that contradicts its check rows. A failed build verdict and changed bytes are left to
+    the device runner, which reports them as a FAIL (``integrity: ...``) without loading anything.
+
+    A folder whose manifest does not name itself an edgepack bundle (no ``edgepack_version``: the harness's own
+    stand-in bundles) gets the symlink/FIFO/device check only; its runner checks the rest on the device."""
+    from edgepack import bundle as bundles
+    from edgepack import safety
+
+    if bundles.is_bundle(bundle):
+        bundles.refuse_unsafe(bundles.verify(bundle, allow_failed=True))
+        return
+    odd = safety.odd_entries(bundle)
+    if odd:
+        bundles.refuse_unsafe(bundles.Verification(Path(bundle), 0, odd))
+
+
 def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, warmup: int = 3,
             deployment: bool = True, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run everything; returns the run record (``id``, ``started``, ``results`` as dicts). ``deployment=False``
     leaves out the deployment-configuration runs."""
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    for b in bundles:  # before anything is pushed to any device
+        verify_before_push(b)
     results: list[Result] = []
     for dev in devices:
         if dev.kind == "ios":

@@ -89,6 +89,18 @@ def _load_module(name: str, path: Path):
     return module
 
 
+def _error(message: str, code: int = 2, **extra) -> int:
+    """One JSON verdict with an ``error`` (never a traceback): exit 2 unreadable bundle / missing runtime."""
+    print(json.dumps({"passed": False, "error": message, **extra}, default=str))
+    return code
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:300]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default=str(Path(__file__).resolve().parent))
@@ -100,36 +112,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", choices=("parity", "deployment"), default="parity")
     ap.add_argument("--no-verify", action="store_true", help="skip the sha256 integrity check")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as e:  # noqa: BLE001 - a hostile or corrupt bundle: one JSON error, exit 2, no traceback
+        return _error(f"cannot run the bundle: {_why(e)}")
+
+
+def _run(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     try:
         manifest = json.loads((bundle / "manifest.json").read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError(f"a JSON {type(manifest).__name__}, not an object")
         problems = [] if args.no_verify else _integrity(bundle, manifest)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        print(json.dumps({"passed": False, "error": f"cannot read manifest: {e}"}))
-        return 2
+        target, backend = str(manifest["target"]["name"]), str(manifest["artifact"]["backend"])
+        listed = {e["path"] for e in manifest["files"]}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        return _error(f"cannot read manifest: {_why(e)}")
     runner_files = {"runner/device.py"} | {f"runner/edgepack_core/{p.name}" for p in (bundle / "runner/edgepack_core").glob("*.py")}
-    if any(p.startswith(("missing: runner/", "content changed: runner/", "size changed: runner/", "outside"))
-           for p in problems) or not all(any(e["path"] == f for e in manifest["files"]) for f in runner_files):
-        print(json.dumps({"passed": False, "error": "the bundle's runner files fail their integrity check; "
-                          "nothing was loaded", "integrity": {"passed": False, "problems": problems}}))
-        return 1
-    core = _load_package("edgepack_core", bundle / "runner" / "edgepack_core")
+    if problems or not runner_files <= listed:
+        # nothing from a bundle that fails its sha256 check is loaded: not the runner, not the model, not the data
+        return _error("integrity check failed: " + ("; ".join(problems[:3]) or "the runner files are not listed in "
+                      "the manifest") + "; nothing was loaded", code=1,
+                      integrity={"passed": False, "problems": problems or ["runner files not listed"]})
+    _load_package("edgepack_core", bundle / "runner" / "edgepack_core")
     from edgepack_core import bundle_run  # noqa: E402 - loaded by explicit path above
+    from edgepack_core.npz import ArchiveError  # noqa: E402
 
     os.environ["EDGEPACK_RUNTIME_CONFIG"] = args.config
-    device = _load_module("edgepack_device", bundle / "runner" / "device.py")
+    base = {"bundle": str(bundle), "target": target, "backend": backend, "integrity": {"passed": True, "problems": []}}
     try:
+        device = _load_module("edgepack_device", bundle / "runner" / "device.py")
         result = bundle_run.run(bundle, manifest, device.load, threads=args.threads, warmup=args.warmup,
                                 repeats=args.repeats, integrity=problems, config=args.config,
                                 min_seconds=args.min_seconds)
     except ImportError as e:
-        result = {"bundle": str(bundle), "target": manifest["target"]["name"],
-                  "backend": manifest["artifact"]["backend"], "passed": False,
-                  "integrity": {"passed": not problems, "problems": problems},
-                  "error": f"runtime unavailable: {e}"}
-        print(bundle_run.dumps(result))
+        print(bundle_run.dumps({**base, "passed": False, "error": f"runtime unavailable: {e}"}))
         return 2
-    del core
+    except ArchiveError as e:  # a golden file refused before it was inflated (zip bomb, pickle, forged header)
+        print(bundle_run.dumps({**base, "passed": False, "error": e.message, "hint": e.hint}))
+        return 2
     print(bundle_run.dumps(result))
     return 0 if result["passed"] else 1
 

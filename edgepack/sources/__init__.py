@@ -91,7 +91,21 @@ def detect_kind(model: str) -> str:
     )
 
 
-def screen(model: str, kind: str, trust_code: bool) -> list[str]:
+NAME_HINT = ("the model's file name becomes its bundle folder: rename the file, or pass --name NAME (letters, "
+             "digits, '.', '_' and '-'; at most 64, not starting with '.')")
+
+
+def _model_name(name: str) -> None:
+    from edgepack import safety
+    from edgepack.errors import InputError
+
+    try:
+        safety.check_name(name, "model name")
+    except InputError as e:
+        raise InputError(e.message, hint=NAME_HINT) from None
+
+
+def screen(model: str, kind: str, trust_code: bool, named: bool = False) -> list[str]:
     """Checks before any framework sees the model: a regular file (or a clean SavedModel folder) under the size
     limit with a valid name, and code-carrying content refused without ``--trust-model-code`` (see
     ``edgepack.trust``). Returns what the opt-in allowed, for the manifest."""
@@ -105,7 +119,8 @@ def screen(model: str, kind: str, trust_code: bool) -> list[str]:
         safety.regular_tree(p, "model folder")
     else:
         safety.regular_file(p, "model")
-    safety.check_name(p.name if is_dir else p.stem, "model name")
+    if not named:  # with --name the file's own name is never used as a folder name
+        _model_name(p.name if is_dir else p.stem)
     if kind == "torch":
         what = "a torch.export program" if p.suffix == ".pt2" else "a TorchScript/pickle file"
         return trust.require_trust(model, trust.CodeFinding([what]), trust_code,
@@ -128,19 +143,28 @@ def load_source(
     inputs: tuple[TensorSpec, ...] = (),
     trust_code: bool = False,
     signature: str | None = None,
+    name: str | None = None,
 ) -> Source:
+    """The model as a Source. ``name`` (``--name``) replaces the name taken from the file, which is then never
+    checked as a folder name (a model file called ``my model.onnx`` builds with ``--name my-model``)."""
     from edgepack import safety
+    from edgepack.errors import ConfigError
 
     from edgepack import trust
+
+    if name is not None:
+        safety.check_name(name, "--name", ConfigError)
 
     if Path(model).suffix.lower() in trust.PICKLE_SUFFIXES:
         raise UnsupportedConversion(f"{safety.shown(model)}: pickled models carry code and are never loaded",
                                     hint="export the model to ONNX/.keras/.pt2, or give module:factory + --weights")
     kind = detect_kind(model)
-    trusted = screen(model, kind, trust_code)
+    trusted = screen(model, kind, trust_code, named=name is not None)
     if weights is not None:
         safety.regular_file(weights, "weights file")
     mod = module_for(kind)
     src = mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
-    safety.check_name(src.name, "model name")
+    if name is not None:
+        return replace(src, name=name, trusted=tuple(trusted))
+    _model_name(src.name)
     return replace(src, trusted=tuple(trusted))

@@ -25,6 +25,12 @@ import numpy as np
 
 CLASSES = ("code", "paths", "files", "hangs", "tracebacks", "bundles")
 
+# More corpus modules, each with ``CLASSES`` and ``build(root, fake_model, tiny_onnx, bundle) -> list[Case]`` (the
+# same arguments as :func:`build`); test_hostile_corpus.py runs their cases with these. One module per line.
+CORPUS_MODULES = [
+    "corpus_runner",  # bundle runner inputs, verify, plug-ins, settings, messages
+]
+
 
 @dataclass
 class Case:
@@ -35,6 +41,10 @@ class Case:
     fragment: str = ""  # a word the error line must contain
     real_cli: bool = False  # also run through `python -m edgepack`
     env: dict[str, str] = field(default_factory=dict)
+    entry: str = "cli"  # "cli": edgepack.cli.main(); "runner": python -I <argv[0]> (a bundle's run_bundle.py)
+    sys_path: list[str] = field(default_factory=list)  # prepended to sys.path in the child (installed plug-ins)
+    expect_exit: int = 2  # 0: the command must succeed (e.g. doctor listing a broken plug-in as one row)
+    stdout_has: list[str] = field(default_factory=list)  # words stdout must contain (when expect_exit is 0)
 
 
 # ------------------------------------------------------------------------------------------ payload helpers

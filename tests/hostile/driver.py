@@ -2,7 +2,8 @@
 
 The driver imports ``edgepack.cli`` (and the test fakes) once, then forks one child per case. Each child changes to
 its case folder, sends fds 1/2 to files and calls ``edgepack.cli.main()`` — the same entry point as
-``python -m edgepack`` — with the case's argv. The parent waits with a time limit (a hang is killed and counted)
+``python -m edgepack`` — with the case's argv (a case whose ``entry`` is ``runner`` execs ``python -I
+<bundle>/run_bundle.py`` instead, as a device runs it). The parent waits with a time limit (a hang is killed and counted)
 and records the exit code or the signal that ended the child.
 """
 
@@ -38,6 +39,10 @@ def run_case(case: dict, timeout: float) -> dict:
                 os.dup2(f, fd)
                 os.close(f)
             os.environ.update(case.get("env") or {})
+            if case.get("entry") == "runner":  # a bundle's run_bundle.py, as a device runs it (no edgepack)
+                os.execv(sys.executable, [sys.executable, "-I", *case["argv"]])
+            sys.dont_write_bytecode = True  # an imported plug-in must not add __pycache__ to the case folder
+            sys.path[:0] = case.get("sys_path") or []  # installed plug-ins (entry points are read from sys.path)
             sys.argv = ["edgepack", *case["argv"]]
             code = 0
             try:

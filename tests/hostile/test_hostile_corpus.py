@@ -9,6 +9,7 @@ Most cases run through ``driver.py`` (one Python start-up, one fork per case, ``
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -86,8 +87,10 @@ def generated(tmp_path_factory, fake_bundle):
 
     root = tmp_path_factory.mktemp("hostile")
     tiny = make_tiny_onnx(root / "tiny.onnx")
-    cases = hostile.build(root / "cases", fake_model=fake_bundle.parent.parent.parent / "linear.fakemodel",
-                          tiny_onnx=tiny, bundle=fake_bundle)
+    kw = dict(fake_model=fake_bundle.parent.parent.parent / "linear.fakemodel", tiny_onnx=tiny, bundle=fake_bundle)
+    cases = hostile.build(root / "cases", **kw)
+    for name in hostile.CORPUS_MODULES:
+        cases += importlib.import_module(name).build(root / "cases", **kw)
     before = {c.name: _snapshot(root / "cases" / c.name) for c in cases}
     return root, cases, before
 
@@ -114,7 +117,27 @@ def _judge(case: hostile.Case, res: dict, folder: Path, before: dict[str, str]) 
         faults["outside_write"] = ", ".join(outside[:5])
     if inside:
         faults["left_behind"] = ", ".join(inside[:5])
-    if not res["hung"] and res["signal"] is None:
+    if not res["hung"] and res["signal"] is None and case.entry == "runner":
+        # a bundle's runner answers in JSON on stdout: one object with an error, exit 2, nothing on stderr
+        try:
+            verdict = json.loads(res["stdout"])
+        except ValueError:
+            verdict = None
+        if res["exit_code"] != case.expect_exit:
+            faults["exit"] = f"exit {res['exit_code']}: {res['stdout'][-300:]} {res['stderr'][-300:]}"
+        if not isinstance(verdict, dict) or verdict.get("passed") is not False or not verdict.get("error"):
+            faults["lines"] = f"not one JSON error: {res['stdout'][-300:]!r}"
+        elif case.fragment and case.fragment not in verdict["error"]:
+            faults["message"] = f"'{case.fragment}' not in {verdict['error'][-300:]!r}"
+        if res["stderr"].strip():
+            faults["stderr"] = res["stderr"][-300:]
+    elif not res["hung"] and res["signal"] is None and case.expect_exit == 0:
+        if res["exit_code"] != 0:
+            faults["exit"] = f"exit {res['exit_code']}: {res['stderr'][-300:]}"
+        missing = [w for w in case.stdout_has if w not in res["stdout"]]
+        if missing:
+            faults["message"] = f"{missing} not in {res['stdout'][-600:]!r}"
+    elif not res["hung"] and res["signal"] is None:
         errors = [ln for ln in res["stderr"].splitlines() if ln.startswith("error:")]
         hints = [ln for ln in res["stderr"].splitlines() if ln.startswith("hint:")]
         if res["exit_code"] != 2:
@@ -145,7 +168,10 @@ def _report(kind: str, cases, results, faults) -> list[str]:
 def test_hostile_corpus_is_refused_cleanly(generated):
     root, cases, before = generated
     assert len(cases) >= 80
-    assert {c.cls for c in cases} == set(hostile.CLASSES)
+    modules = [importlib.import_module(name) for name in hostile.CORPUS_MODULES]
+    assert {c.cls for c in cases} == set(hostile.CLASSES).union(*(m.CLASSES for m in modules))
+    for m in modules:  # each module's own share of the corpus
+        assert sum(c.cls in m.CLASSES for c in cases) >= m.MIN_CASES, m.__name__
     if ONLY:
         cases = [c for c in cases if c.cls in ONLY or c.name in ONLY]
     payload = [{**asdict(c), "argv_dir": str(root / "cases" / c.name)} for c in cases]

@@ -146,6 +146,8 @@ def test_sigterm_ends_the_process_group_and_removes_staging(setup):
     assert not _wait_gone(marker, 5), "a worker outlived SIGTERM"
     assert not _leftovers(tmp / "out") and not list((tmp / "out").rglob("half-written.bin"))
     assert not (tmp / "out" / "linear" / "slow").exists()
+    # "nothing was left half-written": the build's holdout is staged too, published only when the build ends
+    assert not list((tmp / "out").rglob("*.npz")), sorted((tmp / "out").rglob("*"))
     SUMMARY.append(f"SIGTERM during a conversion: exit 143, {len(workers)} worker(s) gone, no staging left")
 
 
@@ -160,6 +162,7 @@ def test_sigint_too(setup):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130 and "SIGINT" in err and "Traceback" not in err, err
     assert not _wait_gone(marker, 5)
+    assert not list((tmp / "out").rglob("*.npz")), sorted((tmp / "out").rglob("*"))
     assert not _leftovers(tmp / "out")
 
 

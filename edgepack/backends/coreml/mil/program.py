@@ -209,9 +209,9 @@ class ValueReader:
         if kind == "blobFileValue":
             if tt.shape is None or any(d is None for d in tt.shape):
                 raise InputError(f"weight blob with unknown shape {tt}")
-            fname = value.blobFileValue.fileName.replace("@model_path/", "", 1)
+            fname = value.blobFileValue.fileName
             if fname not in self._files:
-                path = safety.inside(self.model_dir, fname, "weight file")  # never read outside the package
+                path = safety.coreml_weight_file(self.model_dir, fname)  # never read outside the package (= verify)
                 if not path.is_file():
                     raise InputError(f"weight file missing from the package: {path}")
                 self._files[fname] = WeightFile(path)
