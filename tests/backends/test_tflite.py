@@ -216,7 +216,7 @@ def test_runner_transposes_and_dequantizes_at_its_edges():
 
 def test_keras_fp32_and_int8_bundles_pass_parity_verify_and_device_runner(models, tmp_path):
     data = tmp_path / "data.npz"
-    np.savez(data, image=_images(240))
+    np.savez(data, image=_images(800))  # 400 held out: enough to prove the fp32 row's 99 % top-1 agreement
     tdir = tmp_path / "targets"
     _profile(tdir, "t-fp32", 'backend = "tflite"\nprecision = "fp32"\n')
     _profile(tdir, "t-int8", 'backend = "tflite"\nprecision = "int8"\nmin_calibration_samples = 100\n'

@@ -60,7 +60,7 @@ def test_reports_are_never_written_through_a_symlink(cli, tmp_path):
     os.symlink(victim, tmp_path / "out" / "linear" / "build-report.json")
     os.symlink(victim, tmp_path / "j.xml")
     res = cli("build", model, "-t", tmp_path / "t.toml", "-c", tmp_path / "cal.npz", "--out", tmp_path / "out",
-              "--junit", tmp_path / "j.xml")
+              "--junit", tmp_path / "j.xml", "--judge", "point")  # 8 holdout samples prove no rate budget
     assert res.exit_code == 0, res.stderr
     assert victim.read_text() == "keep"
     assert not Path(tmp_path / "j.xml").is_symlink() and "testsuites" in (tmp_path / "j.xml").read_text()

@@ -235,3 +235,9 @@ def test_device_harness_says_inconclusive():
     result = {"status": INCONCLUSIVE, "reason": reason, "device": "d", "target": "t", "config": "parity",
               "seconds": 1.0}
     assert runs.exit_code({"results": [result]}) == 1
+
+
+def test_judge_flag_is_validated_with_a_hint(cli, tmp_path):
+    res = cli("build", tmp_path / "x.onnx", "-t", "android-ort-fp32", "--judge", "loose", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "Traceback" not in res.stdout + res.stderr
+    assert "error: --judge 'loose' is not one of evidence, bound, point" in res.stderr and "hint:" in res.stderr
