@@ -72,10 +72,40 @@ def transport_for(device: Device) -> Transport:
     return kinds[device.kind](device)
 
 
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """A bundle's manifest as plain JSON, checked only as far as the harness uses it (the runner verifies the rest):
+    a regular UTF-8 file under the text limit holding an object with ``target.name`` and ``artifact.backend``."""
+    from edgepack.errors import BundleError
+    from edgepack.safety import read_bytes, shown
+
+    raw = read_bytes(bundle / "manifest.json", "bundle manifest", error=BundleError)
+    try:
+        m = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise BundleError(f"bundle {shown(bundle)}: manifest.json is not valid UTF-8 JSON ({shown(e, 100)})") from None
+    target, art = (m.get("target"), m.get("artifact")) if isinstance(m, dict) else (None, None)
+    if not isinstance(m, dict):
+        raise BundleError(f"bundle {shown(bundle)}: manifest.json holds a JSON {type(m).__name__}, not an object")
+    if not (isinstance(target, dict) and isinstance(target.get("name"), str)
+            and isinstance(art, dict) and isinstance(art.get("backend"), str)):
+        raise BundleError(f"bundle {shown(bundle)}: manifest.json has no target.name or artifact.backend")
+    return m
+
+
 def bundle_info(bundle: Path) -> tuple[str, str]:
     """(target, backend) from the bundle's manifest, read as plain JSON (no trust needed: the runner verifies)."""
-    m = json.loads((bundle / "manifest.json").read_text())
+    m = read_manifest(bundle)
     return m["target"]["name"], m["artifact"]["backend"]
+
+
+def check_bundle(bundle: Path) -> dict[str, Any]:
+    """Everything ``device run`` checks on a bundle before any device sees it; returns its manifest. The bundle's
+    folder name goes through the same name check as ``build`` (it is substituted into device commands)."""
+    from edgepack.errors import BundleError
+    from edgepack.safety import check_name
+
+    check_name(bundle.name, "bundle folder name", error=BundleError)
+    return read_manifest(bundle)
 
 
 def find_bundles(roots: list[Path]) -> list[Path]:
@@ -260,7 +290,7 @@ def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, wa
                 continue
             extra = deployment and backend in DEPLOYMENT_DIFFERS and dev.kind != "adb"
             configs = ["parity"] + (["deployment"] if extra else [])
-            budget = latency_budget.budget_for(json.loads((b / "manifest.json").read_text()), dev.klass)
+            budget = latency_budget.budget_for(read_manifest(b), dev.klass)
             for config in configs:
                 progress(f"{dev.name} · {target} · {config}")
                 # the budget is judged on the configuration the device deploys (the last one)
@@ -282,8 +312,10 @@ def exit_code(run: dict) -> int:
 
 
 def write_json(run: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run, indent=2, allow_nan=False, default=str) + "\n")
+    """The run record as JSON, through the no-follow atomic writer (never through a planted symlink)."""
+    from edgepack.safety import write_atomic
+
+    write_atomic(path, json.dumps(run, indent=2, allow_nan=False, default=str) + "\n", "device-run JSON")
 
 
 def write_junit(run: dict, path: Path) -> None:
@@ -314,5 +346,6 @@ def write_junit(run: dict, path: Path) -> None:
             lines.append("    </testcase>")
         lines.append("  </testsuite>")
     lines.append("</testsuites>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    from edgepack.safety import write_atomic
+
+    write_atomic(path, "\n".join(lines) + "\n", "device-run JUnit")
