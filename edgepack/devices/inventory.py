@@ -108,8 +108,8 @@ class Device:
         for key, allowed in TEMPLATE_FIELDS.items():
             check_template(getattr(self, key), allowed, key)
         remote = self.remote
-        if not remote:
-            raise ValueError("remote must name a folder on the device")
+        if not remote or remote.startswith("-"):
+            raise ValueError("remote must name a folder on the device (not empty, not starting with '-')")
         if "{name}" in remote and not remote.endswith("/{name}"):
             raise ValueError("remote may hold {name} only as its last path component (e.g. /tmp/edgepack/{name})")
         need = {"ssh": ("host", "python"), "adb": ("serial",), "command": ("push", "run")}.get(self.kind, ())

@@ -105,6 +105,8 @@ def check_bundle(bundle: Path) -> dict[str, Any]:
     from edgepack.safety import check_name
 
     check_name(bundle.name, "bundle folder name", error=BundleError)
+    if bundle.name.startswith("-"):  # it would read as an option to the device's commands
+        raise BundleError(f"bundle folder name '{bundle.name}' starts with '-'", hint="rename the bundle folder")
     return read_manifest(bundle)
 
 

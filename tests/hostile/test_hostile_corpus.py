@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import corpus as hostile
+import corpus_devices
 from hostile_summary import SUMMARY
 
 pytest.importorskip("onnx")
@@ -88,6 +89,7 @@ def generated(tmp_path_factory, fake_bundle):
     tiny = make_tiny_onnx(root / "tiny.onnx")
     cases = hostile.build(root / "cases", fake_model=fake_bundle.parent.parent.parent / "linear.fakemodel",
                           tiny_onnx=tiny, bundle=fake_bundle)
+    cases += corpus_devices.build(root / "cases", bundle=fake_bundle)  # the device harness (issue 21)
     before = {c.name: _snapshot(root / "cases" / c.name) for c in cases}
     return root, cases, before
 
