@@ -290,7 +290,7 @@ def _decode(raw: dict[str, Any], rowid: int, path: Path) -> dict[str, Any]:
     from edgepack.safety import shown
 
     where = f"device-run history {_shown(path)}: row {rowid}"
-    d = {k: v for k, v in raw.items() if v is not None or k not in JSON_COLUMNS}
+    d = {k: v for k, v in raw.items() if v is not None}  # NULL = the column's default (required ones: refused)
     for k in JSON_COLUMNS:
         text = raw.get(k)
         if text is None or text == "":
