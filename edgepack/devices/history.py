@@ -158,7 +158,7 @@ def _check_schema(con: sqlite3.Connection, path: Path) -> int:
         tables = {name: {c[1] for c in con.execute(f"PRAGMA table_info({name})")}
                   for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
                   if name in ("runs", "results")}
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # sqlite's message can quote the damaged schema
         raise HistoryError(f"device-run history {_shown(path)} is corrupt or not SQLite ({_shown_exc(e)})") from None
     if check != "ok":
         raise HistoryError(f"device-run history {_shown(path)} is corrupt (sqlite quick_check: "
@@ -191,12 +191,24 @@ def _shown_exc(e: object) -> str:
     return shown(e, 120)
 
 
+class _NotUtf8(bytes):
+    """A TEXT value that is not UTF-8 (refused when its row is read, never a UnicodeDecodeError)."""
+
+
+def _text(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NotUtf8(raw)
+
+
 def open_readonly(path: Path) -> sqlite3.Connection:
     """The history opened read-only (nothing is ever written into it), after the file and schema checks."""
     p = check_file(Path(path))
     uri = "file:" + urllib.parse.quote(str(p.resolve())) + "?mode=ro"
     try:
         con = sqlite3.connect(uri, uri=True)
+        con.text_factory = _text
     except sqlite3.Error as e:
         raise HistoryError(f"cannot open device-run history {_shown(p)}: {_shown_exc(e)}") from None
     try:
@@ -253,7 +265,7 @@ def connect(path: Path) -> sqlite3.Connection:
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         con.commit()
-    except (OSError, sqlite3.Error) as e:
+    except (OSError, sqlite3.Error, UnicodeDecodeError) as e:
         raise HistoryError(f"cannot write device-run history {_shown(p)}: {_shown_exc(getattr(e, 'strerror', None) or e)}",
                            hint="check the path and its permissions") from None
     return con
@@ -290,6 +302,9 @@ def _decode(raw: dict[str, Any], rowid: int, path: Path) -> dict[str, Any]:
     from edgepack.safety import shown
 
     where = f"device-run history {_shown(path)}: row {rowid}"
+    bad = next((k for k, v in raw.items() if isinstance(v, _NotUtf8)), None)
+    if bad is not None:
+        raise HistoryError(f"{where}: column '{bad}' holds text that is not UTF-8")
     d = {k: v for k, v in raw.items() if v is not None}  # NULL = the column's default (required ones: refused)
     for k in JSON_COLUMNS:
         text = raw.get(k)
@@ -333,7 +348,7 @@ def series(path: Path) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
             rowid = raw.pop("_rowid")
             d = _decode(raw, rowid, p)
             out.setdefault((d["device"], d["bundle"], d["config"]), []).append(d)
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise HistoryError(f"device-run history {_shown(p)} is corrupt ({_shown_exc(e)})") from None
     finally:
         con.close()

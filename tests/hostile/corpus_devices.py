@@ -239,6 +239,7 @@ def build(root: Path, bundle: Path) -> list[Case]:
         ("runtime-list", "UPDATE results SET runtime = ?", ("[]",), "runtime"),
         ("status-blob", "UPDATE results SET status = ?", (b"<script>",), "status"),
         ("device-null", "UPDATE results SET kind = NULL, device = ?", (b"\xff",), "device"),
+        ("reason-not-utf8", "UPDATE results SET reason = CAST(? AS TEXT)", (b"ok \xff\xfe",), "reason"),
     ):
         case(f"history-row-{tag}", "tracebacks", REPORT, tampered_history(sql, *params), fragment=column)
     case("report-alpha-nan", "tracebacks", [*REPORT, "--alpha", "nan"], lambda d: good_history(d / "h.sqlite"),
