@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import platform
 import time
 import uuid
@@ -121,15 +122,42 @@ def find_bundles(roots: list[Path]) -> list[Path]:
     return found
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def parity_summary(verdict: dict) -> dict[str, Any]:
-    """The few numbers per output kept in the history (not the whole check list)."""
+    """The few numbers per output kept in the history (not the whole check list); anything not a finite number
+    from the device is left out."""
     out: dict[str, Any] = {}
-    for name, m in ((verdict.get("parity") or {}).get("metrics") or {}).items():
+    metrics = (verdict.get("parity") or {}).get("metrics") or {}
+    for name, m in (metrics.items() if isinstance(metrics, dict) else ()):
+        if not isinstance(m, dict):
+            continue
         keep = {k: m[k] for k in ("cosine", "sample_cosine_min", "sample_cosine_p1", "top1_agreement",
                                   "top1_agreement_ci_low", "top1_agreement_ci_high", "top1_agreement_n", "max_abs_error")
-                if m.get(k) is not None}
-        out[name] = keep
+                if _number(m.get(k))}
+        out[str(name)] = keep
     return out
+
+
+def latency_of(verdict: dict) -> dict[str, Any]:
+    """The device's latency as the history keeps it: finite numbers (samples: a list of them) and short strings."""
+    lat = verdict.get("latency") or {}
+    out: dict[str, Any] = {}
+    for k, v in (lat.items() if isinstance(lat, dict) else ()):
+        if k == "samples_ms":
+            out[k] = [float(x) for x in v if _number(x)] if isinstance(v, list) else []
+        elif _number(v) or (isinstance(v, str) and len(v) <= 200 and not str(k).endswith(("_ms", "_s"))
+                            and k not in ("runs", "repeats", "warmup")):
+            out[str(k)] = v
+    return out
+
+
+def runtime_of(verdict: dict) -> dict[str, Any]:
+    rt = verdict.get("runtime") or {}
+    return {str(k): v for k, v in (rt.items() if isinstance(rt, dict) else ())
+            if v is None or isinstance(v, (str, bool)) or _number(v)}
 
 
 def host_reference(bundle: Path) -> dict[str, Any]:
@@ -162,18 +190,18 @@ def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: 
         attempts.append(status)
         if not retryable(status) or len(attempts) > device.retries:
             break
-    lat = dict(verdict.get("latency") or {})
+    lat = latency_of(verdict)
     lat.pop("where", None)
     res = Result(device=device.name, kind=device.kind, device_class=device.klass, bundle=str(bundle), target=target,
                  backend=backend, config=config, status=combine(attempts), reason=reason, attempts=attempts,
                  seconds=round(time.monotonic() - t0, 3), latency_where="emulated" if device.emulated else "device",
-                 latency=lat, parity=parity_summary(verdict), runtime=dict(verdict.get("runtime") or {}),
+                 latency=lat, parity=parity_summary(verdict), runtime=runtime_of(verdict),
                  machine=str(verdict.get("host", "")), host=host_reference(bundle),
                  cpu=(device.cpu or {"arm64-emu": "cortex-a76", "x86-64-emu": "Haswell"}.get(device.kind, "")))
     if res.status == FLAKY:
         res.reason = f"passed on attempt {len(attempts)} after {', '.join(attempts[:-1])}"
     if budget is not None and res.status in (PASS, FLAKY, NOT_RUN):
-        res.budget = latency_budget.judge(budget, verdict.get("latency") or {}, device_class=device.klass,
+        res.budget = latency_budget.judge(budget, latency_of(verdict), device_class=device.klass,
                                           emulated=device.emulated)
         if res.budget["status"] == latency_budget.EXCEEDED:
             res.status, res.reason = FAIL, res.budget["note"]

@@ -351,3 +351,33 @@ def test_a_hostile_history_runs_no_script_in_chromium(tmp_path):
     (tmp_path / "bare.html").write_text(spliced.replace(page[page.index("<meta http-equiv"):page.index("<title>")],
                                                         ""))
     assert "XSS-RAN</title>" in _dump_dom(chromium, tmp_path / "bare.html", tmp_path)
+
+
+# ------------------------------------------------------------------ a device's output is data too
+
+
+@pytest.mark.parametrize("verdict", [
+    {**GOOD, "parity": [1]}, {**GOOD, "parity": {**GOOD["parity"], "checks": ["x"]}}, {**GOOD, "latency": [1.0]},
+    {**GOOD, "runtime": "ort"}, {"passed": False, "integrity": {"problems": 5}},
+    {**GOOD, "parity": {**GOOD["parity"], "metrics": {"y": 3}}},
+], ids=["parity-list", "checks-strings", "latency-list", "runtime-string", "problems-number", "metric-number"])
+def test_a_malformed_verdict_from_the_device_is_infra_not_a_crash(tmp_path, verdict):
+    b = _bundle(tmp_path / "b" / "t", f"import json, sys; print(json.dumps({verdict!r})); sys.exit(0)\n")
+    r = runs.run_one(Device(name="l", retries=0), b, "parity", repeats=1, warmup=0)
+    assert r.status == INFRA and "no verdict" in r.reason, r
+
+
+def test_odd_numbers_from_the_device_never_poison_the_history(tmp_path):
+    odd = {**GOOD, "latency": {"p50_ms": float("nan"), "p90_ms": "slow", "samples_ms": [1.0, "x", None, 1e309, 2.0],
+                               "tool": "t"},
+           "parity": {**GOOD["parity"], "metrics": {"y": {"cosine": "high", "top1_agreement": 0.5}}},
+           "runtime": {"runtime": "ort", "nested": {"a": 1}}}
+    b = _bundle(tmp_path / "b" / "t", f"print({json.dumps(odd)!r})\n")  # NaN and Infinity as a runner may print
+    r = runs.run_one(Device(name="l", retries=0), b, "parity", repeats=1, warmup=0)
+    assert r.status == PASS, r
+    assert r.latency == {"samples_ms": [1.0, 2.0], "tool": "t"} and r.parity == {"y": {"top1_agreement": 0.5}}
+    record = {"id": "r1", "started": "2026-12-01", "results": [__import__("dataclasses").asdict(r)]}
+    runs.write_json(record, tmp_path / "r1.json")
+    history.append(tmp_path / "h.sqlite", record)
+    [row] = history.series(tmp_path / "h.sqlite")[("l", "b/t", "parity")]
+    assert row["samples_ms"] == [1.0, 2.0] and row["runtime"]["runtime"] == "ort"
