@@ -225,7 +225,8 @@ class SshTransport(Transport):
         base, remote = fresh_remote(d.remote, bundle.name)
         mk = execute([*self.base("ssh"), self.target, with_marker(make_fresh(base, remote))], d.timeout_s)
         if mk.exit_code != 0:
-            return RawRun(infra=f"ssh {self.target}: cannot create {remote}: {(mk.stderr or mk.stdout).strip()[-300:]}",
+            return RawRun(infra=mk.infra or f"ssh {self.target}: cannot create {remote}: "
+                                             f"{(mk.stderr or mk.stdout).strip()[-300:]}",
                           transport_code=mk.transport_code, timed_out=mk.timed_out)
         try:  # from here on the fresh folder is ours: removed whatever happens (only it, never its parent)
             t0 = time.monotonic()

@@ -381,3 +381,13 @@ def test_odd_numbers_from_the_device_never_poison_the_history(tmp_path):
     history.append(tmp_path / "h.sqlite", record)
     [row] = history.series(tmp_path / "h.sqlite")[("l", "b/t", "parity")]
     assert row["samples_ms"] == [1.0, 2.0] and row["runtime"]["runtime"] == "ort"
+
+
+def test_the_markdown_report_carries_no_markup_from_the_history(tmp_path):
+    _hostile_history(tmp_path / "h.sqlite")
+    data = history.series(tmp_path / "h.sqlite")
+    md = report.markdown(data, regressions.check_all(data))
+    assert "<script" not in md and "<img" not in md and "&lt;script&gt;" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| d")]
+    assert rows and all(ln.count(" | ") == 11 for ln in rows)  # no cell break smuggled in through a "|"
+    assert all(f"| {report.UNKNOWN} |" in ln for ln in rows if "&lt;script" in ln.split(" | ")[0])
