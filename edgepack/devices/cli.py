@@ -113,7 +113,7 @@ def run(
     if not found:
         raise InputError(f"no bundles under {', '.join(shown(b) for b in bundles)}",
                          hint="a bundle is a folder with manifest.json and run_bundle.py")
-    for b in found:  # every bundle is checked before any device sees one (F2: `verify` goes here too)
+    for b in found:  # every bundle is checked before any device sees one (runs.check_bundle)
         runs.check_bundle(b)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
                   transient=True) as progress:

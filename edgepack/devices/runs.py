@@ -101,13 +101,19 @@ def bundle_info(bundle: Path) -> tuple[str, str]:
 
 def check_bundle(bundle: Path) -> dict[str, Any]:
     """Everything ``device run`` checks on a bundle before any device sees it; returns its manifest. The bundle's
-    folder name goes through the same name check as ``build`` (it is substituted into device commands)."""
+    folder name goes through the same name check as ``build`` (it is substituted into device commands).
+    The one place for more pre-push checks of a bundle (e.g. ``bundle.verify``): ``device run`` calls it for every
+    bundle before the first device runs."""
     from edgepack.errors import BundleError
-    from edgepack.safety import check_name
+    from edgepack.safety import check_name, odd_entries, shown
 
     check_name(bundle.name, "bundle folder name", error=BundleError)
     if bundle.name.startswith("-"):  # it would read as an option to the device's commands
         raise BundleError(f"bundle folder name '{bundle.name}' starts with '-'", hint="rename the bundle folder")
+    odd = odd_entries(bundle)  # a FIFO or a link to /dev/zero would hang the copy to the device
+    if odd:
+        raise BundleError(f"bundle {shown(bundle)}: {odd[0]}" + (f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""),
+                          hint="a bundle holds regular files only; `edgepack verify BUNDLE` lists every problem")
     return read_manifest(bundle)
 
 
@@ -161,16 +167,27 @@ def runtime_of(verdict: dict) -> dict[str, Any]:
 
 
 def host_reference(bundle: Path) -> dict[str, Any]:
-    """What the build host measured for this bundle (its report.json): conversion-fidelity parity, host latency."""
+    """What the build host measured for this bundle (its report.json): conversion-fidelity parity, host latency.
+    The file is data: read as a regular file under the text limit, only values of the expected types kept, and
+    nothing at all when it is missing or malformed."""
+    from edgepack.errors import EdgepackError
+    from edgepack.safety import read_bytes
+
     try:
-        rep = json.loads((bundle / "report.json").read_text())
-    except (OSError, ValueError):
+        rep = json.loads(read_bytes(bundle / "report.json", "bundle report").decode("utf-8"))
+    except (EdgepackError, ValueError, RecursionError):
         return {}
-    lat = rep.get("latency") or {}
-    par = rep.get("parity") or {}
-    return {"where": "host", "passed": par.get("passed"), "parity": parity_summary({"parity": par}),
-            "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
-            "inference_precision": (lat.get("runtime") or {}).get("inference_precision")}
+    if not isinstance(rep, dict):
+        return {}
+    lat = rep.get("latency") if isinstance(rep.get("latency"), dict) else {}
+    par = rep.get("parity") if isinstance(rep.get("parity"), dict) else {}
+    rt = lat.get("runtime") if isinstance(lat.get("runtime"), dict) else {}
+    passed, precision = par.get("passed"), rt.get("inference_precision")
+    return {"where": "host", "passed": passed if isinstance(passed, bool) else None,
+            "parity": parity_summary({"parity": par}),
+            "p50_ms": lat["p50_ms"] if _number(lat.get("p50_ms")) else None,
+            "p90_ms": lat["p90_ms"] if _number(lat.get("p90_ms")) else None,
+            "inference_precision": precision if isinstance(precision, str) else None}
 
 
 def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: int, budget: Any = None) -> Result:

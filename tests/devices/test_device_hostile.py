@@ -391,3 +391,30 @@ def test_the_markdown_report_carries_no_markup_from_the_history(tmp_path):
     rows = [ln for ln in md.splitlines() if ln.startswith("| d")]
     assert rows and all(ln.count(" | ") == 11 for ln in rows)  # no cell break smuggled in through a "|"
     assert all(f"| {report.UNKNOWN} |" in ln for ln in rows if "&lt;script" in ln.split(" | ")[0])
+
+
+@pytest.mark.parametrize("make", ["fifo", "devzero", "list", "strings", "nan"])
+def test_the_bundles_host_report_is_data(tmp_path, make):
+    b = _bundle(tmp_path / "b" / "t", f"import json; print(json.dumps({GOOD!r}))\n")
+    rep = b / "report.json"
+    if make == "fifo":
+        os.mkfifo(rep)
+    elif make == "devzero":
+        os.symlink("/dev/zero", rep)
+    else:
+        rep.write_text({"list": "[1, 2]", "strings": '{"parity": {"passed": "yes"}, "latency": {"p50_ms": "fast"}}',
+                        "nan": '{"parity": {"passed": true}, "latency": {"p50_ms": NaN, "runtime": []}}'}[make])
+    t0 = time.monotonic()
+    r = runs.run_one(Device(name="l", retries=0), b, "parity", repeats=1, warmup=0)
+    assert time.monotonic() - t0 < 30
+    if make == "fifo":  # the copy to the device refuses it (and `device run` refuses the bundle before any copy)
+        assert r.status == INFRA and "named pipe" in r.reason, r
+        with pytest.raises(__import__("edgepack.errors").errors.BundleError, match="not a regular file"):
+            runs.check_bundle(b)
+    else:
+        assert r.status == PASS, r
+    assert r.host in ({}, {"where": "host", "passed": None, "parity": {}, "p50_ms": None, "p90_ms": None,
+                           "inference_precision": None},
+                      {"where": "host", "passed": True, "parity": {}, "p50_ms": None, "p90_ms": None,
+                       "inference_precision": None})
+    runs.write_json({"id": "r", "started": "s", "results": [__import__("dataclasses").asdict(r)]}, tmp_path / "r.json")

@@ -191,6 +191,13 @@ def build(root: Path, bundle: Path) -> list[Case]:
     case("manifest-huge", "files", RUN, manifest(b'{"a": "' + b"x" * (20 << 20) + b'"}'), fragment="limit")
     case("manifest-fifo", "hangs", RUN, manifest(make=fifo), fragment="FIFO")
     case("manifest-devzero", "hangs", RUN, manifest(make=lambda p: symlink(p, "/dev/zero")), fragment="device")
+    for tag, make, word in (("fifo", lambda b: fifo(b / "golden.npz"), "FIFO"),
+                            ("report-json-fifo", lambda b: ((b / "report.json").unlink(missing_ok=True),
+                                                            fifo(b / "report.json")), "FIFO"),
+                            ("devzero-link", lambda b: symlink(b / "zeros.bin", "/dev/zero"), "symlink"),
+                            ("link-out", lambda b: symlink(b / "runner.py", "../../victim/keep.txt"), "symlink")):
+        case(f"bundle-holds-{tag}", "hangs" if "fifo" in tag or "zero" in tag else "paths", RUN,
+             lambda d, m=make: (m(bundles(d)), (d / "devices.toml").write_text(LOCAL)), fragment=word)
     case("bundles-path-markup", "tracebacks", ["device", "run", "{D}/[/]none", "--devices", "{D}/devices.toml",
                                                "--out", "{D}/out"],
          lambda d: (d / "devices.toml").write_text(LOCAL), fragment="[/]none")
