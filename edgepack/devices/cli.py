@@ -104,6 +104,10 @@ def run(
             raise ConfigError(f"no device named '{shown(unknown[0], 64)}' in {shown(devices)}",
                               hint=f"devices in it: {', '.join(shown(d.name, 64) for d in inventory) or 'none'}")
         inventory = [d for d in inventory if d.name in only]
+    if not [d for d in inventory if d.kind != "ios"]:
+        raise ConfigError(f"no device to run on in {shown(devices)}" + (" (ios devices are not driven from here)"
+                                                                       if inventory else ""),
+                          hint="add a [[device]] table (see docs/devices.md), e.g. kind = \"local\"")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {shown(out)} is not a folder", hint="give --out a folder for the run's JSON and JUnit")
     history_path = history or out / "history.sqlite"
@@ -120,6 +124,9 @@ def run(
         task = progress.add_task("devices", total=None)
         record = runs.run_all(inventory, found, repeats=repeats, warmup=warmup, deployment=deployment,
                               progress=lambda s: progress.update(task, description=_line(s, 200), advance=1))
+    if not record["results"]:
+        raise ConfigError("no device of the inventory runs these bundles (each device's `backends` left them out)",
+                          hint="check the devices' backends = [...] against the bundles' backends")
     runs.write_json(record, out / f"{record['id']}.json")
     runs.write_junit(record, out / f"{record['id']}.junit.xml")
     hist.append(history_path, record)

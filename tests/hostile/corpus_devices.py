@@ -107,6 +107,10 @@ def build(root: Path, bundle: Path) -> list[Case]:
     case("inventory-deep-nesting", "tracebacks", RUN, inventory("a = " + "[" * 5000 + "]" * 5000 + "\n"))
     case("inventory-device-not-array", "tracebacks", RUN, inventory("device = 1\n"), fragment="array of tables")
     case("inventory-device-entry-string", "tracebacks", RUN, inventory('device = ["x"]\n'), fragment="not a table")
+    case("inventory-no-devices", "tracebacks", RUN, inventory("# nothing here\n"), fragment="no device")
+    case("inventory-only-ios", "tracebacks", RUN, inventory(device('kind = "ios"')), fragment="no device")
+    case("inventory-no-device-takes-the-backend", "tracebacks", RUN,
+         inventory(device('kind = "local"\nbackends = ["tensorrt"]')), fragment="backends")
     case("inventory-top-level-typo", "tracebacks", RUN, inventory('[[devices]]\nname = "x"\n'), fragment="devices")
 
     # ---------------------------------------------------------------- types and bounds (the error names the key)
