@@ -456,6 +456,8 @@ def doctor() -> None:
 
 from edgepack.devices.cli import app as _device_app  # noqa: E402 - typer + rich only; commands import lazily
 
+for _command in _device_app.registered_commands:  # `edgepack device …` shares the build's error contract
+    _command.callback = _handle_errors(_command.callback)
 app.add_typer(_device_app, name="device")
 
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import time
 from pathlib import Path
 
-from edgepack.devices.transports import RawRun, Transport, execute, runner_args, with_marker
+from edgepack.devices.transports import (RawRun, Transport, execute, fresh_remote, make_fresh, runner_args, step,
+                                         with_marker)
 
 _NUM = r"([0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?)"
 
@@ -88,31 +87,30 @@ class AdbTransport(Transport):
             (f["path"] for f in manifest["files"] if f["path"].endswith((".tflite", ".ort", ".onnx"))), "")
         path = shlex.quote(f"{remote}/{model}")
         if art["backend"] == "tflite":
-            return "benchmark_model", (f"{d.benchmark_model} --graph={path} --num_runs={repeats} "
+            return "benchmark_model", (f"{shlex.quote(d.benchmark_model)} --graph={path} --num_runs={repeats} "
                                        f"--warmup_runs={warmup} --num_threads=1"
                                        + (f" --min_secs={min_seconds:g}" if min_seconds > 0 else ""))
         if art["backend"] == "ort_mobile":
             # -s prints the P50/P90 lines (without it only the average); -I random inputs (a bundle has no .pb test data)
-            return "onnxruntime_perf_test", f"{d.ort_perf_test} -I -s -m times -r {repeats} -x 1 -y 1 {path}"
+            return "onnxruntime_perf_test", f"{shlex.quote(d.ort_perf_test)} -I -s -m times -r {repeats} -x 1 -y 1 {path}"
         return None
 
     def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
         manifest = json.loads((bundle / "manifest.json").read_text())
-        remote = d.remote.format(name=f"{bundle.name}-{time.monotonic_ns()}")
-        mk = execute(self.adb("shell", with_marker(f"mkdir -p {shlex.quote(remote)}")), d.timeout_s)
+        base, remote = fresh_remote(d.remote, bundle.name)
+        mk = execute(self.adb("shell", with_marker(make_fresh(base, remote))), d.timeout_s)
         if mk.exit_code != 0:
-            return RawRun(infra=f"adb {d.serial}: cannot create {remote}: {(mk.stderr or mk.stdout).strip()[-300:]}",
+            return RawRun(infra=mk.infra or f"adb {d.serial}: cannot create {remote}: "
+                                             f"{(mk.stderr or mk.stdout).strip()[-300:]}",
                           transport_code=mk.transport_code, timed_out=mk.timed_out)
-        push = subprocess.run(self.adb("push", f"{bundle}/.", remote), capture_output=True, text=True,
-                              timeout=d.timeout_s)
-        if push.returncode != 0:
-            return RawRun(infra=f"adb push failed: {(push.stderr or push.stdout).strip()[-300:]}",
-                          transport_code=push.returncode)
-        try:
+        try:  # from here on the fresh folder is ours: removed whatever happens (only it, never its parent)
+            why = step(self.adb("push", f"{bundle}/.", remote), d.timeout_s, "adb push")
+            if why:
+                return RawRun(infra=why)
             if d.python:
                 args = runner_args(remote, repeats, warmup, config, min_seconds)
-                cmd = f"{d.python} {shlex.quote(remote)}/run_bundle.py {args}"
+                cmd = f"{shlex.quote(d.python)} {shlex.quote(remote + '/run_bundle.py')} {args}"
                 return execute(self.adb("shell", with_marker(cmd)), d.timeout_s)
             bench = self.benchmark_command(manifest, remote, repeats, warmup, min_seconds)
             if bench is None:
@@ -123,7 +121,7 @@ class AdbTransport(Transport):
             raw.extra["benchmark_tool"] = tool
             return raw
         finally:
-            subprocess.run(self.adb("shell", f"rm -rf {shlex.quote(remote)}"), capture_output=True, timeout=60)
+            execute(self.adb("shell", f"rm -rf {shlex.quote(remote)}"), min(60.0, d.timeout_s), marker=False)
 
 
 def judge_benchmark(raw: RawRun) -> tuple[str, str, dict]:

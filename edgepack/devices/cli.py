@@ -20,11 +20,17 @@ err = Console(stderr=True, highlight=False)
 DEFAULT_HISTORY = Path("device-runs/history.sqlite")
 
 
-def _fail(message: str, hint: str = "", code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    if hint:
-        err.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
-    raise typer.Exit(code)
+def _line(text: object, limit: int = 2000) -> str:
+    """User text for the terminal: Rich markup escaped, control characters shown, never interpreted."""
+    from rich.markup import escape
+
+    from edgepack.safety import shown
+
+    return escape(shown(text, limit))
+
+
+# The commands raise EdgepackError (one `error:` line + `hint:`, exit 2); `edgepack.cli` wraps each of them in the
+# build's error handler (tracebacks only with EDGEPACK_DEBUG=1; SIGINT/SIGTERM: 130/143 with one line).
 
 
 @app.command(epilog="Example:\n\n  edgepack device setup arm64-emu")
@@ -39,16 +45,34 @@ def setup(
     import time
 
     from edgepack.devices import setup as emu
+    from edgepack.errors import ConfigError, EdgepackError
+    from edgepack.safety import shown
 
     if name not in emu.EMULATED:
-        _fail(f"unknown emulated device '{name}'", f"one of: {', '.join(emu.EMULATED)}")
+        raise ConfigError(f"unknown emulated device '{shown(name, 80)}'", hint=f"one of: {', '.join(emu.EMULATED)}")
     t0 = time.monotonic()
     try:
         py = emu.setup(emu.EMULATED[name], force=force, log=(lambda s: console.print(s, markup=False)) if verbose
                        else (lambda s: None))
     except emu.SetupError as e:
-        _fail(str(e), "see docs/devices.md (arm64-emu)")
-    console.print(f"{name}: ready in {time.monotonic() - t0:.1f} s → {py}")
+        raise EdgepackError(shown(e, 600), hint="see docs/devices.md (arm64-emu)") from None
+    console.print(f"{name}: ready in {time.monotonic() - t0:.1f} s → {_line(py)}")
+
+
+def _preflight(inventory) -> None:
+    """The host-side programs the chosen devices need, before anything runs (a missing client is one line)."""
+    import shutil
+
+    from edgepack.errors import MissingDependency
+    from edgepack.safety import shown
+
+    for d in inventory:
+        need = {"adb": [(d.adb, "apt-get install adb, or set adb = \"/path/to/adb\" for this device")],
+                "ssh": [("ssh", "apt-get install openssh-client"), ("scp", "apt-get install openssh-client")]}
+        for program, hint in need.get(d.kind, []):
+            if not shutil.which(program):
+                raise MissingDependency(f"device '{shown(d.name, 64)}' needs the {d.kind} client "
+                                        f"'{shown(program, 120)}', which is not installed here", hint=hint)
 
 
 @app.command(epilog="Example:\n\n  edgepack device run dist --devices devices.toml --out device-runs")
@@ -59,8 +83,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="folder for <run id>.json and .junit.xml")] = Path("device-runs"),
     history: Annotated[Optional[Path], typer.Option(help="SQLite history to append to (default OUT/history.sqlite)")]
     = None,
-    repeats: Annotated[int, typer.Option(min=1, help="timed runs per bundle")] = 20,
-    warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 3,
+    repeats: Annotated[int, typer.Option(min=1, max=100_000, help="timed runs per bundle")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, max=100_000, help="untimed runs first")] = 3,
     only: Annotated[Optional[list[str]], typer.Option("--device", help="run only these devices (by name)")] = None,
     deployment: Annotated[bool, typer.Option(help="also run the deployment configuration where it differs")] = True,
 ) -> None:
@@ -69,37 +93,43 @@ def run(
 
     from edgepack.devices import history as hist
     from edgepack.devices import runs
-    from edgepack.devices.inventory import InventoryError, load_inventory
+    from edgepack.devices.inventory import load_inventory
+    from edgepack.errors import ConfigError, InputError
+    from edgepack.safety import shown
 
-    try:
-        inventory = load_inventory(devices)
-    except InventoryError as e:
-        _fail(str(e), "fix the inventory: docs/devices.md lists each device kind and its keys")
+    inventory = load_inventory(devices)
     if only:
-        unknown = set(only) - {d.name for d in inventory}
+        unknown = sorted(set(only) - {d.name for d in inventory})
         if unknown:
-            _fail(f"no device named {', '.join(sorted(unknown))} in {devices}")
+            raise ConfigError(f"no device named '{shown(unknown[0], 64)}' in {shown(devices)}",
+                              hint=f"devices in it: {', '.join(shown(d.name, 64) for d in inventory) or 'none'}")
         inventory = [d for d in inventory if d.name in only]
+    if not [d for d in inventory if d.kind != "ios"]:
+        raise ConfigError(f"no device to run on in {shown(devices)}" + (" (ios devices are not driven from here)"
+                                                                       if inventory else ""),
+                          hint="add a [[device]] table (see docs/devices.md), e.g. kind = \"local\"")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {shown(out)} is not a folder", hint="give --out a folder for the run's JSON and JUnit")
+    history_path = history or out / "history.sqlite"
+    hist.check_appendable(history_path)
+    _preflight(inventory)
     found = runs.find_bundles(bundles)
     if not found:
-        _fail(f"no bundles under {', '.join(map(str, bundles))}", "a bundle is a folder with manifest.json and run_bundle.py")
-    from edgepack.errors import EdgepackError
-
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
-                      transient=True) as progress:
-            task = progress.add_task("devices", total=None)
-            record = runs.run_all(inventory, found, repeats=repeats, warmup=warmup, deployment=deployment,
-                                  progress=lambda s: progress.update(task, description=s, advance=1))
-    except EdgepackError as e:  # a bundle refused before anything was pushed (runs.verify_before_push)
-        from rich.markup import escape
-
-        from edgepack.safety import shown
-
-        _fail(escape(shown(e.message, 2000)), escape(shown(e.hint or "", 500)))
+        raise InputError(f"no bundles under {', '.join(shown(b) for b in bundles)}",
+                         hint="a bundle is a folder with manifest.json and run_bundle.py")
+    for b in found:  # every bundle is checked before any device sees one (runs.check_bundle)
+        runs.check_bundle(b)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as progress:
+        task = progress.add_task("devices", total=None)
+        record = runs.run_all(inventory, found, repeats=repeats, warmup=warmup, deployment=deployment,
+                              progress=lambda s: progress.update(task, description=_line(s, 200), advance=1))
+    if not record["results"]:
+        raise ConfigError("no device of the inventory runs these bundles (each device's `backends` left them out)",
+                          hint="check the devices' backends = [...] against the bundles' backends")
     runs.write_json(record, out / f"{record['id']}.json")
     runs.write_junit(record, out / f"{record['id']}.junit.xml")
-    hist.append(history or out / "history.sqlite", record)
+    hist.append(history_path, record)
     from rich.table import Table
 
     table = Table(title=f"device run {record['id']}")
@@ -108,35 +138,45 @@ def run(
     for r in record["results"]:
         p50 = (r["latency"] or {}).get("p50_ms")
         host = (r.get("host") or {}).get("p50_ms")
-        table.add_row(r["device"], r["target"], r["config"], r["status"], "—" if p50 is None else f"{p50:.3f}",
-                      r["latency_where"], "—" if host is None else f"{host:.3f}",
-                      (r.get("budget") or {}).get("status", "—"), (r["diagnosis"] or r["reason"])[:120])
+        table.add_row(_line(r["device"]), _line(r["target"]), _line(r["config"]), _line(r["status"]),
+                      "—" if not isinstance(p50, (int, float)) else f"{p50:.3f}", _line(r["latency_where"]),
+                      "—" if not isinstance(host, (int, float)) else f"{host:.3f}",
+                      _line((r.get("budget") or {}).get("status", "—")), _line((r["diagnosis"] or r["reason"])[:120]))
     console.print(table)
-    console.print(f"wrote {out / record['id']}.json, .junit.xml; history {history or out / 'history.sqlite'}")
+    console.print(f"wrote {_line(out / record['id'])}.json, .junit.xml; history {_line(history_path)}")
     raise typer.Exit(runs.exit_code(record))
 
 
 @app.command(epilog="Example:\n\n  edgepack device report --history device-runs/history.sqlite --out device-report")
 def report(
     *,
-    history: Annotated[Path, typer.Option(help="the SQLite history")] = DEFAULT_HISTORY,
+    history: Annotated[Path, typer.Option(help="the SQLite history (opened read-only)")] = DEFAULT_HISTORY,
     out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("device-report"),
-    window: Annotated[int, typer.Option(min=1, help="baseline window: earlier runs the latest is tested against")] = 5,
+    window: Annotated[int, typer.Option(min=1, max=10_000, help="baseline window: earlier runs the latest is "
+                                                                "tested against")] = 5,
     alpha: Annotated[float, typer.Option(help="significance level of the latency test")] = 0.01,
 ) -> None:
     """Render the history as Markdown and a self-contained HTML page; flag regressions (exit 1 when any)."""
+    import math
+
     from edgepack.devices import history as hist
     from edgepack.devices import regressions, report as rep
+    from edgepack.errors import ConfigError, InputError
+    from edgepack.safety import shown, write_atomic
 
-    if not history.is_file():
-        _fail(f"no history at {history}", "run `edgepack device run ... --out DIR` first")
+    if not (math.isfinite(alpha) and 0 < alpha < 1):
+        raise ConfigError(f"--alpha {shown(alpha, 40)} is not a significance level", hint="give 0 < alpha < 1, "
+                          "e.g. --alpha 0.01")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {shown(out)} is not a folder", hint="give --out a folder for report.md and report.html")
+    if not history.exists() and not history.is_symlink():
+        raise InputError(f"no history at {shown(history)}", hint="run `edgepack device run ... --out DIR` first")
     data = hist.series(history)
     flags = regressions.check_all(data, window=window, alpha=alpha)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(rep.markdown(data, flags))
-    (out / "report.html").write_text(rep.html_page(data, flags))
-    console.print(f"wrote {out / 'report.md'} and {out / 'report.html'} ({len(flags)} regression flag(s))")
+    write_atomic(out / "report.md", rep.markdown(data, flags), "report.md")
+    write_atomic(out / "report.html", rep.html_page(data, flags), "report.html")
+    console.print(f"wrote {_line(out / 'report.md')} and {_line(out / 'report.html')} ({len(flags)} regression flag(s))")
     for f in flags:
-        console.print(f"[yellow]regression[/] {f.what} {f.device} · {f.bundle} [{f.config}]: {f.detail}",
-                      markup=True, soft_wrap=True)
+        console.print(f"[yellow]regression[/] {_line(f.what)} {_line(f.device)} · {_line(f.bundle)} "
+                      f"\\[{_line(f.config)}]: {_line(f.detail)}", soft_wrap=True)
     raise typer.Exit(1 if flags else 0)

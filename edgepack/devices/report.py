@@ -1,6 +1,11 @@
 """Render the device-run history as Markdown and as one self-contained HTML page (inline SVG plots, no scripts,
 no external files): latest status per device × bundle × configuration, latency and parity over time, flags from
-:mod:`edgepack.devices.regressions`."""
+:mod:`edgepack.devices.regressions`.
+
+A history is shared between people and machines, so nothing from it reaches the page unescaped: text is
+HTML-escaped, a status is mapped onto the known verdicts (:data:`COLORS`, one entry per verdict word; anything else
+is shown as ``?``), numbers are formatted, and the page carries a Content-Security-Policy that forbids scripts,
+objects, frames and any fetch (:data:`CSP`), so even a rendering bug cannot run script."""
 
 from __future__ import annotations
 
@@ -9,13 +14,26 @@ from typing import Any
 
 from edgepack.devices.regressions import Flag
 
-COLORS = {"PASS": "#1a7f37", "FLAKY": "#bf8700", "FAIL": "#cf222e", "INCONCLUSIVE": "#a626a4", "INFRA": "#8250df",
-          "SKIPPED": "#6e7781", "NOT_RUN": "#6e7781"}
+COLORS = {"PASS": "#1a7f37", "FLAKY": "#bf8700", "FAIL": "#cf222e", "INCONCLUSIVE": "#a626a4", "INFRA": "#8250df", "SKIPPED": "#6e7781",
+          "NOT_RUN": "#6e7781"}
+CSP = ("default-src 'none'; script-src 'none'; object-src 'none'; frame-src 'none'; connect-src 'none'; "
+       "img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
+UNKNOWN = "?"
 PALETTE = ("#0969da", "#cf222e", "#1a7f37", "#bf8700", "#8250df", "#e16f24", "#57606a", "#1b7c83")
 
 
+def status_word(status: object) -> str:
+    """A history's status mapped onto the known verdicts (table-driven: :data:`COLORS`); anything else is ``?``."""
+    return status if isinstance(status, str) and status in COLORS else UNKNOWN
+
+
 def _fmt(v: float | None, nd: int = 3) -> str:
-    return "—" if v is None else f"{v:.{nd}f}"
+    return "—" if not isinstance(v, (int, float)) or isinstance(v, bool) else f"{v:.{nd}f}"
+
+
+def _md(text: object) -> str:
+    """A Markdown table cell: no HTML a renderer would interpret, no cell break, one line."""
+    return html.escape(str(text), quote=False).replace("|", "/").replace("\n", " ").replace("\r", " ")
 
 
 def _parity_value(row: dict) -> float | None:
@@ -46,7 +64,7 @@ def _budget_cell(row: dict) -> str:
         return "—"
     rows = [f"{r['name'][:3]} {_fmt(r.get('measured'))}" + (f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
                                                              if r.get("ci_low") is not None else "")
-            + f" ≤ {r['limit']:g}" for r in b.get("rows", [])]
+            + f" ≤ {_fmt(r['limit'], 3)}" for r in b.get("rows", [])]
     return f"{b['status']} ({b['class']}{': ' + ', '.join(rows) if rows else ''})"
 
 
@@ -56,7 +74,8 @@ def markdown(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: l
     lines.append(f"{len(runs)} runs, latest {runs[-1][1] if runs else '—'}. Latency under emulation is labelled "
                  "`emulated` and never judged against a budget.")
     lines += ["", "## Regressions (latest run against a baseline window)", ""]
-    lines += [f"- **{f.what}** {f.device} · {f.bundle} [{f.config}]: {f.detail}" for f in flags] or ["- none"]
+    lines += [f"- **{_md(f.what)}** {_md(f.device)} · {_md(f.bundle)} [{_md(f.config)}]: {_md(f.detail)}"
+              for f in flags] or ["- none"]
     lines += ["", "## Latest", "", "Device parity and latency next to the build host's (conversion fidelity: "
               "top-1 agreement · host p50). Latency budgets: judged on real devices of their class only.", "",
               "| device | bundle | config | status | p50 ms | where | top-1 agreement | "
@@ -64,13 +83,13 @@ def markdown(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: l
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (dev, target, config), rows in sorted(history.items()):
         r = rows[-1]
-        note = (r.get("diagnosis") or r.get("reason") or "").replace("|", "/")[:160]
+        note = (r.get("diagnosis") or r.get("reason") or "")[:160]
         rt = r["runtime"].get("runtime", "")
         if r["runtime"].get("inference_precision"):
             rt += f" ({r['runtime']['inference_precision']})"
-        lines.append(f"| {dev} | {target} | {config} | {r['status']} | {_fmt(r['p50_ms'])} | {r['latency_where']} | "
-                     f"{_fmt(_parity_value(r), 4)} | {_fmt(_cos(r), 4)} | {_host_cell(r)} | "
-                     f"{_budget_cell(r).replace('|', '/')} | {rt} | {note} |")
+        lines.append(f"| {_md(dev)} | {_md(target)} | {_md(config)} | {status_word(r['status'])} | {_fmt(r['p50_ms'])} | "
+                     f"{_md(r['latency_where'])} | {_fmt(_parity_value(r), 4)} | {_fmt(_cos(r), 4)} | "
+                     f"{_md(_host_cell(r))} | {_md(_budget_cell(r))} | {_md(rt)} | {_md(note)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -130,12 +149,13 @@ def html_page(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: 
     rows_html = []
     for (dev, target, config), rows in sorted(history.items()):
         r = rows[-1]
-        color = COLORS.get(r["status"], "#57606a")
+        status = status_word(r["status"])
+        color = COLORS.get(status, "#57606a")
         rt = html.escape(r["runtime"].get("runtime", "") + (f" ({r['runtime']['inference_precision']})"
                                                              if r["runtime"].get("inference_precision") else ""))
         rows_html.append(
             f"<tr><td>{html.escape(dev)}</td><td>{html.escape(target)}</td><td>{html.escape(config)}</td>"
-            f'<td><b style="color:{color}">{r["status"]}</b></td><td>{_fmt(r["p50_ms"])}</td>'
+            f'<td><b style="color:{color}">{html.escape(status)}</b></td><td>{_fmt(r["p50_ms"])}</td>'
             f"<td>{html.escape(r['latency_where'])}</td><td>{_fmt(_parity_value(r), 4)}</td>"
             f"<td>{_fmt(_cos(r), 4)}</td><td>{html.escape(_host_cell(r))}</td>"
             f"<td>{html.escape(_budget_cell(r))}</td><td>{rt}</td>"
@@ -143,7 +163,9 @@ def html_page(history: dict[tuple[str, str, str], list[dict[str, Any]]], flags: 
     flag_html = "".join(f"<li><b>{html.escape(f.what)}</b> {html.escape(f.device)} · {html.escape(f.bundle)} "
                         f"[{html.escape(f.config)}]: {html.escape(f.detail)}</li>" for f in flags) or "<li>none</li>"
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edgepack device runs</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{html.escape(CSP, quote=False)}">
+<title>edgepack device runs</title>
 <style>
 body {{ font-family: sans-serif; margin: 24px; color: #24292f; background: #f6f8fa; }}
 table {{ border-collapse: collapse; background: #fff; font-size: 13px; }}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import platform
 import time
 import uuid
@@ -72,10 +73,48 @@ def transport_for(device: Device) -> Transport:
     return kinds[device.kind](device)
 
 
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """A bundle's manifest as plain JSON, checked only as far as the harness uses it (the runner verifies the rest):
+    a regular UTF-8 file under the text limit holding an object with ``target.name`` and ``artifact.backend``."""
+    from edgepack.errors import BundleError
+    from edgepack.safety import read_bytes, shown
+
+    raw = read_bytes(bundle / "manifest.json", "bundle manifest", error=BundleError)
+    try:
+        m = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise BundleError(f"bundle {shown(bundle)}: manifest.json is not valid UTF-8 JSON ({shown(e, 100)})") from None
+    target, art = (m.get("target"), m.get("artifact")) if isinstance(m, dict) else (None, None)
+    if not isinstance(m, dict):
+        raise BundleError(f"bundle {shown(bundle)}: manifest.json holds a JSON {type(m).__name__}, not an object")
+    if not (isinstance(target, dict) and isinstance(target.get("name"), str)
+            and isinstance(art, dict) and isinstance(art.get("backend"), str)):
+        raise BundleError(f"bundle {shown(bundle)}: manifest.json has no target.name or artifact.backend")
+    return m
+
+
 def bundle_info(bundle: Path) -> tuple[str, str]:
     """(target, backend) from the bundle's manifest, read as plain JSON (no trust needed: the runner verifies)."""
-    m = json.loads((bundle / "manifest.json").read_text())
+    m = read_manifest(bundle)
     return m["target"]["name"], m["artifact"]["backend"]
+
+
+def check_bundle(bundle: Path) -> dict[str, Any]:
+    """Everything ``device run`` checks on a bundle before any device sees it; returns its manifest. The bundle's
+    folder name goes through the same name check as ``build`` (it is substituted into device commands).
+    The one place for more pre-push checks of a bundle (e.g. ``bundle.verify``): ``device run`` calls it for every
+    bundle before the first device runs."""
+    from edgepack.errors import BundleError
+    from edgepack.safety import check_name, odd_entries, shown
+
+    check_name(bundle.name, "bundle folder name", error=BundleError)
+    if bundle.name.startswith("-"):  # it would read as an option to the device's commands
+        raise BundleError(f"bundle folder name '{bundle.name}' starts with '-'", hint="rename the bundle folder")
+    odd = odd_entries(bundle)  # a FIFO or a link to /dev/zero would hang the copy to the device
+    if odd:
+        raise BundleError(f"bundle {shown(bundle)}: {odd[0]}" + (f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""),
+                          hint="a bundle holds regular files only; `edgepack verify BUNDLE` lists every problem")
+    return read_manifest(bundle)
 
 
 def find_bundles(roots: list[Path]) -> list[Path]:
@@ -89,28 +128,66 @@ def find_bundles(roots: list[Path]) -> list[Path]:
     return found
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def parity_summary(verdict: dict) -> dict[str, Any]:
-    """The few numbers per output kept in the history (not the whole check list)."""
+    """The few numbers per output kept in the history (not the whole check list); anything not a finite number
+    from the device is left out."""
     out: dict[str, Any] = {}
-    for name, m in ((verdict.get("parity") or {}).get("metrics") or {}).items():
+    metrics = (verdict.get("parity") or {}).get("metrics") or {}
+    for name, m in (metrics.items() if isinstance(metrics, dict) else ()):
+        if not isinstance(m, dict):
+            continue
         keep = {k: m[k] for k in ("cosine", "sample_cosine_min", "sample_cosine_p1", "top1_agreement",
                                   "top1_agreement_ci_low", "top1_agreement_ci_high", "top1_agreement_n", "max_abs_error")
-                if m.get(k) is not None}
-        out[name] = keep
+                if _number(m.get(k))}
+        out[str(name)] = keep
     return out
 
 
+def latency_of(verdict: dict) -> dict[str, Any]:
+    """The device's latency as the history keeps it: finite numbers (samples: a list of them) and short strings."""
+    lat = verdict.get("latency") or {}
+    out: dict[str, Any] = {}
+    for k, v in (lat.items() if isinstance(lat, dict) else ()):
+        if k == "samples_ms":
+            out[k] = [float(x) for x in v if _number(x)] if isinstance(v, list) else []
+        elif _number(v) or (isinstance(v, str) and len(v) <= 200 and not str(k).endswith(("_ms", "_s"))
+                            and k not in ("runs", "repeats", "warmup")):
+            out[str(k)] = v
+    return out
+
+
+def runtime_of(verdict: dict) -> dict[str, Any]:
+    rt = verdict.get("runtime") or {}
+    return {str(k): v for k, v in (rt.items() if isinstance(rt, dict) else ())
+            if v is None or isinstance(v, (str, bool)) or _number(v)}
+
+
 def host_reference(bundle: Path) -> dict[str, Any]:
-    """What the build host measured for this bundle (its report.json): conversion-fidelity parity, host latency."""
+    """What the build host measured for this bundle (its report.json): conversion-fidelity parity, host latency.
+    The file is data: read as a regular file under the text limit, only values of the expected types kept, and
+    nothing at all when it is missing or malformed."""
+    from edgepack.errors import EdgepackError
+    from edgepack.safety import read_bytes
+
     try:
-        rep = json.loads((bundle / "report.json").read_text())
-    except (OSError, ValueError):
+        rep = json.loads(read_bytes(bundle / "report.json", "bundle report").decode("utf-8"))
+    except (EdgepackError, ValueError, RecursionError):
         return {}
-    lat = rep.get("latency") or {}
-    par = rep.get("parity") or {}
-    return {"where": "host", "passed": par.get("passed"), "parity": parity_summary({"parity": par}),
-            "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
-            "inference_precision": (lat.get("runtime") or {}).get("inference_precision")}
+    if not isinstance(rep, dict):
+        return {}
+    lat = rep.get("latency") if isinstance(rep.get("latency"), dict) else {}
+    par = rep.get("parity") if isinstance(rep.get("parity"), dict) else {}
+    rt = lat.get("runtime") if isinstance(lat.get("runtime"), dict) else {}
+    passed, precision = par.get("passed"), rt.get("inference_precision")
+    return {"where": "host", "passed": passed if isinstance(passed, bool) else None,
+            "parity": parity_summary({"parity": par}),
+            "p50_ms": lat["p50_ms"] if _number(lat.get("p50_ms")) else None,
+            "p90_ms": lat["p90_ms"] if _number(lat.get("p90_ms")) else None,
+            "inference_precision": precision if isinstance(precision, str) else None}
 
 
 def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: int, budget: Any = None) -> Result:
@@ -130,18 +207,18 @@ def run_one(device: Device, bundle: Path, config: str, *, repeats: int, warmup: 
         attempts.append(status)
         if not retryable(status) or len(attempts) > device.retries:
             break
-    lat = dict(verdict.get("latency") or {})
+    lat = latency_of(verdict)
     lat.pop("where", None)
     res = Result(device=device.name, kind=device.kind, device_class=device.klass, bundle=str(bundle), target=target,
                  backend=backend, config=config, status=combine(attempts), reason=reason, attempts=attempts,
                  seconds=round(time.monotonic() - t0, 3), latency_where="emulated" if device.emulated else "device",
-                 latency=lat, parity=parity_summary(verdict), runtime=dict(verdict.get("runtime") or {}),
+                 latency=lat, parity=parity_summary(verdict), runtime=runtime_of(verdict),
                  machine=str(verdict.get("host", "")), host=host_reference(bundle),
                  cpu=(device.cpu or {"arm64-emu": "cortex-a76", "x86-64-emu": "Haswell"}.get(device.kind, "")))
     if res.status == FLAKY:
         res.reason = f"passed on attempt {len(attempts)} after {', '.join(attempts[:-1])}"
-    if budget is not None and res.status in (PASS, FLAKY, NOT_RUN, INCONCLUSIVE):  # a slow device FAILs outright
-        res.budget = latency_budget.judge(budget, verdict.get("latency") or {}, device_class=device.klass,
+    if budget is not None and res.status in (PASS, FLAKY, NOT_RUN, INCONCLUSIVE):
+        res.budget = latency_budget.judge(budget, latency_of(verdict), device_class=device.klass,
                                           emulated=device.emulated)
         if res.budget["status"] == latency_budget.EXCEEDED:
             res.status, res.reason = FAIL, res.budget["note"]
@@ -281,7 +358,7 @@ def run_all(devices: list[Device], bundles: list[Path], *, repeats: int = 20, wa
                 continue
             extra = deployment and backend in DEPLOYMENT_DIFFERS and dev.kind != "adb"
             configs = ["parity"] + (["deployment"] if extra else [])
-            budget = latency_budget.budget_for(json.loads((b / "manifest.json").read_text()), dev.klass)
+            budget = latency_budget.budget_for(read_manifest(b), dev.klass)
             for config in configs:
                 progress(f"{dev.name} · {target} · {config}")
                 # the budget is judged on the configuration the device deploys (the last one)
@@ -303,8 +380,10 @@ def exit_code(run: dict) -> int:
 
 
 def write_json(run: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run, indent=2, allow_nan=False, default=str) + "\n")
+    """The run record as JSON, through the no-follow atomic writer (never through a planted symlink)."""
+    from edgepack.safety import write_atomic
+
+    write_atomic(path, json.dumps(run, indent=2, allow_nan=False, default=str) + "\n", "device-run JSON")
 
 
 def write_junit(run: dict, path: Path) -> None:
@@ -338,5 +417,6 @@ def write_junit(run: dict, path: Path) -> None:
             lines.append("    </testcase>")
         lines.append("  </testsuite>")
     lines.append("</testsuites>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    from edgepack.safety import write_atomic
+
+    write_atomic(path, "\n".join(lines) + "\n", "device-run JUnit")

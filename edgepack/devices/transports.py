@@ -77,21 +77,75 @@ def split_marker(stdout: str) -> tuple[str, int | None]:
     return stdout[: last.start()], int(last.group(1))
 
 
-def execute(argv: list[str], timeout_s: float, *, cwd: str | None = None, env: dict | None = None) -> RawRun:
-    """Run ``argv`` (which must print the marker) in its own process group; on time-out the whole group is killed."""
+def execute(argv: list[str], timeout_s: float, *, cwd: str | None = None, env: dict | None = None,
+            marker: bool = True) -> RawRun:
+    """Run ``argv`` in its own process group (its own session) and wait at most ``timeout_s``.
+
+    On time-out the whole group is killed and the run says so (``timed_out``); on anything else that ends the wait
+    (SIGINT/SIGTERM arrive as an exception here) the group is killed before the exception goes on, so no device-side
+    process outlives edgepack. ``marker``: the command prints the exit marker (else the exit code is the process's).
+    A program that does not exist is an ``infra`` line, not an exception."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
-                            start_new_session=True)
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                cwd=cwd, env=env, start_new_session=True)
+    except OSError as e:
+        return RawRun(infra=f"cannot start {shlex.quote(str(argv[0]))}: {e.strerror or e}")
     try:
         out, err = proc.communicate(timeout=timeout_s)
         timed_out = False
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
         out, err = proc.communicate()
         timed_out = True
-    body, code = split_marker(out or "")
+    except BaseException:
+        kill_group(proc)
+        raise
+    if marker:
+        body, code = split_marker(out or "")
+    else:
+        body, code = out or "", None if timed_out else proc.returncode
     return RawRun(stdout=body, stderr=err or "", exit_code=code, transport_code=proc.returncode,
                   timed_out=timed_out, seconds=time.monotonic() - t0)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group ``proc`` leads (it was started with ``start_new_session``) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def step(argv: list[str], timeout_s: float, what: str, **kw) -> str:
+    """Run one transport step (push, mkdir, copy) as :func:`execute` does; '' when it succeeded, else one line
+    saying why (its process group is killed on time-out)."""
+    r = execute(argv, timeout_s, marker=False, **kw)
+    if r.infra:
+        return f"{what}: {r.infra}"
+    if r.timed_out:
+        return f"{what} timed out after {timeout_s:g} s (its process group was killed)"
+    if r.exit_code != 0:
+        return f"{what} failed (exit {r.exit_code}): {(r.stderr or r.stdout).strip()[-300:]}"
+    return ""
+
+
+def fresh_remote(template: str, name: str) -> tuple[str, str]:
+    """(base folder, fresh folder of this run) on the device: ``remote`` names a folder (or ends with ``/{name}``);
+    the harness creates a new folder of its own below it and never deletes anything it did not create."""
+    base = template[: -len("/{name}")] if template.endswith("/{name}") else template
+    base = base.rstrip("/") or "/"
+    unique = f"edgepack-{name}-{os.getpid()}-{time.monotonic_ns()}"
+    return base, ("" if base == "/" else base) + "/" + unique
+
+
+def make_fresh(base: str, fresh: str) -> str:
+    """The shell line that creates ``fresh`` below ``base``; plain ``mkdir`` fails when it already exists."""
+    return f"mkdir -p {shlex.quote(base)} && mkdir {shlex.quote(fresh)}"
 
 
 def runner_args(remote: str, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> str:
@@ -140,7 +194,10 @@ class LocalTransport(Transport):
             env["EDGEPACK_QEMU_CPU"] = d.cpu
         with tempfile.TemporaryDirectory(prefix="edgepack-device-") as scratch:
             remote = Path(scratch) / bundle.name
-            shutil.copytree(bundle, remote)
+            try:  # symlinks are copied as links, never read through (a link to /dev/zero would never end)
+                shutil.copytree(bundle, remote, symlinks=True)
+            except (OSError, shutil.Error) as e:
+                return RawRun(infra=f"cannot copy the bundle to the device: {str(e)[:300]}")
             runner = str(remote / "run_bundle.py")
             guard = GUARD.format(blocked=BLOCKED + tuple(d.unavailable), runner=runner)
             cmd = " ".join(shlex.quote(a) for a in [*py, "-c", guard])
@@ -168,36 +225,39 @@ class SshTransport(Transport):
 
     def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
-        remote = d.remote.format(name=f"{bundle.name}-{os.getpid()}-{time.monotonic_ns()}")
-        mk = execute([*self.base("ssh"), self.target, with_marker(f"mkdir -p {shlex.quote(remote)}")], d.timeout_s)
+        base, remote = fresh_remote(d.remote, bundle.name)
+        mk = execute([*self.base("ssh"), self.target, with_marker(make_fresh(base, remote))], d.timeout_s)
         if mk.exit_code != 0:
-            return RawRun(infra=f"ssh {self.target}: cannot create {remote}: {(mk.stderr or mk.stdout).strip()[-300:]}",
+            return RawRun(infra=mk.infra or f"ssh {self.target}: cannot create {remote}: "
+                                             f"{(mk.stderr or mk.stdout).strip()[-300:]}",
                           transport_code=mk.transport_code, timed_out=mk.timed_out)
-        t0 = time.monotonic()
-        cp = subprocess.run([*self.base("scp"), "-rq", f"{bundle}/.", f"{self.target}:{remote}"],
-                            capture_output=True, text=True, timeout=d.timeout_s)
-        if cp.returncode != 0:
-            return RawRun(infra=f"scp to {self.target} failed: {cp.stderr.strip()[-300:]}",
-                          transport_code=cp.returncode)
-        args = runner_args(remote, repeats, warmup, config, min_seconds)
-        cmd = bounded(f"{d.python} {shlex.quote(remote)}/run_bundle.py {args}", d.timeout_s)
-        res = execute([*self.base("ssh"), self.target, with_marker(cmd)], d.timeout_s)
-        res.extra["push_s"] = time.monotonic() - t0 - res.seconds
-        subprocess.run([*self.base("ssh"), self.target, f"rm -rf {shlex.quote(remote)}"], capture_output=True,
-                       timeout=60)
-        return res
+        try:  # from here on the fresh folder is ours: removed whatever happens (only it, never its parent)
+            t0 = time.monotonic()
+            why = step([*self.base("scp"), "-rq", f"{bundle}/.", f"{self.target}:{remote}"], d.timeout_s,
+                       f"scp to {self.target}")
+            if why:
+                return RawRun(infra=why)
+            args = runner_args(remote, repeats, warmup, config, min_seconds)
+            cmd = bounded(f"{shlex.quote(d.python)} {shlex.quote(remote + '/run_bundle.py')} {args}", d.timeout_s)
+            res = execute([*self.base("ssh"), self.target, with_marker(cmd)], d.timeout_s)
+            res.extra["push_s"] = time.monotonic() - t0 - res.seconds
+            return res
+        finally:
+            execute([*self.base("ssh"), self.target, f"rm -rf {shlex.quote(remote)}"], min(60.0, d.timeout_s),
+                    marker=False)
 
 
 class CommandTransport(Transport):
-    """Two shell templates (push, run); placeholders {bundle}, {remote}, {name}."""
+    """Two shell templates (push, run); placeholders {bundle}, {remote}, {name}, each substituted shell-quoted.
+    The templates themselves are shell by design (the inventory is configuration that runs commands)."""
 
     def run(self, bundle: Path, *, repeats: int, warmup: int, config: str, min_seconds: float = 0.0) -> RawRun:
         d = self.device
         name = bundle.name
         remote = d.remote.format(name=name)
-        fmt = {"bundle": shlex.quote(str(bundle)), "remote": shlex.quote(remote), "name": name}
-        push = subprocess.run(d.push.format(**fmt), shell=True, capture_output=True, text=True, timeout=d.timeout_s)
-        if push.returncode != 0:
-            return RawRun(infra=f"push failed: {push.stderr.strip()[-300:]}", transport_code=push.returncode)
+        fmt = {"bundle": shlex.quote(str(bundle)), "remote": shlex.quote(remote), "name": shlex.quote(name)}
+        why = step(["sh", "-c", d.push.format(**fmt)], d.timeout_s, "push")
+        if why:
+            return RawRun(infra=why)
         cmd = d.run.format(**fmt) + " " + runner_args(remote, repeats, warmup, config, min_seconds)
         return execute(["sh", "-c", with_marker(cmd)], d.timeout_s)

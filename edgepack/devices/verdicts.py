@@ -36,7 +36,19 @@ def _verdict_json(stdout: str) -> dict | None:
             v = json.loads(text[start:]) if start >= 0 else None
         except json.JSONDecodeError:
             return None
-    return v if isinstance(v, dict) else None
+    return v if isinstance(v, dict) and _well_formed(v) else None
+
+
+def _well_formed(v: dict) -> bool:
+    """The verdict's parts the harness reads have the runner's shapes (a device's output is data, not trusted)."""
+    parity, integrity = v.get("parity") or {}, v.get("integrity") or {}
+    return (isinstance(parity, dict) and isinstance(integrity, dict)
+            and isinstance(parity.get("checks") or [], list)
+            and all(isinstance(c, dict) for c in parity.get("checks") or [])
+            and isinstance(parity.get("metrics") or {}, dict)
+            and all(isinstance(m, dict) for m in (parity.get("metrics") or {}).values())
+            and isinstance(integrity.get("problems") or [], list)
+            and all(isinstance(v.get(k) or {}, dict) for k in ("latency", "runtime")))
 
 
 def judge(raw: RawRun) -> tuple[str, str, dict[str, Any]]:
@@ -70,10 +82,10 @@ def judge(raw: RawRun) -> tuple[str, str, dict[str, Any]]:
         return INCONCLUSIVE, "too few golden samples: " + ", ".join(
             f"{c.get('name', '?')} needs ≥ {c.get('samples_needed', '?')}" for c in rows[:4]), verdict
     if raw.exit_code == 1 and verdict.get("passed") is False:
-        bad = [c.get("name", "?") for c in (verdict.get("parity") or {}).get("checks", []) if not c.get("passed")]
+        bad = [str(c.get("name", "?")) for c in (verdict.get("parity") or {}).get("checks", []) if not c.get("passed")]
         integrity = verdict.get("integrity") or {}
-        reason = verdict.get("error") or "; ".join(
-            ([f"integrity: {', '.join(integrity.get('problems', [])[:3])}"] if not integrity.get("passed", True) else [])
+        reason = str(verdict.get("error") or "") or "; ".join(
+            ([f"integrity: {', '.join(map(str, integrity.get('problems', [])[:3]))}"] if not integrity.get("passed", True) else [])
             + ([f"parity: {', '.join(bad[:4])}"] if bad else [])) or "failed"
         return FAIL, reason, verdict
     return INFRA, f"exit code {raw.exit_code} contradicts the verdict (passed={verdict.get('passed')})", verdict

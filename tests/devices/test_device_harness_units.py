@@ -63,7 +63,7 @@ def test_inventory_validation():
         parse_devices({"device": [{"name": "x", "kind": "ssh", "python": "p"}]})
     with pytest.raises(InventoryError, match="unknown kind"):
         parse_devices({"device": [{"name": "x", "kind": "phone"}]})
-    with pytest.raises(InventoryError, match="unknown keys"):
+    with pytest.raises(InventoryError, match="unknown key 'hots'"):
         parse_devices({"device": [{"name": "x", "hots": "h"}]})
 
 
@@ -222,7 +222,8 @@ def test_report_markdown_html_and_junit(tmp_path):
     assert "| jetson | b/android-ort-int8 | parity | PASS |" in md and "emulated" in md and "latency" in md
     page = report.html_page(data, flags)
     assert page.count("<svg") == 3 and "<script" not in page and "http" not in page.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")
+        'xmlns="http://www.w3.org/2000/svg"', "").replace('http-equiv="Content-Security-Policy"', "")
+    assert "script-src 'none'" in page
     record = {"id": "r1", "started": "2026-12-01T00:00:00+00:00",
               "results": [_result("d", "t1", PASS, [1.0], 1.0), {**_result("d", "t2", FAIL, [1.0], 0.5), "reason": "x"},
                           {**_result("d", "t3", INFRA, [1.0], 0.0), "reason": "no exit marker"},
@@ -244,7 +245,7 @@ def test_device_cli_report(tmp_path):
     assert res.exit_code == 1 and "regression latency jetson" in res.stdout, res.stdout
     assert (tmp_path / "rep" / "report.html").is_file()
     res = CliRunner().invoke(app, ["device", "run", str(tmp_path), "--devices", str(tmp_path / "none.toml")])
-    assert res.exit_code == 2 and "cannot read" in res.stderr
+    assert res.exit_code == 2 and "device inventory not found" in res.stderr and "hint:" in res.stderr
 
 
 def test_device_package_imports_no_framework():

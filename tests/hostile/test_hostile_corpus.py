@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import corpus as hostile
+import corpus_devices
 from hostile_summary import SUMMARY
 
 pytest.importorskip("onnx")
@@ -91,6 +92,7 @@ def generated(tmp_path_factory, fake_bundle):
     cases = hostile.build(root / "cases", **kw)
     for name in hostile.CORPUS_MODULES:
         cases += importlib.import_module(name).build(root / "cases", **kw)
+    cases += corpus_devices.build(root / "cases", bundle=fake_bundle)  # the device harness (issue 21)
     before = {c.name: _snapshot(root / "cases" / c.name) for c in cases}
     return root, cases, before
 
