@@ -78,7 +78,8 @@ def setup(tmp_path):
 
 def _build(tmp: Path, model: Path, target: str, marker: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *CLI, "build", str(model), "-t", str(tmp / target), "--out",
-                             str(tmp / "out"), "-c", str(tmp / "cal.npz")], env=_env(marker, **env),
+                             str(tmp / "out"), "-c", str(tmp / "cal.npz"),
+                             "--judge", "point"], env=_env(marker, **env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp)
 
 

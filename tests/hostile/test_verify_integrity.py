@@ -57,7 +57,7 @@ def test_a_verdict_edited_to_passed_is_refused_by_verify_and_check(built, tmp_pa
     shutil.rmtree(b)
     shutil.copytree(built[0], b)
     hostile.resign(b, lambda m: m.update(verdict="failed"))
-    assert "all 2 rows passed" in " ".join(bundles.verify(b, allow_failed=True).problems)
+    assert "rows passed" in " ".join(bundles.verify(b, allow_failed=True).problems)
 
 
 def _ld(num: int, payload: bytes | str) -> bytes:
