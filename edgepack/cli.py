@@ -99,13 +99,13 @@ def _handle_errors(fn):
 
 
 def _parse_outputs(specs: list[str] | None) -> dict[str, str]:
-    from edgepack.core.kinds import KINDS
+    from edgepack.core.kinds import KINDS, known
     from edgepack.errors import ConfigError
 
     out: dict[str, str] = {}
     for spec in specs or []:
         name, sep, kind = spec.partition("=")
-        if not sep or not name or kind not in KINDS:
+        if not sep or not name or not known(kind):
             raise ConfigError(f"cannot parse --output '{spec}'",
                               hint=f"use NAME=KIND with KIND one of: {', '.join(KINDS)} (e.g. --output boxes=regression)")
         out[name] = kind

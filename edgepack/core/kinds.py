@@ -2,7 +2,9 @@
 
 ``scores`` (logits or probabilities over classes), ``probabilities`` (independent sigmoid/multi-label),
 ``regression`` (boxes, landmarks, depth, any real-valued head), ``embedding``, ``dense`` (segmentation/heat
-maps), ``sequence`` (tokens/time steps), ``state`` (recurrent state passed back in), ``other``.
+maps), ``sequence`` (tokens/time steps), ``state`` (recurrent state passed back in), ``other``; and the task kinds of
+``core.tasks`` (``detections:yolo``, ``ctc``, ``topk``, ``retrieval``, ``task:NAME``), judged by their base kind's
+rows and by their decoded results.
 
 Declared kinds win. Otherwise inference is conservative: class-score metrics only for the single output the
 labels match, or for outputs whose rows are non-negative and sum to 1 over a class axis; everything else is
@@ -13,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("scores", "probabilities", "regression", "embedding", "dense", "sequence", "state", "other")
+KINDS = ("scores", "probabilities", "regression", "embedding", "dense", "sequence", "state", "other",
+         # task kinds (core/tasks.py): the output is also decoded the way the app does and the decodes compared;
+         # a third-party post-processor is the kind "task:NAME" (an installed edgepack.metrics entry point)
+         "detections:yolo", "ctc", "topk", "retrieval")
+
+
+def known(kind: str) -> bool:
+    """A built-in kind, or ``task:NAME`` (a third-party post-processor, looked up when it is measured)."""
+    return kind in KINDS or (kind.startswith("task:") and len(kind) > 5)
 
 
 def _rows_are_distributions(arr: np.ndarray) -> bool:

@@ -18,6 +18,7 @@ from .checks import Check, finite_or_none, judge
 from .kinds import decide
 from .limits import Limits
 from .stats import paired_drop_interval, samples_needed, wilson
+from .tasks import ROWS as TASK_ROWS, base_kind, is_task, metrics_of, measure as measure_task
 
 RATE_KINDS = {"top1_agreement": "scores", "top5_agreement": "scores", "decision_agreement": "probabilities",
               "retrieval_agreement": "embedding", "pixel_agreement": "dense", "token_agreement": "sequence"}
@@ -199,10 +200,34 @@ def _rate_check(name: str, out: str, m: dict[str, float], key: str, limit: float
     return judge(f"{name}[{out}]", measured, limit, ">=", note)
 
 
+def _task_checks(name: str, task: str, ref: np.ndarray, got: np.ndarray, params: dict[str, str],
+                 m: dict[str, float], limits: Limits, warnings: list[str]) -> list[Check]:
+    """Decode both sides with the task's post-processor (``core.tasks``), add its metrics to ``m`` and judge
+    them by the task rows (``tasks.ROWS``)."""
+    try:
+        tm = measure_task(task, ref, got, params)
+    except (ValueError, LookupError) as e:
+        return [Check(f"output {name} {task}", 1, 0, False, "==", f"cannot decode as {task}: {e}")]
+    m.update(tm)
+    out: list[Check] = []
+    for key in metrics_of(task):
+        field_name, op, is_rate = TASK_ROWS[key]
+        limit = getattr(limits, field_name)
+        if limit is None or key not in tm:
+            continue
+        if is_rate:
+            out.append(_rate_check(f"parity.{field_name}", name, tm, key, limit, limits, warnings))
+        else:
+            out.append(judge(f"parity.{field_name}[{name}]", tm[key], limit, op))
+    return out
+
+
 def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], limits: Limits,
-           labels: np.ndarray | None = None, kinds: dict[str, str] | None = None) -> ParityOutcome:
+           labels: np.ndarray | None = None, kinds: dict[str, str] | None = None,
+           params: dict[str, dict[str, str]] | None = None) -> ParityOutcome:
     """Metrics for every reference output, judged by the rows of its kind. ``kinds`` are the decided kinds
-    (from the manifest); when absent they are inferred conservatively (see ``kinds.decide``)."""
+    (from the manifest); when absent they are inferred conservatively (see ``kinds.decide``). A task kind
+    (``core.tasks``) is judged by its base kind's rows and by its task rows; ``params`` are its parameters."""
     decided = decide(reference, labels) if kinds is None else \
         {**decide(reference, labels), **{k: (v, "from the manifest") for k, v in kinds.items()}}
     metrics: dict[str, dict[str, float]] = {}
@@ -210,7 +235,8 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
     warnings: list[str] = []
     worst: dict[str, list[dict[str, Any]]] = {}
     for name, ref in reference.items():
-        kind = decided[name][0]
+        task = decided[name][0]
+        kind = base_kind(task)
         if name not in candidate:
             checks.append(Check(f"output {name} present", 1, 0, False, "==", "bundle produced no such output"))
             continue
@@ -255,5 +281,11 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
             checks.append(judge(f"parity.max_accuracy_drop[{name}]", measured, limits.max_accuracy_drop + 1e-12,
                                 "<=", f"95% interval {m['accuracy_drop_ci_low']:.4f}–{m['accuracy_drop_ci_high']:.4f}"
                                 + (" (judged on the upper bound)" if bound else "")))
+        if kind == "dense" and "mean_iou" in m and limits.min_mean_iou is not None:
+            checks.append(judge(f"parity.min_mean_iou[{name}]", m["mean_iou"], limits.min_mean_iou, ">=",
+                                "mean IoU of the class maps over the reference's classes"))
+        if is_task(task):
+            checks += _task_checks(name, task, ref, candidate[name], (params or {}).get(name) or {}, m, limits,
+                                   warnings)
     n = len(next(iter(reference.values()))) if reference else 0
     return ParityOutcome(metrics=metrics, checks=checks, warnings=warnings, samples=n, kinds=decided, worst=worst)
