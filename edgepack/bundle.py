@@ -113,6 +113,11 @@ class Manifest(_Model):
     limits: Limits
     kinds: dict[str, OutputKindInfo] = Field(default_factory=dict, description="output → kind (declared or "
                                              "inferred) that decides its parity metrics")
+    output_specs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="output → its spec "
+                                                    "(edgepack.core.outspec): the batch axis moved to axis 0 in the "
+                                                    "golden outputs and by the runner, channel groups judged as "
+                                                    "virtual outputs NAME[a:b], a task kind's params; absent in old "
+                                                    "manifests (batch on axis 0, no groups)")
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     labels: list[str] | None = None
     calibration: dict[str, Any] = Field(default_factory=dict)
@@ -195,6 +200,7 @@ class BundleContent:
     report: TargetReport
     holdout_samples: int | None = None
     golden_indices: list[int] | None = None
+    output_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def write(staging: Path, content: BundleContent) -> Manifest:
@@ -227,7 +233,8 @@ def write(staging: Path, content: BundleContent) -> Manifest:
     manifest = Manifest(
         edgepack_version=toolchain["edgepack"], toolchain=toolchain, source=content.source,
         target=content.target.model_copy(update={"path": None}), artifact=content.artifact, golden=golden,
-        limits=content.limits, kinds=content.kinds, preprocessing=content.preprocessing, labels=content.class_names,
+        limits=content.limits, kinds=content.kinds, output_specs=content.output_specs,
+        preprocessing=content.preprocessing, labels=content.class_names,
         calibration=content.calibration, files=files,
         verdict="passed" if content.report.status == "passed" else "failed",
         opt_ins=[*(f"--trust-model-code ({r})" for r in content.source.trusted_code),

@@ -98,17 +98,20 @@ def _handle_errors(fn):
     return wrapper
 
 
-def _parse_outputs(specs: list[str] | None) -> dict[str, str]:
-    from edgepack.core.kinds import KINDS, known
+def _parse_outputs(specs: list[str] | None) -> dict:
+    from edgepack.core import outspec
+    from edgepack.core.kinds import KINDS
     from edgepack.errors import ConfigError
 
-    out: dict[str, str] = {}
+    out = {}
     for spec in specs or []:
-        name, sep, kind = spec.partition("=")
-        if not sep or not name or not known(kind):
-            raise ConfigError(f"cannot parse --output '{spec}'",
-                              hint=f"use NAME=KIND with KIND one of: {', '.join(KINDS)} (e.g. --output boxes=regression)")
-        out[name] = kind
+        try:
+            name, parsed = outspec.parse_declaration(spec)
+        except ValueError as e:
+            raise ConfigError(f"cannot parse --output '{spec}': {e}",
+                              hint=f"use NAME=KIND[,batch_axis=N|none] with KIND one of: {', '.join(KINDS)}, or "
+                                   "channel groups NAME=regression[0:4]+scores[4:22],axis=1") from None
+        out[name] = parsed
     return out
 
 
@@ -175,13 +178,16 @@ def build(
     allow_metric: Annotated[Optional[list[str]], typer.Option("--allow-metric", help="enable an installed "
                             "`edgepack.metrics` entry point a profile names (it runs that package's code; recorded "
                             "in the manifest); repeatable")] = None,
-    output: Annotated[Optional[list[str]], typer.Option("--output", help="declare what an output means, NAME=KIND "
-                      "(scores, probabilities, regression, embedding, dense, sequence, state, other); decides its "
-                      "parity metrics; repeatable")] = None,
+    output: Annotated[Optional[list[str]], typer.Option("--output", help="declare what an output means, "
+                      "NAME=KIND[,batch_axis=N|none][,key=value...] (KIND: scores, probabilities, regression, "
+                      "embedding, dense, sequence, state, other); decides its parity metrics. batch_axis: the axis "
+                      "holding the samples (e.g. 1 for a time-first (T, B, C) output; none: no batch axis). Channel "
+                      "groups judged on their own: 'output0=regression[0:4]+scores[4:22],axis=1'; repeatable")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="bundle folder name: OUT/<name>/<target> (default: "
                     "the model file's name, or factory-weights for a PyTorch factory)")] = None,
     model_config: Annotated[Optional[Path], typer.Option("--model-config", help="TOML with [inputs.NAME] "
-                            "declarations and [outputs] kinds (--input/--output override it by name)")] = None,
+                            "declarations and [outputs] specs, NAME = \"KIND[,batch_axis=N][,...]\" "
+                            "(--input/--output override it by name)")] = None,
 ) -> None:
     """Convert MODEL into one bundle per --target, check parity and budgets, and write reports.
 

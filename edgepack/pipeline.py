@@ -33,7 +33,8 @@ from edgepack.budgets import check as budget_checks
 from edgepack.budgets import device_notes
 from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
-from edgepack.core.batching import axes_of, first_batch, per_sample, run_batched
+from edgepack.core import outspec
+from edgepack.core.batching import CALL_BATCH, CALLS, axes_of, first_batch, per_sample, run_batched
 from edgepack.core.checks import Check
 from edgepack.core.kinds import KINDS, decide, known
 from edgepack.core.latency import measure as measure_latency
@@ -85,12 +86,13 @@ def _preflight_worker(source: Source, target: Target) -> None:
 
 
 def _host_worker(target: Target, artifact: Artifact, bundle_dir: str, feeds: Feeds, warmup: int, repeats: int,
-                 threads: int) -> dict[str, Any]:
-    """Run the artifact on the holdout feeds and time one model call (in the backend's worker)."""
+                 threads: int, out_axes: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """Run the artifact on the holdout feeds (outputs samples first) and time one model call (in the backend's
+    worker)."""
     runner = target.backend.runner(artifact, Path(bundle_dir), threads=threads)
     with runner:
         axes = axes_of(artifact.inputs)
-        outputs = run_batched(runner.infer, feeds, runner.max_batch, axes)
+        outputs = run_batched(runner.infer, feeds, runner.max_batch, axes, out_axes=out_axes or None)
         one = first_batch(feeds, runner.max_batch, axes)
         latency = measure_latency(lambda: runner.infer_for_latency(one), warmup, repeats)
         return {"outputs": outputs, "latency": latency, "facts": dict(runner.facts)}
@@ -194,8 +196,98 @@ def _default_recipe(spec: str, target: Target, source: Source) -> CalibrationDat
     return replace(data, defaulted=True)
 
 
-def golden_outputs(source: Source, feeds: Feeds) -> Feeds:
+def golden_outputs(source: Source, feeds: Feeds, out_axes: dict[str, int | None] | None = None) -> Feeds:
+    """The reference model's outputs, samples first (each output's batch axis moved to axis 0)."""
+    if out_axes and any(a != 0 for a in out_axes.values()):
+        return module_for(source.kind).reference(source, feeds, out_axes=out_axes)
     return module_for(source.kind).reference(source, feeds)
+
+
+def _traceable(source: Source) -> bool:
+    """Whether the source's reference can return raw per-call outputs (every built-in source can)."""
+    import inspect
+
+    try:
+        return "out_axes" in inspect.signature(module_for(source.kind).reference).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def trace_outputs(source: Source, feeds: Feeds) -> dict[str, list[tuple[tuple[int, ...], int]]]:
+    """The model's raw output shapes on the first calibration batch: ``{output: [(shape, call batch), ...]}``, at
+    two batch sizes (2 and 3 samples) when the model takes a dynamic batch. Empty when the source cannot be traced
+    or its inputs are fed one sample per call (outputs are then kept whole per sample)."""
+    if not _traceable(source) or per_sample(axes_of(source.inputs)) or any(t.state_from for t in source.inputs):
+        return {}
+    n = len(next(iter(feeds.values())))
+    sizes = [k for k in (2, 3) if k <= n] or [n]
+    shapes: dict[str, list[tuple[tuple[int, ...], int]]] = {}
+    seen: set[int] = set()
+    for k in sizes:
+        raw = module_for(source.kind).reference(source, take(feeds, slice(0, k)), out_axes=CALLS)
+        b = int(np.asarray(raw.pop(CALL_BATCH))[0])
+        if b in seen:
+            break  # a fixed (or padded) batch: one size is all there is
+        seen.add(b)
+        for name, arr in raw.items():
+            shapes.setdefault(name, []).append((tuple(int(d) for d in np.shape(arr)[1:]), b))
+    return shapes
+
+
+def output_axes(source: Source, feeds: Feeds, specs: dict[str, outspec.OutputSpec]
+                ) -> tuple[dict[str, int | None], list[str]]:
+    """Every output's batch axis (declared, or traced on the first calibration batch) and the warnings about
+    declared/actual mismatches. An output whose leading axis is not the batch and that is not declared stops the
+    build with one line naming the output, the axis and the fix: it is never sliced blindly."""
+    traced = trace_outputs(source, feeds)
+    declared_shapes = {t.name: tuple(t.shape) for t in source.outputs}
+    axes: dict[str, int | None] = {}
+    warnings: list[str] = []
+    for name in specs:
+        if traced and name not in traced:
+            raise ConfigError(f"output '{name}' is declared, but the model's outputs are {', '.join(traced)}",
+                              hint=f"use one of: {', '.join(traced)}")
+    for name, shapes in traced.items():
+        axis, warns, problem = outspec.resolve_axis(name, specs.get(name), shapes, declared_shapes.get(name))
+        if problem is not None:
+            raise ConfigError(problem[0], hint=problem[1])
+        axes[name] = axis  # type: ignore[assignment]
+        warnings += warns
+    for name, spec in specs.items():  # an untraceable source still honours declarations
+        if name not in axes and spec.batch_axis != outspec.AUTO:
+            axes[name] = spec.batch_axis  # type: ignore[assignment]
+    return axes, warnings
+
+
+def output_specs(golden: Feeds, declared: dict[str, outspec.OutputSpec], axes: dict[str, int | None],
+                 kinds: dict[str, "OutputKindInfo"]) -> tuple[dict[str, outspec.OutputSpec], list[str]]:
+    """Each output's full spec for the manifest (batch axis as resolved; channel groups declared, or detected from
+    the per-channel ranges over the holdout for outputs judged like regression heads) and warnings."""
+    out: dict[str, outspec.OutputSpec] = {}
+    warnings: list[str] = []
+    for name, arr in golden.items():
+        spec = declared.get(name, outspec.OutputSpec(kind=kinds[name].kind if name in kinds else "other"))
+        if name in axes:
+            spec = spec.with_batch_axis(axes[name])
+        shape = tuple(np.shape(arr))
+        if spec.groups:
+            bad = outspec.check_groups(name, spec, shape)
+            if bad:
+                raise ConfigError(bad[0], hint=f"the output is {'x'.join(map(str, shape))} samples first; "
+                                               "groups are KIND[START:STOP] along axis=N of that layout")
+            gaps = outspec.uncovered(spec, shape[spec.group_axis])
+            if gaps:
+                warnings.append(f"output '{name}': channels {', '.join(f'{a}:{b}' for a, b in gaps)} along axis "
+                                f"{spec.group_axis} are in no declared group and are not judged")
+        elif kinds.get(name) is not None and kinds[name].kind in ("other", "regression") and name not in declared:
+            groups, note = outspec.detect_groups(np.asarray(arr), kinds[name].kind)
+            if groups:
+                spec = outspec.OutputSpec(spec.kind, spec.batch_axis, groups, 1, spec.params, note)
+            elif note:
+                warnings.append(f"output '{name}': the whole-tensor metric hides its small-range channels ({note}); "
+                                f"declare its channel groups, e.g. --output '{name}=regression[0:4]+scores[4:N],axis=1'")
+        out[name] = spec
+    return out, warnings
 
 
 @dataclass(frozen=True)
@@ -241,21 +333,22 @@ def output_kinds(target: Target, golden: Feeds, labels: np.ndarray | None,
 
 def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds, golden: Feeds,
              labels: np.ndarray | None, limits: Limits, kinds: dict[str, OutputKindInfo],
-             progress: Progress) -> Evaluation:
-    """Run the bundle on this host (its backend's worker) against the golden outputs; judge parity and budgets."""
+             progress: Progress, specs: dict[str, outspec.OutputSpec] | None = None) -> Evaluation:
+    """Run the bundle on this host (its backend's worker) against the golden outputs; judge parity and budgets.
+    ``specs``: each output's batch axis and channel groups (the manifest's ``output_specs``)."""
     profile = target.profile
     size = sum((bundle_dir / f).stat().st_size for f in model_files(bundle_dir, artifact))
     progress(f"{profile.name}: running on host for parity and latency")
     try:
         host = run_isolated(_host_worker, target, artifact, str(bundle_dir), inputs,
                             profile.latency.warmup, profile.latency.repeats, profile.latency.threads,
-                            what=f"{profile.name} host run", family=f"backend:{profile.backend}")
+                            out_axes_of(specs), what=f"{profile.name} host run", family=f"backend:{profile.backend}")
     except RuntimeUnavailable as e:
         parity = ParityReport(passed=None, deferred_to_device=True, reason=e.message, kinds=kinds)
         checks = (target.backend.host_checks(artifact) + budget_checks(profile.budgets, size, None, profile.device)
                   + search_checks(target, artifact))
         return Evaluation(size, None, parity, checks, [f"parity deferred to device: {e.message}"])
-    outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()})
+    outcome = compare(golden, host["outputs"], limits, labels, {n: k.kind for n, k in kinds.items()}, specs)
     data = outcome.to_dict()
     decided = {**{n: OutputKindInfo(kind=k, how=h) for n, (k, h) in outcome.kinds.items()}, **kinds}
     parity = ParityReport(passed=bool(outcome), samples=outcome.samples, metrics=data["metrics"],
@@ -265,6 +358,12 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
     checks = (target.backend.host_checks(artifact) + list(outcome.checks)
               + budget_checks(profile.budgets, size, host["latency"], profile.device) + search_checks(target, artifact))
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
+
+
+def out_axes_of(specs: dict[str, outspec.OutputSpec] | None) -> dict[str, int | None] | None:
+    """The batch axes a bundle's outputs are run with (None when nothing is declared or traced: axis 0)."""
+    axes = {n: s.batch_axis for n, s in (specs or {}).items() if s.batch_axis != outspec.AUTO}
+    return axes or None  # type: ignore[return-value]
 
 
 def search_checks(target: Target, artifact: Artifact) -> list[Check]:
@@ -311,12 +410,14 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
 
 
 def finish_target(c: Converted, source: Source, data: CalibrationData, golden: Feeds, out_root: Path,
-                  archive: bool, kinds: dict[str, OutputKindInfo], progress: Progress) -> TargetReport:
+                  archive: bool, kinds: dict[str, OutputKindInfo], progress: Progress,
+                  specs: dict[str, outspec.OutputSpec] | None = None, shape_warnings: list[str] | None = None
+                  ) -> TargetReport:
     """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place."""
     target, profile, art = c.target, c.target.profile, c.artifact
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
-    ev = evaluate(target, art, c.staging, data.holdout, golden, data.holdout_labels, limits, kinds, progress)
-    warnings = list(art.warnings) + ev.warnings
+    ev = evaluate(target, art, c.staging, data.holdout, golden, data.holdout_labels, limits, kinds, progress, specs)
+    warnings = list(shape_warnings or []) + list(art.warnings) + ev.warnings
     if data.synthetic:
         warnings.insert(0, "parity ran on SYNTHETIC random inputs, not real data: it cannot vouch for accuracy")
     if data.defaulted:
@@ -360,6 +461,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         class_names=data.class_names, preprocessing=data.preprocess,
         calibration=data.describe(), synthetic=data.synthetic, report=report,
         holdout_samples=n_hold, golden_indices=keep,
+        output_specs={n: s.to_dict() for n, s in (specs or {}).items()},
     ))
     final = out_root / source.name / profile.name
     bundles.commit(c.staging, final)
@@ -483,7 +585,7 @@ def build(
     archive: bool = False,
     skip_unavailable: bool = False,
     targets_dir: Path | None = None,
-    outputs: dict[str, str] | None = None,
+    outputs: dict[str, "str | outspec.OutputSpec"] | None = None,
     name: str | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
@@ -554,7 +656,8 @@ def _skipped_report(t: Target, reason: str | None, hint: str | None, source: Sou
 
 def _build_planned(source: Source, resolved: list[Target], runnable: list[Target], results: dict[str, TargetReport],
                    bridges: Bridges, *, calibration: str | None, holdout: str | None = None, out: Path, synthetic: bool, archive: bool,
-                   skip_unavailable: bool, outputs: dict[str, str] | None, progress: Progress) -> list[TargetReport]:
+                   skip_unavailable: bool, outputs: dict[str, "str | outspec.OutputSpec"] | None,
+                   progress: Progress) -> list[TargetReport]:
     sources = _bridge_and_preflight(source, runnable, results, bridges, skip_unavailable)
     runnable = [t for t in runnable if t.name in sources]
     if not runnable:
@@ -564,23 +667,30 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
         bundles.check_destination(out_root / source.name / t.name)
     progress("preparing calibration and holdout data")
     data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic, holdout))
+    declared_specs = {n: outspec.parse(s) if isinstance(s, str) else s for n, s in (outputs or {}).items()}
+    progress("tracing the model's output shapes on the first calibration batch")
+    axes, shape_warnings = output_axes(source, data.calibration or data.holdout, declared_specs)
     progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
-    golden = golden_outputs(source, data.holdout)
+    golden = golden_outputs(source, data.holdout, axes)
     check_reference(golden)
     # decided once per target, before any conversion (bad declarations are refused up front)
-    kinds = {t.name: output_kinds(t, golden, data.holdout_labels, dict(outputs or {})) for t in runnable}
+    declared_kinds = {n: s.kind for n, s in declared_specs.items()}
+    kinds = {t.name: output_kinds(t, golden, data.holdout_labels, declared_kinds) for t in runnable}
+    specs = {t.name: output_specs(golden, declared_specs, axes, kinds[t.name]) for t in runnable}
     write_holdout(out_root / source.name / "holdout", data, golden)
     if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
         progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
                  "(for the INT8 accuracy search)")
-        data = replace(data, tuning_reference=golden_outputs(source, data.tuning))
+        data = replace(data, tuning_reference=golden_outputs(source, data.tuning, axes))
     converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds)
     results.update(errors)
     try:
         for i, c in enumerate(converted):
             try:
+                spec, spec_warnings = specs[c.target.name]
                 results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
-                                                       kinds[c.target.name], progress)
+                                                       kinds[c.target.name], progress, spec,
+                                                       shape_warnings + spec_warnings)
             except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
                 results[c.target.name] = _error_report(c.target, "host run", e, source)
                 progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
@@ -616,7 +726,7 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
     artifact = artifact.model_copy(update={"details": quantsearch.with_timings(artifact.details, reported)})
     with _workers():
         ev = evaluate(target, artifact, bundle_dir, inputs, golden, labels, manifest.limits,
-                      manifest.kinds, progress)
+                      manifest.kinds, progress, {n: outspec.from_dict(d) for n, d in manifest.output_specs.items()})
     integrity_row = Check("integrity (sha256 of every file)", 0, len(integrity.problems), bool(integrity), "==",
                           "; ".join(integrity.problems))
     checks = [integrity_row, *ev.checks]

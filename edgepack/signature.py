@@ -232,7 +232,7 @@ def declare(model_inputs: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...],
     return tuple(out)
 
 
-def load_model_config(path: str) -> tuple[tuple[TensorSpec, ...], dict[str, str]]:
+def load_model_config(path: str) -> tuple[tuple[TensorSpec, ...], dict]:
     """Input declarations and output kinds from a model config TOML::
 
         [inputs.state]            # every key is optional; the same meaning as on the command line
@@ -243,8 +243,12 @@ def load_model_config(path: str) -> tuple[tuple[TensorSpec, ...], dict[str, str]
         [inputs.sr]
         dtype = "int64"
         value = 16000
-        [outputs]
+        [outputs]                 # NAME = "SPEC", as --output NAME=SPEC (edgepack.core.outspec)
         output = "probabilities"
+        logits = "sequence,batch_axis=1"
+        output0 = "regression[0:4]+scores[4:22],axis=1"
+
+    Returns the input declarations and ``{output: OutputSpec}``.
     """
     import tomllib
     from pathlib import Path
@@ -280,4 +284,13 @@ def load_model_config(path: str) -> tuple[tuple[TensorSpec, ...], dict[str, str]
     outputs = doc.get("outputs") or {}
     if not isinstance(outputs, dict) or not all(isinstance(v, str) for v in outputs.values()):
         raise ConfigError(f"{path}: [outputs] maps output names to kinds", hint='e.g. boxes = "regression"')
-    return tuple(specs), dict(outputs)
+    from edgepack.core import outspec
+
+    parsed = {}
+    for name, text in outputs.items():
+        try:
+            parsed[name] = outspec.parse(text)
+        except ValueError as e:
+            raise ConfigError(f"{path}: outputs.{name}: {e}", hint='e.g. logits = "sequence,batch_axis=1" or '
+                              'output0 = "regression[0:4]+scores[4:22],axis=1"') from None
+    return tuple(specs), parsed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import numpy as np
 
@@ -52,9 +52,48 @@ def to_model(part: Feeds, axes: dict[str, int | None] | None) -> Feeds:
     return out
 
 
+CALLS = "calls"  # run_batched mode: each call's raw outputs, unsliced (what tracing a model's output shapes needs)
+CALL_BATCH = "edgepack:call_batch"  # in CALLS mode: the batch size of each call (after padding)
+OutAxes = Union[dict[str, Union[int, None, str]], str, None]
+
+
+def _batch_axis(name: str, v: np.ndarray, b: int, axis: int | None | str) -> int:
+    """The axis of ``v`` (one call's output for a batch of ``b``) that holds the samples. ``"auto"``: axis 0 when its
+    size is the batch, else the only axis of that size; anything else is refused rather than sliced blindly."""
+    if isinstance(axis, int):
+        if not 0 <= axis < v.ndim or v.shape[axis] < b:
+            raise ValueError(f"output '{name}' has shape {v.shape} for a call of {b} samples: its batch_axis {axis} "
+                             "cannot hold them")
+        return axis
+    if v.ndim and v.shape[0] == b:
+        return 0
+    same = [i for i in range(v.ndim) if v.shape[i] == b]
+    if len(same) == 1:
+        return same[0]
+    raise ValueError(f"output '{name}' has shape {v.shape} for a call of {b} samples: its batch axis is "
+                     f"{'ambiguous' if same else 'not found'}; declare it (--output {name}=KIND,batch_axis=N|none)")
+
+
+def _samples_first(name: str, v: np.ndarray, b: int, got: int, axis: int | None | str) -> np.ndarray:
+    """One call's output with its samples on axis 0 (padding dropped); every other axis whole, in order."""
+    v = np.asarray(v)
+    if axis is None:  # no batch axis: one whole tensor for the call's one sample
+        return v[None]
+    a = _batch_axis(name, v, b, axis)
+    return (np.moveaxis(v, a, 0) if a else v)[:got]
+
+
 def run_batched(infer: Callable[[Feeds], Feeds], feeds: Feeds, max_batch: int | None,
-                axes: dict[str, int | None] | None = None, links: dict[str, str] | None = None) -> Feeds:
-    """Run ``infer`` over all samples in chunks of ``max_batch`` (None = all at once) and stack the outputs.
+                axes: dict[str, int | None] | None = None, links: dict[str, str] | None = None,
+                out_axes: OutAxes = None) -> Feeds:
+    """Run ``infer`` over all samples in chunks of ``max_batch`` (None = all at once) and stack the outputs,
+    samples first.
+
+    ``out_axes`` gives each output's batch axis in the model's own output (an int, None = the output has no batch
+    axis, "auto" or absent = axis 0 when its size is the call's batch, else the only axis of that size, else a
+    ValueError): that axis is moved to axis 0 and every other axis kept whole. An output without a batch axis makes
+    every call hold one sample. ``out_axes=CALLS`` returns each call's raw outputs unsliced, stacked on a new axis 0,
+    with the calls' batch sizes under ``CALL_BATCH`` (for tracing output shapes).
 
     A model with a fixed batch B > 1 gets its last chunk padded with the last sample; padding is dropped. When an
     input's batch axis is not 0 (``axes``), samples go one per call and every output is stacked as one whole
@@ -62,6 +101,8 @@ def run_batched(infer: Callable[[Feeds], Feeds], feeds: Feeds, max_batch: int | 
     state: the first sample's own value starts the trajectory).
     """
     n = num_samples(feeds)
+    calls = out_axes == CALLS
+    oax: dict[str, int | None | str] = {} if calls or not isinstance(out_axes, dict) else out_axes
     if per_sample(axes) or links:
         chunks1: dict[str, list[np.ndarray]] = {}
         carry: dict[str, np.ndarray] = {}
@@ -70,22 +111,35 @@ def run_batched(infer: Callable[[Feeds], Feeds], feeds: Feeds, max_batch: int | 
             part.update(carry)
             out = infer(part)
             for k, v in out.items():
-                chunks1.setdefault(k, []).append(np.asarray(v))
+                v = np.asarray(v)
+                if not per_sample(axes) and not calls:
+                    v = _samples_first(k, v, 1, 1, oax.get(k, "auto"))
+                chunks1.setdefault(k, []).append(v)
             carry = {inp: np.asarray(out[o]) for inp, o in (links or {}).items()}
-        if per_sample(axes):
-            return {k: np.stack(v) for k, v in chunks1.items()}
+        if per_sample(axes) or calls:
+            res = {k: np.stack(v) for k, v in chunks1.items()}
+            return {**res, CALL_BATCH: np.ones(n, np.int64)} if calls else res
         return {k: np.concatenate(v) for k, v in chunks1.items()}
     step = n if max_batch is None else max_batch
+    if any(a is None for a in oax.values()):
+        step = 1  # an output without a batch axis answers for the whole call: one sample per call
     chunks: dict[str, list[np.ndarray]] = {}
+    sizes: list[int] = []
     for start in range(0, n, step):
         part = take(feeds, slice(start, start + step))
         got = len(next(iter(part.values())))
         if max_batch is not None and got < max_batch:
             part = {k: np.concatenate([v] + [v[-1:]] * (max_batch - got)) for k, v in part.items()}
+        b = len(next(iter(part.values())))
+        sizes.append(b)
         out = infer(part)
         for k, v in out.items():
-            chunks.setdefault(k, []).append(np.asarray(v)[:got])
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+            chunks.setdefault(k, []).append(np.asarray(v)[None] if calls
+                                            else _samples_first(k, v, b, got, oax.get(k, "auto")))
+        if calls:
+            break  # one call is what a trace needs
+    res = {k: np.concatenate(v) for k, v in chunks.items()}
+    return {**res, CALL_BATCH: np.asarray(sizes, np.int64)} if calls else res
 
 
 def model_batches(feeds: Feeds, max_batch: int | None, axes: dict[str, int | None] | None = None) -> list[Feeds]:

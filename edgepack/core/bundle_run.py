@@ -18,6 +18,7 @@ from .latency import measure
 from .limits import Limits
 from .metrics import parity
 from .npz import load_npz
+from .outspec import AUTO, from_dict
 
 Loader = Callable[[Path, dict, dict, int], tuple[Callable[[dict], dict], dict]]
 
@@ -48,9 +49,11 @@ def run(bundle: Path, manifest: dict[str, Any], load: Loader, *, threads: int = 
     ins = art.get("inputs") or []
     batch = max_batch(ins[0]["shape"] if ins else ())
     axes = axes_of(ins)
-    outputs = run_batched(infer, inputs, batch, axes)
+    specs = {name: from_dict(d) for name, d in (manifest.get("output_specs") or {}).items()}
+    out_axes = {name: s.batch_axis for name, s in specs.items() if s.batch_axis != AUTO}
+    outputs = run_batched(infer, inputs, batch, axes, out_axes=out_axes or None)  # samples first, as the golden
     kinds = {name: k["kind"] for name, k in (manifest.get("kinds") or {}).items()}
-    outcome = parity(reference, outputs, Limits.from_dict(manifest.get("limits")), labels, kinds)
+    outcome = parity(reference, outputs, Limits.from_dict(manifest.get("limits")), labels, kinds, specs)
     one = first_batch(inputs, batch, axes)
     lat = measure(lambda: infer(one), warmup, repeats, keep_samples=True, min_seconds=min_seconds)
     result["latency"] = {"where": "device", **lat}

@@ -17,6 +17,7 @@ import numpy as np
 from .checks import Check, finite_or_none, judge
 from .kinds import decide
 from .limits import Limits
+from .outspec import OutputSpec, expand, group_note, virtual_name
 from .stats import paired_drop_interval, samples_needed, wilson
 from .tasks import ROWS as TASK_ROWS, base_kind, is_task, metrics_of, measure as measure_task
 
@@ -200,6 +201,16 @@ def _rate_check(name: str, out: str, m: dict[str, float], key: str, limit: float
     return judge(f"{name}[{out}]", measured, limit, ">=", note)
 
 
+def _task_params(spec: OutputSpec | None) -> dict[str, str]:
+    """A task's parameters from its output spec, with the model-layout batch axis its axis parameters count from."""
+    if spec is None:
+        return {}
+    params = dict(spec.params)
+    if isinstance(spec.batch_axis, int) and not isinstance(spec.batch_axis, bool):
+        params.setdefault("batch_axis", str(spec.batch_axis))
+    return params
+
+
 def _task_checks(name: str, task: str, ref: np.ndarray, got: np.ndarray, params: dict[str, str],
                  m: dict[str, float], limits: Limits, warnings: list[str]) -> list[Check]:
     """Decode both sides with the task's post-processor (``core.tasks``), add its metrics to ``m`` and judge
@@ -224,12 +235,21 @@ def _task_checks(name: str, task: str, ref: np.ndarray, got: np.ndarray, params:
 
 def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], limits: Limits,
            labels: np.ndarray | None = None, kinds: dict[str, str] | None = None,
-           params: dict[str, dict[str, str]] | None = None) -> ParityOutcome:
+           specs: dict[str, OutputSpec] | None = None) -> ParityOutcome:
     """Metrics for every reference output, judged by the rows of its kind. ``kinds`` are the decided kinds
-    (from the manifest); when absent they are inferred conservatively (see ``kinds.decide``). A task kind
-    (``core.tasks``) is judged by its base kind's rows and by its task rows; ``params`` are its parameters."""
+    (from the manifest); when absent they are inferred conservatively (see ``kinds.decide``). Outputs are
+    samples first; ``specs`` (the manifest's output specs) turn an output's channel groups into virtual outputs
+    ``NAME[a:b]``, each judged by the rows of its own kind. A task kind (``core.tasks``) is judged by its base
+    kind's rows and by its task rows; its parameters are its spec's ``params``."""
+    group_how: dict[str, str] = {}
+    if specs and any(s.groups for s in specs.values()):
+        reference, group_kinds = expand(reference, specs)
+        candidate, _ = expand(candidate, specs)
+        kinds = {**{k: v for k, v in (kinds or {}).items() if k in reference}, **group_kinds}
+        group_how = {virtual_name(n, g): group_note(n, s, g) for n, s in specs.items() for g in s.groups}
     decided = decide(reference, labels) if kinds is None else \
         {**decide(reference, labels), **{k: (v, "from the manifest") for k, v in kinds.items()}}
+    decided.update({k: (decided[k][0], how) for k, how in group_how.items() if k in decided})
     metrics: dict[str, dict[str, float]] = {}
     checks: list[Check] = []
     warnings: list[str] = []
@@ -285,7 +305,7 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
             checks.append(judge(f"parity.min_mean_iou[{name}]", m["mean_iou"], limits.min_mean_iou, ">=",
                                 "mean IoU of the class maps over the reference's classes"))
         if is_task(task):
-            checks += _task_checks(name, task, ref, candidate[name], (params or {}).get(name) or {}, m, limits,
-                                   warnings)
+            checks += _task_checks(name, task, ref, candidate[name], _task_params((specs or {}).get(name)), m,
+                                   limits, warnings)
     n = len(next(iter(reference.values()))) if reference else 0
     return ParityOutcome(metrics=metrics, checks=checks, warnings=warnings, samples=n, kinds=decided, worst=worst)

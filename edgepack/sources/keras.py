@@ -205,7 +205,7 @@ def stage_savedmodel(source: Source, path: Path, batch: int | None = 1) -> Path:
     return path
 
 
-def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
+def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None, out_axes=None) -> Feeds:
     import tensorflow as tf
 
     from edgepack.core.batching import axes_of
@@ -218,12 +218,12 @@ def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> F
         out = call({k: tf.constant(np.ascontiguousarray(v)) for k, v in feed.items()})
         return {k: np.asarray(v) for k, v in out.items()}
 
-    return run_batched(infer, feeds, fixed or REFERENCE_BATCH, axes_of(source.inputs), links)
+    return run_batched(infer, feeds, fixed or REFERENCE_BATCH, axes_of(source.inputs), links, out_axes)
 
 
-def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
+def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None, out_axes=None) -> Feeds:
     """Golden outputs from TensorFlow (in a worker process)."""
-    return run_isolated(_run, source, feeds, links, what="TensorFlow reference run")
+    return run_isolated(_run, source, feeds, links, out_axes, what="TensorFlow reference run")
 
 
 def _export(source: Source, path: str, opset: int) -> list[str]:

@@ -198,14 +198,14 @@ def session(path: str, threads: int = 1, optimize: bool = False):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
+def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None, out_axes=None) -> Feeds:
     """Golden outputs from onnxruntime with graph optimizations off, in the onnx worker."""
     from edgepack.isolation import run_isolated
 
-    return run_isolated(_run, source, feeds, links, what="ONNX reference run")
+    return run_isolated(_run, source, feeds, links, out_axes, what="ONNX reference run")
 
 
-def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
+def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None, out_axes=None) -> Feeds:
     """Golden outputs from onnxruntime with graph optimizations off (the most literal reading of the graph)."""
     sess = session(source.path, threads=2)
     names = [o.name for o in sess.get_outputs()]
@@ -217,5 +217,5 @@ def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> F
 
     from edgepack.core.batching import axes_of
 
-    return run_batched(infer, {k: np.asarray(v) for k, v in feeds.items()}, max_batch, axes_of(source.inputs), links)
+    return run_batched(infer, {k: np.asarray(v) for k, v in feeds.items()}, max_batch, axes_of(source.inputs), links, out_axes)
 

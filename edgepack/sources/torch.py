@@ -176,7 +176,7 @@ def probe(source: Source) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
     return inputs, outs
 
 
-def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
+def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None, out_axes=None) -> Feeds:
     import torch
 
     from edgepack.core.batching import axes_of, run_batched
@@ -191,11 +191,11 @@ def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> F
             out = module(*args)
         return {n: o.detach().cpu().numpy() for n, o in _flatten(out)}
 
-    return run_batched(infer, feeds, None if first[0] is None else first[0], axes_of(source.inputs), links)
+    return run_batched(infer, feeds, None if first[0] is None else first[0], axes_of(source.inputs), links, out_axes)
 
 
-def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None) -> Feeds:
-    return run_isolated(_run, source, feeds, links, what="PyTorch reference run")
+def reference(source: Source, feeds: Feeds, links: dict[str, str] | None = None, out_axes=None) -> Feeds:
+    return run_isolated(_run, source, feeds, links, out_axes, what="PyTorch reference run")
 
 
 def _export(source: Source, path: str, opset: int) -> list[str]:

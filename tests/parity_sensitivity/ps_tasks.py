@@ -150,7 +150,7 @@ def cls_inputs(n: int, seed: int) -> np.ndarray:
 
 MODELS = {  # name → (builder, input name, data, output name, kind)
     "ctc": (lambda p, d: ctc_model(p, d), "feats", ctc_feats, "logits", "ctc"),
-    "ctc_tbc": (lambda p, d: ctc_model(p, d, time_first=True), "feats", ctc_feats, "logits", "ctc"),
+    "ctc_tbc": (lambda p, d: ctc_model(p, d, time_first=True), "feats", ctc_feats, "logits", "ctc,batch_axis=1"),
     "det": (det_model, "head", det_heads, "output0", "detections:yolo"),
     "cls": (cls_model, "x", cls_inputs, "logits", "topk"),
 }

@@ -7,9 +7,9 @@ The models and data are ``ps_tasks.py``'s: a CTC head declared ``ctc`` (wrong on
 YOLOv8 head declared ``detections:yolo`` (score channels crushed to two values, boxes exact) and a classifier
 declared ``topk`` (+0.5 on one class: 2.5 % of the logits' range, 5 % of top-1 decisions flipped), built for ONNX
 Runtime Mobile and OpenVINO (fp32; the classifier INT8, whose relative-error row would let the defect through).
-Two variants need the other halves of issue 19 and are strict xfails until they are merged: the CTC head in the
-PyTorch layout ``(T, B=1, C)`` (batch-axis handling, wip/parity-shapes) and the classifier left undeclared (kind
-inference from the output name ``logits``, wip/parity-verdicts).
+The CTC head also comes in the PyTorch layout ``(T, B=1, C)``, declared ``ctc,batch_axis=1`` (every time step kept
+whole, wip/parity-shapes). The classifier left undeclared needs kind inference from the output name ``logits``
+(wip/parity-verdicts): a strict xfail until that is merged.
 """
 
 from __future__ import annotations
@@ -149,8 +149,6 @@ def test_classifier_flipping_5_percent_of_top1_is_caught(experiment):
     assert abs(v.parity["metrics"]["logits"]["top1_agreement"] - 0.95) < 0.02  # the injected 5 %
 
 
-@pytest.mark.xfail(strict=True, reason="needs the batch-axis fix of issue 19 (wip/parity-shapes): the (T, B, C) "
-                   "output is cut to its first time step by core/batching.run_batched, where this defect is invisible")
 def test_time_first_ctc_wrong_on_every_step_but_the_first_is_caught(experiment):
     _assert_caught(experiment, "ctc_tbc")
 

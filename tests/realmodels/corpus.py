@@ -224,14 +224,14 @@ CORPUS += (
           "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8", 54_088_400, "onnx",
           ("onnx", "ctc", "time-first-output", "LSTM", "dynamic-w", "fixed-batch-1"),
           (InputDecl("input1", ("B", 1, 64, 176), layout="NCHW", note="batch fixed at 1, dynamic width; built at 176"),),
-          {"387": "ctc"}, D.ddddocr_lines,
+          {"387": "ctc,batch_axis=1"}, D.ddddocr_lines,
           notes="ddddocr CNN+LSTM captcha/OCR recogniser: (T=22, B=1, 8210) CTC logits per call, time first (the "
                 "file declares [1, seqlen]); greedy CTC decode with blank 0"),
     Model("slider-yolo", CAPTCHA_RECOGNIZER, "captcha_recognizer/models/slider.onnx",
           "caabd60274af1748d9bc8d5c3b2231521000f4d3c10608485ce251503bb97d9a", 40_533_656, "onnx",
           ("onnx", "yolo", "concatenated-output", "detections", "multi-output"),
           (InputDecl("images", ("B", 3, 640, 640), layout="NCHW", note="batch fixed at 1"),),
-          {"output0": "detections:yolo", "output1": "other"}, D.slider_gaps,
+          {"output0": "detections:yolo,classes_to=5,iou=0.7", "output1": "other"}, D.slider_gaps,
           notes="Ultralytics YOLO11s-seg slider-gap detector: output0 (B, 4+1+32, 8400) = pixel boxes, 1 class "
                 "score, 32 mask coefficients in one tensor (detections:yolo with classes_to=5); output1 mask protos"),
 )

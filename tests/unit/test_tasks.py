@@ -209,3 +209,20 @@ def test_third_party_post_processor_through_the_metric_entry_points(monkeypatch)
     assert "parity.min_task_agreement[o]" in {c.name for c in bad.checks if not c.passed}
     missing = parity({"o": ref}, {"o": ref}, INT8, kinds={"o": "task:nothere"})
     assert "not an installed" in missing.checks[-1].note
+
+
+def test_task_parameters_ride_in_the_output_spec():
+    from edgepack.core import outspec
+
+    ref = yolo_head(8, classes=2)
+    seg = np.concatenate([ref, np.ones((8, 32, ref.shape[2]), np.float32)], 1)
+    spec = outspec.parse("detections:yolo,classes_to=6,conf=0.3")
+    out = parity({"o": seg}, {"o": seg.copy()}, INT8, kinds={"o": spec.kind}, specs={"o": spec})
+    plain = tasks.measure("detections:yolo", ref, ref, {"conf": "0.3"})
+    assert out and out.metrics["o"]["reference_detections"] == plain["reference_detections"]
+    strings = [[1, 2], [3, 3, 4], [5]]
+    tbc = ctc_logits(strings)  # (N, T, C) samples-first; the model's own layout was (T, B, C)
+    spec = outspec.parse("ctc,batch_axis=1,time_axis=0,blank=0")
+    ok = parity({"l": tbc}, {"l": tbc.copy()}, INT8, kinds={"l": "ctc"}, specs={"l": spec})
+    assert ok.metrics["l"]["string_agreement"] == 1.0 and ok.metrics["l"]["reference_chars"] == 6
+    assert outspec.parse("task:pose,k=3").kind == "task:pose"
