@@ -72,6 +72,8 @@ class ConvertData(BaseModel):
                                                            "tuning split (what the accuracy search compares with)")
     limits: dict[str, Any] | None = Field(None, description="the parity limits the build judges (for the search)")
     kinds: dict[str, str] | None = Field(None, description="output name → decided kind")
+    output_specs: dict[str, dict[str, Any]] | None = Field(None, description="output name → its spec "
+                                                          "(core.outspec.OutputSpec.to_dict: batch axis, groups)")
     class_names: list[str] | None = None
     preprocess: dict[str, Any] = Field(default_factory=dict)
     holdout_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
@@ -83,8 +85,10 @@ class ConvertData(BaseModel):
 
         if not self.tuning or self.tuning_reference is None:
             return None
+        from edgepack.core.outspec import from_dict
+
         return Tuning(self.tuning, self.tuning_reference, self.tuning_labels, Limits.from_dict(self.limits),
-                      self.kinds)
+                      self.kinds, {n: from_dict(d) for n, d in (self.output_specs or {}).items()} or None)
 
     @classmethod
     def ranges(cls, feeds: Feeds) -> dict[str, tuple[float, float]]:

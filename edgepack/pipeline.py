@@ -285,7 +285,8 @@ def output_specs(golden: Feeds, declared: dict[str, outspec.OutputSpec], axes: d
                 spec = outspec.OutputSpec(spec.kind, spec.batch_axis, groups, 1, spec.params, note)
             elif note:
                 warnings.append(f"output '{name}': the whole-tensor metric hides its small-range channels ({note}); "
-                                f"declare its channel groups, e.g. --output '{name}=regression[0:4]+scores[4:N],axis=1'")
+                                "declare its channel groups, e.g. "
+                                f"--output '{name}=regression[0:4]+scores[4:N],axis=1'")
         out[name] = spec
     return out, warnings
 
@@ -388,7 +389,8 @@ class Converted:
 
 
 def convert_target(target: Target, source: Source, notes: list[str], data: CalibrationData, staging: Path,
-                   progress: Progress, kinds: dict[str, OutputKindInfo] | None = None) -> Converted:
+                   progress: Progress, kinds: dict[str, OutputKindInfo] | None = None,
+                   specs: dict[str, outspec.OutputSpec] | None = None) -> Converted:
     backend, profile = target.backend, target.profile
     progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
     tunes = backend.tunes_on_data(profile, target.options) and bool(data.tuning)
@@ -399,6 +401,7 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
         tuning_reference=data.tuning_reference if tunes and data.tuning_reference else None,
         limits=limits.to_dict() if tunes else None,
         kinds={n: k.kind for n, k in (kinds or {}).items()} if tunes else None,
+        output_specs={n: s.to_dict() for n, s in (specs or {}).items()} if tunes and specs else None,
         holdout_ranges=ConvertData.ranges(data.holdout),
     )
     t0 = time.perf_counter()
@@ -485,7 +488,8 @@ def _error_report(target: Target, stage: str, e: BaseException, source: Source |
 
 
 def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[str]]], data: CalibrationData,
-                 out_parent: Path, progress: Progress, kinds: dict[str, dict[str, OutputKindInfo]] | None = None
+                 out_parent: Path, progress: Progress, kinds: dict[str, dict[str, OutputKindInfo]] | None = None,
+                 specs: dict[str, dict[str, outspec.OutputSpec]] | None = None
                  ) -> tuple[list[Converted], dict[str, TargetReport]]:
     """Convert every target: one thread per backend (its warm worker), at most JOBS backends at a time. A target
     whose conversion fails gets an ERROR report; the others go on."""
@@ -500,7 +504,8 @@ def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[st
             staging = bundles.staging_dir(out_parent, t.name)
             src, notes = sources[t.name]
             try:
-                done[t.name] = convert_target(t, src, notes, data, staging, progress, (kinds or {}).get(t.name))
+                done[t.name] = convert_target(t, src, notes, data, staging, progress, (kinds or {}).get(t.name),
+                                              (specs or {}).get(t.name))
             except Exception as e:  # noqa: BLE001 - one target's failure is its verdict, not the build's
                 bundles.discard(staging)
                 errors[t.name] = _error_report(t, "conversion", e, src)
@@ -682,7 +687,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
         progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
                  "(for the INT8 accuracy search)")
         data = replace(data, tuning_reference=golden_outputs(source, data.tuning, axes))
-    converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds)
+    converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds,
+                                     {n: s for n, (s, _) in specs.items()})
     results.update(errors)
     try:
         for i, c in enumerate(converted):

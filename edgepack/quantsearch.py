@@ -68,6 +68,7 @@ class Tuning:
     labels: np.ndarray | None
     limits: Limits
     kinds: dict[str, str] | None = None
+    specs: dict[str, Any] | None = None  # output → core.outspec.OutputSpec (channel groups judged on their own)
 
     @property
     def samples(self) -> int:
@@ -152,7 +153,7 @@ def summary(outcome: ParityOutcome) -> dict[str, Any]:
 
 
 def evaluate(outputs: Feeds, tuning: Tuning) -> ParityOutcome:
-    return parity(tuning.reference, outputs, tuning.limits, tuning.labels, tuning.kinds)
+    return parity(tuning.reference, outputs, tuning.limits, tuning.labels, tuning.kinds, tuning.specs)
 
 
 # ------------------------------------------------------------------------------------------------ the search

@@ -89,7 +89,8 @@ def from_dict(d: dict[str, Any] | str) -> OutputSpec:
         return OutputSpec(kind=d)
     axis = d.get("batch_axis", AUTO)
     return OutputSpec(kind=str(d.get("kind", "other")), batch_axis=axis if axis in (None, AUTO) else int(axis),
-                      groups=tuple(Group(str(g["kind"]), int(g["start"]), int(g["stop"])) for g in d.get("groups") or ()),
+                      groups=tuple(Group(str(g["kind"]), int(g["start"]), int(g["stop"]))
+                                   for g in d.get("groups") or ()),
                       group_axis=int(d.get("group_axis", 1)),
                       params=tuple((str(k), str(v)) for k, v in (d.get("params") or {}).items()),
                       note=str(d.get("note", "")))
@@ -257,7 +258,8 @@ def detect_groups(arr: np.ndarray, kind: str, axis: int = 1) -> tuple[tuple[Grou
         else:
             runs.append((b, c, c + 1))
     why = (f"per-channel ranges over the holdout along axis {axis}: channels with range ≥ {top / 10:.3g} "
-           f"(typical {typical:.3g}) next to channels of range ≤ {small_max:.3g}, {typical / small_max:.0f}× smaller")
+           f"(typical {typical:.3g}) next to channels of range ≤ {small_max:.3g}, "
+           f"{typical / small_max:.0f}× smaller")
     if len(runs) > MAX_GROUPS:
         return (), why
     return tuple(Group(kind, s, e) for _, s, e in runs), "detected: " + why
@@ -277,7 +279,8 @@ def batch_candidates(shapes: list[tuple[tuple[int, ...], int]]) -> list[int]:
 
 
 def resolve_axis(name: str, spec: OutputSpec | None, shapes: list[tuple[tuple[int, ...], int]],
-                 declared_shape: tuple[int | None, ...] | None = None) -> tuple[BatchAxis, list[str], tuple[str, str] | None]:
+                 declared_shape: tuple[int | None, ...] | None = None
+                 ) -> tuple[BatchAxis, list[str], tuple[str, str] | None]:
     """The batch axis of output ``name`` from its spec and the traced shapes: ``(axis, warnings, problem)``.
 
     ``problem`` (message, hint) is set when the leading axis is not the batch and no batch axis is declared: the target

@@ -217,5 +217,6 @@ def _run(source: Source, feeds: Feeds, links: dict[str, str] | None = None, out_
 
     from edgepack.core.batching import axes_of
 
-    return run_batched(infer, {k: np.asarray(v) for k, v in feeds.items()}, max_batch, axes_of(source.inputs), links, out_axes)
+    return run_batched(infer, {k: np.asarray(v) for k, v in feeds.items()}, max_batch, axes_of(source.inputs), links,
+                       out_axes)
 

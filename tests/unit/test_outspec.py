@@ -54,7 +54,8 @@ def test_parse_declaration_and_the_cli_one_line_error(cli, tmp_path):
     res = cli("build", tmp_path / "m.onnx", "-t", "android-ort-fp32", "--output", "logits=sequence,batch_axis=x")
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
-    assert lines[0].startswith("error: cannot parse --output 'logits=sequence,batch_axis=x'") and "not an integer" in lines[0]
+    assert lines[0].startswith("error: cannot parse --output 'logits=sequence,batch_axis=x'")
+    assert "not an integer" in lines[0]
     assert lines[1].startswith("hint:") and "regression[0:4]+scores[4:22],axis=1" in lines[1] and len(lines) == 2
 
 
@@ -65,7 +66,8 @@ def test_model_config_outputs_take_the_same_syntax(tmp_path):
     cfg = tmp_path / "m.toml"
     cfg.write_text('[outputs]\nlogits = "sequence,batch_axis=1"\noutput0 = "regression[0:4]+scores[4:22],axis=1"\n')
     _, outs = load_model_config(str(cfg))
-    assert outs["logits"] == OutputSpec("sequence", 1) and [g.kind for g in outs["output0"].groups] == ["regression", "scores"]
+    assert outs["logits"] == OutputSpec("sequence", 1)
+    assert [g.kind for g in outs["output0"].groups] == ["regression", "scores"]
     cfg.write_text('[outputs]\nlogits = "sequence,batch_axis=one"\n')
     with pytest.raises(ConfigError, match="outputs.logits: batch_axis=one"):
         load_model_config(str(cfg))
@@ -216,3 +218,29 @@ def test_every_time_step_is_judged(seed):
     assert not parity({"logits": ref}, {"logits": bad}, lim, kinds={"logits": "sequence"})
     assert parity({"logits": ref}, {"logits": good}, lim, kinds={"logits": "sequence"})
     assert parity({"logits": ref[:, :1]}, {"logits": bad[:, :1]}, lim, kinds={"logits": "sequence"})
+
+
+# ---------------------------------------------------------------------------------------------- build-time specs
+
+
+def test_build_time_specs_detect_warn_and_refuse():
+    from edgepack import pipeline
+    from edgepack.errors import ConfigError
+    from edgepack.report import OutputKindInfo
+
+    y = _yolo(np.random.default_rng(3))
+    other = {"output0": OutputKindInfo(kind="other", how="inferred")}
+    specs, warns = pipeline.output_specs({"output0": y}, {}, {"output0": 0}, other)
+    assert [g.label() for g in specs["output0"].groups] == ["[0:4]", "[4:22]"] and specs["output0"].batch_axis == 0
+    assert warns == []
+    mixed = y[:, np.r_[0, 4, 1, 5, 2, 6, 3, 7]]  # boxes and scores interleaved: no few contiguous groups
+    specs, warns = pipeline.output_specs({"output0": mixed}, {}, {}, other)
+    assert not specs["output0"].groups and len(warns) == 1
+    assert warns[0].startswith("output 'output0': the whole-tensor metric hides its small-range channels")
+    declared = {"output0": outspec.parse("regression[0:4]+scores[6:22],axis=1")}
+    specs, warns = pipeline.output_specs({"output0": y}, declared, {}, other)
+    assert warns == ["output 'output0': channels 4:6 along axis 1 are in no declared group and are not judged"]
+    with pytest.raises(ConfigError, match=r"group scores\[4:30\] runs past axis 1's 22 channels"):
+        pipeline.output_specs({"output0": y}, {"output0": outspec.parse("regression[0:4]+scores[4:30]")}, {}, other)
+    scores = {"output0": OutputKindInfo(kind="scores", how="declared")}
+    assert not pipeline.output_specs({"output0": y}, {}, {}, scores)[0]["output0"].groups  # never split class scores
