@@ -197,7 +197,8 @@ KIND_ROWS: dict[tuple[str, str], KindRow] = {
     ("half", "topk"): KindRow({"min_topk_overlap": 0.97}, "fp16: near-tie entries at the list's tail may swap"),
     ("quantized", "topk"): KindRow({"min_topk_overlap": 0.95}, "int8: the tail of a top-k list holds small, close "
                                    "scores that swap with the (k+1)-th; 95 % of the list kept"),
-    ("exact", "retrieval"): KindRow({"min_retrieval_recall": 0.99}, "fp32: neighbours change only on exact similarity ties"),
+    ("exact", "retrieval"): KindRow({"min_retrieval_recall": 0.99}, "fp32: neighbours change only on exact "
+                                    "similarity ties"),
     ("half", "retrieval"): KindRow({"min_retrieval_recall": 0.95}, "fp16 noise swaps near-duplicate neighbours at "
                                    "the k-th place"),
     ("quantized", "retrieval"): KindRow({"min_retrieval_recall": 0.9}, "int8 noise reorders close neighbours "

@@ -223,7 +223,8 @@ CORPUS += (
     Model("ddddocr-ctc", DDDDOCR, "ddddocr/common.onnx",
           "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8", 54_088_400, "onnx",
           ("onnx", "ctc", "time-first-output", "LSTM", "dynamic-w", "fixed-batch-1"),
-          (InputDecl("input1", ("B", 1, 64, 176), layout="NCHW", note="batch fixed at 1, dynamic width; built at 176"),),
+          (InputDecl("input1", ("B", 1, 64, 176), layout="NCHW",
+                     note="batch fixed at 1, dynamic width; built at 176"),),
           {"387": "ctc,batch_axis=1"}, D.ddddocr_lines,
           notes="ddddocr CNN+LSTM captcha/OCR recogniser: (T=22, B=1, 8210) CTC logits per call, time first (the "
                 "file declares [1, seqlen]); greedy CTC decode with blank 0"),
