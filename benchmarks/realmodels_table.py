@@ -68,6 +68,20 @@ def parity_figures(t: dict) -> str:
             bits.append(f"max|Δ| {_num(m['max_abs_error'])}")
         if m.get("nonfinite_samples"):
             bits.append(f"NaN/Inf in {int(m['nonfinite_samples'])} samples")
+        # task-level figures (core/tasks.py) beside the tensor ones
+        if m.get("token_agreement") is not None:
+            bits.append(f"tokens {_num(m['token_agreement'], True)}")
+        if m.get("string_agreement") is not None:
+            bits.append(f"**strings {_num(m['string_agreement'], True)} of {int(m['string_agreement_n'])}, "
+                        f"CER {_num(m.get('char_error_rate'), True)}**")
+        if m.get("detection_recall") is not None:
+            bits.append(f"**detections kept {_num(m['detection_recall'], True)} of "
+                        f"{int(m['detection_recall_n'])}, precision {_num(m['detection_precision'], True)} of "
+                        f"{int(m['detection_precision_n'])}**")
+        if m.get("topk_overlap") is not None:
+            bits.append(f"top-{int(m['topk_k'])} overlap {_num(m['topk_overlap'], True)}")
+        if m.get("retrieval_recall") is not None:
+            bits.append(f"recall@{int(m['retrieval_k'])} {_num(m['retrieval_recall'], True)}")
         parts.append(f"{name} ({kind}): " + ", ".join(bits))
     return "; ".join(parts)
 

@@ -48,6 +48,22 @@ class ParityBudget(_Model):
     min_pixel_agreement: float | None = Field(None, ge=0.0, le=1.0)
     min_psnr_db: float | None = Field(None, ge=0.0, le=200.0)
     min_token_agreement: float | None = Field(None, ge=0.0, le=1.0)
+    min_mean_iou: float | None = Field(None, ge=0.0, le=1.0, description="dense class maps: mean IoU")
+    min_detection_recall: float | None = Field(None, ge=0.0, le=1.0, description="detections:yolo: share of the "
+                                               "reference's detections the bundle keeps (same class, IoU ≥ 0.5)")
+    min_detection_precision: float | None = Field(None, ge=0.0, le=1.0, description="detections:yolo: share of the "
+                                                  "bundle's detections the reference has")
+    min_class_detection_recall: float | None = Field(None, ge=0.0, le=1.0, description="detections:yolo: recall "
+                                                     "of the worst class with enough reference detections")
+    min_string_agreement: float | None = Field(None, ge=0.0, le=1.0, description="ctc: decoded strings equal")
+    max_char_error_rate: float | None = Field(None, ge=0.0, description="ctc: character error rate of the "
+                                              "bundle's decode against the reference's")
+    min_topk_overlap: float | None = Field(None, ge=0.0, le=1.0, description="topk: share of the reference's "
+                                           "top-k classes in the bundle's top-k")
+    min_retrieval_recall: float | None = Field(None, ge=0.0, le=1.0, description="retrieval: recall@k of the "
+                                               "holdout neighbours")
+    min_task_agreement: float | None = Field(None, ge=0.0, le=1.0, description="task:NAME: an installed "
+                                             "post-processor's agreement rate")
     judge: Literal["evidence", "bound", "point"] | None = Field(
         None, description="how rate budgets (agreement, accuracy drop) are judged: evidence (default: the point "
         "estimate, INCONCLUSIVE when the holdout has too few samples for even a flawless result to prove the "

@@ -36,7 +36,7 @@ from edgepack.config import available_targets, load_profile
 from edgepack.core import outspec
 from edgepack.core.batching import CALL_BATCH, CALLS, axes_of, first_batch, per_sample, run_batched
 from edgepack.core.checks import Check, verdict
-from edgepack.core.kinds import KINDS, decide
+from edgepack.core.kinds import KINDS, decide, known
 from edgepack.core.latency import measure as measure_latency
 from edgepack.core.limits import JUDGES, Limits
 from edgepack.errors import (
@@ -355,8 +355,9 @@ def output_kinds(target: Target, golden: Feeds, labels: np.ndarray | None,
         if name not in golden:
             raise ConfigError(f"{target.name}: output '{name}' is declared as {kind}, but the model's outputs are "
                               f"{', '.join(names)}", hint=f"use one of: {', '.join(names)}")
-        if kind not in KINDS:
-            raise ConfigError(f"unknown output kind '{kind}' for '{name}'", hint=f"kinds: {', '.join(KINDS)}")
+        if not known(kind):
+            raise ConfigError(f"unknown output kind '{kind}' for '{name}'",
+                              hint=f"kinds: {', '.join(KINDS)}, or task:NAME (an installed post-processor)")
     decided = decide(golden, labels, merged, hints)
     how = {n: ("declared on the command line" if n in declared else "declared in the profile") for n in merged}
     return {n: OutputKindInfo(kind=k, how=how.get(n, h)) for n, (k, h) in decided.items()}

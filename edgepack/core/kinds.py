@@ -2,7 +2,9 @@
 
 ``scores`` (logits or probabilities over classes), ``probabilities`` (independent sigmoid/multi-label),
 ``regression`` (boxes, landmarks, depth, any real-valued head), ``embedding``, ``dense`` (segmentation/heat
-maps), ``sequence`` (tokens/time steps), ``state`` (recurrent state passed back in), ``other``.
+maps), ``sequence`` (tokens/time steps), ``state`` (recurrent state passed back in), ``other``; and the task kinds of
+``core.tasks`` (``detections:yolo``, ``ctc``, ``topk``, ``retrieval``, ``task:NAME``), judged by their base kind's
+rows and by their decoded results.
 
 Declared kinds win. Otherwise inference is conservative and says what evidence it used:
 
@@ -28,7 +30,15 @@ import re
 
 import numpy as np
 
-KINDS = ("scores", "probabilities", "regression", "embedding", "dense", "sequence", "state", "other")
+KINDS = ("scores", "probabilities", "regression", "embedding", "dense", "sequence", "state", "other",
+         # task kinds (core/tasks.py): the output is also decoded the way the app does and the decodes compared;
+         # a third-party post-processor is the kind "task:NAME" (an installed edgepack.metrics entry point)
+         "detections:yolo", "ctc", "topk", "retrieval")
+
+
+def known(kind: str) -> bool:
+    """A built-in kind, or ``task:NAME`` (a third-party post-processor, looked up when it is measured)."""
+    return kind in KINDS or (kind.startswith("task:") and len(kind) > 5)
 
 CLASS_NAMES = ("logit", "logits", "score", "scores", "cls", "class", "classes", "classifier", "prob", "probs",
                "probability", "probabilities", "softmax")

@@ -31,6 +31,16 @@ class Limits:
     min_pixel_agreement: float | None = None  # dense class maps
     min_psnr_db: float | None = None  # dense value maps
     min_token_agreement: float | None = None  # sequence
+    min_mean_iou: float | None = None  # dense class maps: mean IoU over the reference's classes
+    # task kinds (core/tasks.py): what the app consumes after its post-processor
+    min_detection_recall: float | None = None  # detections:yolo: reference detections the bundle keeps
+    min_detection_precision: float | None = None  # detections:yolo: bundle detections the reference has
+    min_class_detection_recall: float | None = None  # detections:yolo: worst class with enough detections
+    min_string_agreement: float | None = None  # ctc: decoded strings equal
+    max_char_error_rate: float | None = None  # ctc: edit distance / reference length
+    min_topk_overlap: float | None = None  # topk: the reference's top-k found in the bundle's
+    min_retrieval_recall: float | None = None  # retrieval: recall@k of the holdout neighbours
+    min_task_agreement: float | None = None  # task:NAME (an installed post-processor's own agreement rate)
     judge: str = "evidence"  # "evidence", "bound" or "point" (see the module's docstring)
 
     def to_dict(self) -> dict[str, Any]:

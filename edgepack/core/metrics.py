@@ -19,6 +19,7 @@ from .kinds import decide
 from .limits import Limits
 from .outspec import OutputSpec, expand, group_note, virtual_name
 from .stats import drop_samples_needed, paired_drop_interval, samples_needed, wilson
+from .tasks import ROWS as TASK_ROWS, base_kind, is_task, metrics_of, measure as measure_task
 
 RATE_KINDS = {"top1_agreement": "scores", "top5_agreement": "scores", "decision_agreement": "probabilities",
               "retrieval_agreement": "embedding", "pixel_agreement": "dense", "token_agreement": "sequence"}
@@ -268,13 +269,46 @@ def unapplied(name: str, kind: str, ref: np.ndarray, m: dict[str, float], limits
     return rows
 
 
+def _task_params(spec: OutputSpec | None) -> dict[str, str]:
+    """A task's parameters from its output spec, with the model-layout batch axis its axis parameters count from."""
+    if spec is None:
+        return {}
+    params = dict(spec.params)
+    if isinstance(spec.batch_axis, int) and not isinstance(spec.batch_axis, bool):
+        params.setdefault("batch_axis", str(spec.batch_axis))
+    return params
+
+
+def _task_checks(name: str, task: str, ref: np.ndarray, got: np.ndarray, params: dict[str, str],
+                 m: dict[str, float], limits: Limits, warnings: list[str]) -> list[Check]:
+    """Decode both sides with the task's post-processor (``core.tasks``), add its metrics to ``m`` and judge
+    them by the task rows (``tasks.ROWS``)."""
+    try:
+        tm = measure_task(task, ref, got, params)
+    except (ValueError, LookupError) as e:
+        return [Check(f"output {name} {task}", 1, 0, False, "==", f"cannot decode as {task}: {e}")]
+    m.update(tm)
+    out: list[Check] = []
+    for key in metrics_of(task):
+        field_name, op, is_rate = TASK_ROWS[key]
+        limit = getattr(limits, field_name)
+        if limit is None or key not in tm:
+            continue
+        if is_rate:
+            out.append(_rate_check(f"parity.{field_name}", name, tm, key, limit, limits, warnings))
+        else:
+            out.append(judge(f"parity.{field_name}[{name}]", tm[key], limit, op))
+    return out
+
+
 def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], limits: Limits,
            labels: np.ndarray | None = None, kinds: dict[str, str] | None = None,
            specs: dict[str, OutputSpec] | None = None) -> ParityOutcome:
     """Metrics for every reference output, judged by the rows of its kind. ``kinds`` are the decided kinds
     (from the manifest); when absent they are inferred conservatively (see ``kinds.decide``). Outputs are
     samples first; ``specs`` (the manifest's output specs) turn an output's channel groups into virtual outputs
-    ``NAME[a:b]``, each judged by the rows of its own kind."""
+    ``NAME[a:b]``, each judged by the rows of its own kind. A task kind (``core.tasks``) is judged by its base
+    kind's rows and by its task rows; its parameters are its spec's ``params``."""
     group_how: dict[str, str] = {}
     if specs and any(s.groups for s in specs.values()):
         reference, group_kinds = expand(reference, specs)
@@ -289,7 +323,8 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
     warnings: list[str] = []
     worst: dict[str, list[dict[str, Any]]] = {}
     for name, ref in reference.items():
-        kind = decided[name][0]
+        task = decided[name][0]
+        kind = base_kind(task)
         if name not in candidate:
             checks.append(Check(f"output {name} present", 1, 0, False, "==", "bundle produced no such output"))
             continue
@@ -330,6 +365,12 @@ def parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], l
             checks.append(judge(f"parity.min_psnr_db[{name}]", m["psnr_db"], limits.min_psnr_db, ">="))
         if limits.max_accuracy_drop is not None and "accuracy_drop" in m:
             checks.append(_drop_check(name, m, limits.max_accuracy_drop, limits))
+        if kind == "dense" and "mean_iou" in m and limits.min_mean_iou is not None:
+            checks.append(judge(f"parity.min_mean_iou[{name}]", m["mean_iou"], limits.min_mean_iou, ">=",
+                                "mean IoU of the class maps over the reference's classes"))
+        if is_task(task):
+            checks += _task_checks(name, task, ref, candidate[name], _task_params((specs or {}).get(name)), m,
+                                   limits, warnings)
         checks += unapplied(name, kind, ref, m, limits, labels)
     n = len(next(iter(reference.values()))) if reference else 0
     return ParityOutcome(metrics=metrics, checks=checks, warnings=warnings, samples=n, kinds=decided, worst=worst)

@@ -23,7 +23,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .kinds import KINDS
+from .kinds import KINDS, known
 
 AUTO = "auto"
 BatchAxis = Union[int, None, str]  # an axis, None (no batch axis) or "auto" (found by tracing the model)
@@ -97,8 +97,8 @@ def from_dict(d: dict[str, Any] | str) -> OutputSpec:
 
 
 def _kind(kind: str, text: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"unknown output kind '{kind}' in '{text}' (kinds: {', '.join(KINDS)})")
+    if not known(kind):
+        raise ValueError(f"unknown output kind '{kind}' in '{text}' (kinds: {', '.join(KINDS)}, or task:NAME)")
     return kind
 
 

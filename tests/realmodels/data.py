@@ -155,6 +155,60 @@ def ocr_rec_lines(n: int = 96, seed: int = 1):
         f"{n} real text-line crops (scikit-image page.png/text.png) 48x320, BGR, (x/255-0.5)/0.5")
 
 
+def ddddocr_lines(n: int = 96, seed: int = 2):
+    """ddddocr's recogniser input, captcha-like: real English words (4-7 letters, from the standard library's
+    docstrings) RENDERED with Pillow's bundled font at a random size, offset and tilt, with two random strokes,
+    on a light background; grey, height 64, 176 wide (T = 22 steps), x/255 (ddddocr's preprocessing). The
+    scikit-image text images hold lines of ~8-px print or slanted handwriting, on which this captcha model reads
+    nothing (every step blank), so the words are real and the images are rendered — said so in every report."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    words = sorted({w.strip(".,;:()'\"`") for s in stdlib_sentences(150) for w in s.split()})
+    words = [w for w in words if w.isalpha() and w.isascii() and 4 <= len(w) <= 7]
+    out = []
+    for i in range(n):
+        word = words[int(rng.integers(len(words)))]
+        img = Image.new("L", (176, 64), int(rng.integers(200, 256)))
+        d = ImageDraw.Draw(img)
+        font = ImageFont.load_default(size=int(rng.integers(30, 40)))
+        d.text((int(rng.integers(2, 14)), int(rng.integers(2, 14))), word, fill=int(rng.integers(0, 70)), font=font)
+        for _ in range(2):
+            d.line([tuple(int(v) for v in rng.integers(0, 176, 2) * [1, 0.36])
+                    for _ in range(2)], fill=int(rng.integers(60, 160)), width=1)
+        img = img.rotate(float(rng.uniform(-4, 4)), resample=Image.BILINEAR, fillcolor=230)
+        out.append(np.asarray(img, np.float32) / 255.0)
+    return {"input1": np.stack(out)[:, None]}, (
+        f"{n} RENDERED captcha-like images of real English words (4-7 letters from the standard library's "
+        "docstrings; Pillow's bundled font, random size/offset/tilt, two strokes), 64x176, grey, x/255")
+
+
+def slider_gaps(n: int = 48, side: int = 640, seed: int = 3):
+    """Slider-captcha images for captcha-recognizer's gap detector: real photos (scikit-image), letterboxed to
+    side x side, each with one slider gap drawn the way such captchas are made — a square of side 70-110 px at a
+    random place, darkened to 45 % with a 3-px light rim. RGB /255, NCHW. The photos are real; the gap is drawn."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    photos = [_image(p).convert("RGB") for p in PHOTOS]
+    out = []
+    for i in range(n):
+        bg = _crops(photos[i % len(photos)], (side, side // 2), 1, rng, min_scale=0.5)[0]
+        img = Image.new("RGB", (side, side), (114, 114, 114))
+        img.paste(bg, (0, side // 4))
+        a = np.asarray(img).astype(np.float32)
+        g = int(rng.integers(70, 111))
+        x0 = int(rng.integers(side // 3, side - g - 10))
+        y0 = int(rng.integers(side // 4 + 5, side * 3 // 4 - g - 5))
+        a[y0:y0 + g, x0:x0 + g] *= 0.45
+        img = Image.fromarray(a.clip(0, 255).astype(np.uint8))
+        ImageDraw.Draw(img).rectangle((x0, y0, x0 + g, y0 + g), outline=(235, 235, 235), width=3)
+        out.append(np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0)
+    return {"images": np.stack(out)}, (
+        f"{n} real photos (scikit-image) letterboxed to {side}x{side} (grey 114 bars, as Ultralytics), each with one "
+        "DRAWN slider gap (a 70-110 px square darkened to 45 % with a 3-px light rim), RGB /255")
+
+
 def faces_64(seed: int = 0):
     """FER inputs 64x64x1 in [-1, 1]: the 200 LFW patches (100 faces, 100 non-faces) shipped by scikit-image."""
     from PIL import Image
