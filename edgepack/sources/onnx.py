@@ -95,6 +95,7 @@ def op_census(model) -> dict[str, int]:
 
 
 PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose", "Dropout")
+BIAS_OPS = ("Add", "Sub")  # with one constant operand: a bias after MatMul
 
 
 def output_ops(path: Path) -> dict[str, str]:
@@ -103,11 +104,19 @@ def output_ops(path: Path) -> dict[str, str]:
     probabilities), read without weights. Outputs fed by a graph input or an initializer are left out."""
     model = read_model(Path(path), load_weights=False)
     producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {i.name for i in model.graph.initializer} | \
+        {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     out: dict[str, str] = {}
     for v in model.graph.output:
         name, node, hops = v.name, producer.get(v.name), 0
-        while node is not None and node.op_type in PASS_THROUGH and node.input and hops < 32:
-            node, hops = producer.get(node.input[0]), hops + 1
+        while node is not None and node.input and hops < 32:
+            if node.op_type in PASS_THROUGH:
+                node, hops = producer.get(node.input[0]), hops + 1
+            elif node.op_type in BIAS_OPS and len(node.input) == 2 and sum(i in constants for i in node.input) == 1:
+                # a bias added to a MatMul (how exporters write a linear layer on ≥ 3-D inputs): look through it
+                node, hops = producer.get(next(i for i in node.input if i not in constants)), hops + 1
+            else:
+                break
         if node is not None:
             out[name] = node.op_type
     return out
