@@ -42,6 +42,7 @@ from edgepack.errors import (
     ConfigError,
     EdgepackError,
     InputError,
+    NotApplicable,
     RuntimeUnavailable,
     explain,
 )
@@ -535,7 +536,9 @@ def _bridge_and_preflight(source: Source, runnable: list[Target], results: dict[
             run_isolated(_preflight_worker, bridged, t, what=f"{t.name} preflight", family=f"backend:{t.backend.name}")
         except EdgepackError as e:
             del sources[t.name]
-            if skip_unavailable:
+            if isinstance(e, NotApplicable):
+                results[t.name] = _skipped_report(t, plans.NOT_APPLICABLE + e.message, e.hint or None, source)
+            elif skip_unavailable:
                 results[t.name] = _skipped_report(t, e.message, e.hint or None, source)
             else:
                 refused.append(plans.PlanRow(target=t.name, backend=t.backend.name, precision=t.profile.precision,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.ort_mobile.spec import MODEL, OrtOptions, OrtRuntime
-from edgepack.errors import ConversionFailed, InputError, explain
+from edgepack.errors import ConversionFailed, InputError, NotApplicable, explain
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -46,6 +46,20 @@ def convert(source: Source, profile: TargetProfile, options: OrtOptions, data: C
         inputs=list(source.inputs), outputs=list(source.outputs), layout="nchw",
         runtime=OrtRuntime(model=MODEL).model_dump(mode="json"), details=details,
     )
+
+
+def check_dynamic_applies(source: Source) -> None:
+    """Raise :class:`NotApplicable` when dynamic INT8 has nothing to quantize: ORT's ``quantize_dynamic`` as this
+    backend runs it (``DYNAMIC_OPS``) rewrites MatMul/Gemm/LSTM/Attention only; a Conv-only model would come out
+    float."""
+    from edgepack.backends.ort_mobile.search import DYNAMIC_OPS
+    from edgepack.sources.onnx import op_census, read_model
+
+    ops = op_census(read_model(Path(source.path), load_weights=False))
+    if not any(op in ops for op in DYNAMIC_OPS):
+        compute = sorted(op for op in ops if op in COMPUTE_OPS) or ["none"]
+        raise NotApplicable(f"dynamic INT8 quantizes MatMul/Gemm/RNN only; this model's compute ops are "
+                            f"{', '.join(compute)}", hint="use android-ort-int8 (static INT8)")
 
 
 def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, opts: OrtOptions) -> dict[str, Any]:
