@@ -197,13 +197,18 @@ class Preprocess(_Model):
 
 
 class Split(_Model):
-    """Three disjoint, seeded splits: calibration (quantizer ranges), tuning (choosing among INT8 recipes and
-    ranking layer sensitivity) and holdout (the verdict, untouched by any choice)."""
+    """Seeded splits: holdout (the verdict, disjoint from everything, untouched by any choice), calibration
+    (quantizer ranges: every non-holdout sample by default) and tuning (choosing among INT8 recipes and ranking
+    layer sensitivity; may overlap calibration, as the toolkits' own accuracy-control flows do). A size left out
+    comes from the data (``edgepack.calibration.split_sizes``); a size given is a maximum."""
 
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    calibration: int = Field(256, ge=1, le=1_000_000)
-    tuning: int = Field(256, ge=0, le=1_000_000, description="samples for the INT8 accuracy search (0: no search)")
-    holdout: int = Field(256, ge=1, le=1_000_000)
+    calibration: int | None = Field(None, ge=1, le=1_000_000, description="most calibration samples (default: "
+                                    "every non-holdout sample, up to 1000)")
+    tuning: int | None = Field(None, ge=0, le=1_000_000, description="most samples for the INT8 accuracy search "
+                               "(0: no search; default: up to 500 non-holdout samples, unused ones first)")
+    holdout: int | None = Field(None, ge=1, le=1_000_000, description="most holdout samples (default: half the "
+                                "data, up to 2000)")
 
 
 class CalibrationRecipe(_Model):

@@ -267,6 +267,27 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
 
 
+RATE_LIMITS = ("min_top1_agreement", "min_top5_agreement", "min_decision_agreement", "min_retrieval_agreement",
+               "min_pixel_agreement", "min_token_agreement")
+
+
+def holdout_needs(limits: Limits, n_holdout: int, data: CalibrationData) -> str:
+    """What more data would buy: when the holdout is too small for a rate budget to mean anything (a flawless
+    result's 95 % lower bound under the budget), the samples that budget needs and the data that gives them."""
+    from edgepack.core.stats import samples_needed
+
+    rates = {k: getattr(limits, k) for k in RATE_LIMITS if getattr(limits, k) is not None and getattr(limits, k) < 1}
+    if not rates:
+        return ""
+    key = max(rates, key=lambda k: samples_needed(rates[k]))
+    need = samples_needed(rates[key])
+    if n_holdout >= need:
+        return ""
+    return (f"more data would make the verdict mean more: {key} ≥ {rates[key]:g} needs ≥ {need} holdout samples for "
+            f"a flawless result to show it at 95 % (this holdout has {n_holdout}); that takes "
+            + calibration_mod.more_data(n_holdout, need, data.split))
+
+
 def search_checks(target: Target, artifact: Artifact) -> list[Check]:
     """Rows from the INT8 accuracy search (met the budget on the tuning split, fallback latency cost) and the INT8
     speed budget."""
@@ -327,6 +348,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         warnings.append(f"calibration used {n_cal} samples, fewer than the profile's minimum "
                         f"{profile.min_calibration_samples}")
     n_tune = len(next(iter(data.tuning.values()))) if data.tuning else 0
+    more = holdout_needs(limits, len(next(iter(data.holdout.values()))), data)
     if target.backend.tunes_on_data(profile, target.options):
         if n_tune == 0:
             warnings.append("no tuning split (the calibration data is too small, or split.tuning = 0): the INT8 "
@@ -338,7 +360,8 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         target=profile.name, status="passed" if ev.passed else "failed", backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
-        warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device),
+        warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device)
+        + ([more] if more else []),
         artifact=art.details, calibration=data.describe(),
         source=source.describe(),
     )

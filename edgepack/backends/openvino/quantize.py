@@ -2,7 +2,7 @@
 
 Plain int8 runs ``nncf.quantize`` on the build's calibration split (``data.calibration``) with the profile's
 settings. When the build passes the tuning split (``data.tuning``: drawn from the calibration source, disjoint from
-both the calibration split and the holdout; the holdout never reaches a backend), :class:`OVSpace` lets
+the holdout, possibly overlapping the calibration split; the holdout never reaches a backend), :class:`OVSpace` lets
 :func:`edgepack.quantsearch.search` judge the plain build on the tuning split against the profile's parity budget and,
 if it misses, try NNCF's other recipes (bias correction, asymmetric activations, range estimators, channel alignment,
 ``model_type=TRANSFORMER`` with SmoothQuant for transformers), then keep the most sensitive layers in float
@@ -701,8 +701,8 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch,
     return restored, {
         "metric": metric, "metric_option": ac.metric, "max_drop": ac.max_drop, "drop_type": ac.drop_type,
         "restore_mode": restore_mode.value,
-        "measured_on": f"tuning split ({num_samples(data.tuning)} samples, disjoint from the calibration split and "
-                       "from the holdout, which judges the bundle independently)",
+        "measured_on": f"tuning split ({num_samples(data.tuning)} samples, disjoint from the holdout, which "
+                       "judges the bundle independently)",
         "samples": len(seen),
         "reference": {"accuracy": "labels", "parity": "the reference model's outputs, judged by the profile's "
                       "parity budget"}.get(metric, "fp32 IR on the CPU plugin, f32 inference precision"),
