@@ -252,13 +252,14 @@ def split_sizes(n: int, calibration: int | None = None, holdout: int | None = No
 def _split(n: int, n_cal: int | None, n_hold: int | None, seed: int, n_tune: int | None = None,
            separate_holdout: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Calibration, holdout and tuning indices from one seeded permutation: the holdout first (disjoint), then
-    calibration from the start of the rest, tuning from its end (samples calibration leaves unused first, then
+    calibration from the start of the rest, then tuning (samples calibration leaves unused first, then the end of
     calibration's own: the overlap)."""
     sizes = split_sizes(n, n_cal, n_hold, n_tune, separate_holdout)
     order = np.random.default_rng(seed).permutation(n)
     hold, pool = order[:sizes.holdout], order[sizes.holdout:]
     cal = pool[:sizes.calibration]
-    tune = pool[len(pool) - sizes.tuning:] if sizes.tuning else pool[:0]
+    start = min(sizes.calibration, len(pool) - sizes.tuning)  # right after calibration, or overlapping its end
+    tune = pool[start:start + sizes.tuning]
     return np.sort(cal), np.sort(hold), np.sort(tune)
 
 

@@ -85,6 +85,9 @@ class Budgets(_Model):
     max_int8_latency_ratio: float | None = Field(None, gt=0, description="host latency of the INT8 build ÷ the "
                                                  "float model in the same runtime (1 thread, interleaved in one "
                                                  "run): keeps a float fallback from erasing INT8's gain")
+    int8_must_pay: bool | None = Field(None, description="an INT8 build both larger and slower (host, same runtime) "
+                                       "than the float model fails its row int8_pays; default: on for profiles whose "
+                                       "latency this host judges (linux-*, intel-*), a note elsewhere")
     max_latency_p50_ms: float | None = Field(None, gt=0)
     max_latency_p90_ms: float | None = Field(None, gt=0)
     parity: ParityBudget = ParityBudget()

@@ -30,7 +30,7 @@ from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends import registry
 from edgepack.backends.registry import Target
 from edgepack.budgets import check as budget_checks
-from edgepack.budgets import device_notes
+from edgepack.budgets import device_notes, int8_payoff
 from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
 from edgepack.core.batching import axes_of, first_batch, per_sample, run_batched
@@ -263,7 +263,8 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                           where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
     checks = (target.backend.host_checks(artifact) + list(outcome.checks)
-              + budget_checks(profile.budgets, size, host["latency"], profile.device) + search_checks(target, artifact))
+              + budget_checks(profile.budgets, size, host["latency"], profile.device)
+              + search_checks(target, artifact, size))
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
 
 
@@ -288,16 +289,28 @@ def holdout_needs(limits: Limits, n_holdout: int, data: CalibrationData) -> str:
             + calibration_mod.more_data(n_holdout, need, data.split))
 
 
-def search_checks(target: Target, artifact: Artifact) -> list[Check]:
-    """Rows from the INT8 accuracy search (met the budget on the tuning split, fallback latency cost) and the INT8
-    speed budget."""
+def search_checks(target: Target, artifact: Artifact, size_bytes: int | None = None) -> list[Check]:
+    """Rows from the INT8 accuracy search (met the budget on the tuning split, fallback latency cost), the INT8
+    speed budget and, with the bundle's size, whether INT8 pays at all (:func:`edgepack.budgets.int8_payoff`)."""
     from edgepack import quantsearch
 
     search = getattr(target.options, "accuracy_search", None)
     if not target.profile.precision.startswith("int8"):
         return []
-    return quantsearch.checks(artifact.details, search.max_latency_ratio if search is not None else None,
+    rows = quantsearch.checks(artifact.details, search.max_latency_ratio if search is not None else None,
                               target.profile.budgets.max_int8_latency_ratio)
+    if size_bytes is not None:
+        rows += int8_payoff(target.profile.budgets, target.profile.device, artifact.details, size_bytes)[0]
+    return rows
+
+
+def float_reference(source: Source) -> dict[str, Any]:
+    """Size of the float model the backend converted (the source file, or the ONNX it was bridged to): what an INT8
+    bundle's size is compared with."""
+    p = Path(source.path)
+    files = [p] if p.is_file() else ([q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [])
+    size = sum(q.stat().st_size for q in files)
+    return {"size_bytes": size, "what": f"{source.kind} source {p.name} (float)"} if size else {}
 
 
 @dataclass(frozen=True)
@@ -310,7 +323,8 @@ class Converted:
 
 
 def convert_target(target: Target, source: Source, notes: list[str], data: CalibrationData, staging: Path,
-                   progress: Progress, kinds: dict[str, OutputKindInfo] | None = None) -> Converted:
+                   progress: Progress, kinds: dict[str, OutputKindInfo] | None = None,
+                   searches: dict[str, dict[str, Any]] | None = None) -> Converted:
     backend, profile = target.backend, target.profile
     progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
     tunes = backend.tunes_on_data(profile, target.options) and bool(data.tuning)
@@ -322,12 +336,17 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
         limits=limits.to_dict() if tunes else None,
         kinds={n: k.kind for n, k in (kinds or {}).items()} if tunes else None,
         holdout_ranges=ConvertData.ranges(data.holdout),
+        searches=dict(searches or {}) if tunes else {},
     )
     t0 = time.perf_counter()
     art = run_isolated(_convert_worker, source, target, convert_data, str(staging),
                        what=f"{profile.name} conversion", family=f"backend:{backend.name}")
     seconds = time.perf_counter() - t0
     progress(f"{profile.name}: converted in {seconds:.1f} s")
+    if profile.precision.startswith("int8") and "float_reference" not in art.details:
+        ref = float_reference(source)
+        if ref:
+            art = art.model_copy(update={"details": {**art.details, "float_reference": ref}})
     return Converted(target, staging, art, seconds, list(notes))
 
 
@@ -349,6 +368,8 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
                         f"{profile.min_calibration_samples}")
     n_tune = len(next(iter(data.tuning.values()))) if data.tuning else 0
     more = holdout_needs(limits, len(next(iter(data.holdout.values()))), data)
+    pay_notes = int8_payoff(profile.budgets, profile.device, art.details, ev.size_bytes)[1] \
+        if profile.precision.startswith("int8") else []
     if target.backend.tunes_on_data(profile, target.options):
         if n_tune == 0:
             warnings.append("no tuning split (the calibration data is too small, or split.tuning = 0): the INT8 "
@@ -361,7 +382,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
         warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device)
-        + ([more] if more else []),
+        + ([more] if more else []) + pay_notes,
         artifact=art.details, calibration=data.describe(),
         source=source.describe(),
     )
@@ -417,11 +438,16 @@ def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[st
     done: dict[str, Converted] = {}
 
     def run_group(group: list[Target]) -> None:
+        searches: dict[str, dict[str, Any]] = {}  # INT8 searches of this backend by problem key (one thread each)
         for t in group:
             staging = bundles.staging_dir(out_parent, t.name)
             src, notes = sources[t.name]
             try:
-                done[t.name] = convert_target(t, src, notes, data, staging, progress, (kinds or {}).get(t.name))
+                done[t.name] = convert_target(t, src, notes, data, staging, progress, (kinds or {}).get(t.name),
+                                              searches)
+                s = done[t.name].artifact.details.get("accuracy_search")
+                if isinstance(s, dict) and s.get("problem") and s["problem"] not in searches:
+                    searches[s["problem"]] = {"target": t.name, "search": s}
             except Exception as e:  # noqa: BLE001 - one target's failure is its verdict, not the build's
                 bundles.discard(staging)
                 errors[t.name] = _error_report(t, "conversion", e, src)

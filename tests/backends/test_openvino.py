@@ -390,6 +390,8 @@ def _acc_profile(tmp_path: Path, min_cosine: float, name: str = "acc") -> Path:
 
     text = (REPO / "targets" / "intel-openvino-int8-acc.toml").read_text()
     text = text.replace('metric = "auto"', 'metric = "parity"').replace("max_drop = 0.001", "max_drop = 0.000001")
+    # this tiny model's INT8 is larger and slower than float (the int8_pays row): not what these tests are about
+    text = text.replace("max_size_mb = 15", "max_size_mb = 15\nint8_must_pay = false")
     text = re.sub(r"\[budgets\.parity\][^\[]*",
                   f"[budgets.parity]\nmin_top1_agreement = 0.99\nmin_cosine = {min_cosine}\n\n", text)
     path = tmp_path / f"{name}.toml"
