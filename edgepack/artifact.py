@@ -77,6 +77,9 @@ class ConvertData(BaseModel):
     class_names: list[str] | None = None
     preprocess: dict[str, Any] = Field(default_factory=dict)
     holdout_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    searches: dict[str, dict[str, Any]] = Field(default_factory=dict, description="earlier INT8 searches of this "
+                                                "build by problem key ({'target', 'search'}): a target with the same "
+                                                "quantization problem reuses the choice instead of searching again")
 
     def search_tuning(self):
         """The tuning split as :mod:`edgepack.quantsearch` takes it, or None when this build passed none."""

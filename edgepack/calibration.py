@@ -1,4 +1,5 @@
-"""Calibration and parity data: deterministic, disjoint calibration and holdout splits from a recipe or arrays.
+"""Calibration and parity data: deterministic splits from a recipe or arrays. Only the holdout is disjoint (the
+verdict); calibration uses every other sample (bounded), the tuning split may overlap it (see :func:`split_sizes`).
 
 Sources of data: scikit-learn's bundled digits images, an image folder (``root/<label>/*.png`` or flat), or
 ``.npz``/``.npy`` arrays (read with ``allow_pickle=False``). Seeded synthetic data only on explicit request,
@@ -23,8 +24,9 @@ SYNTHETIC_SAMPLES = 64
 
 @dataclass
 class CalibrationData:
-    """Calibration split (for quantizers), tuning split (for the INT8 accuracy search) and holdout split (for
-    parity), never overlapping. ``holdout_origin`` is set when the user gave a separate holdout set."""
+    """Calibration split (for quantizers), tuning split (for the INT8 accuracy search; may overlap calibration) and
+    holdout split (for parity; disjoint from both). ``holdout_origin`` is set when the user gave a separate holdout
+    set."""
 
     name: str
     calibration: Feeds
@@ -39,6 +41,7 @@ class CalibrationData:
     preprocess: dict[str, Any] = field(default_factory=dict)
     origin: str = ""
     defaulted: bool = False  # no --calibration: the profiles' default recipe was used (it fitted the model)
+    split: SplitSizes | None = None  # how the calibration source was split (None: synthetic data)
 
     @property
     def sizes(self) -> tuple[int, int]:
@@ -57,6 +60,11 @@ class CalibrationData:
             "holdout_samples": n_hold,
             "labelled": self.holdout_labels is not None,
             "preprocess": self.preprocess,
+            **({"split": {"samples": self.split.total, "tuning_overlaps_calibration": self.split.overlap,
+                          "unused": self.split.unused,
+                          "rule": "holdout disjoint (half the data, ≤ 2000, or a separate set); calibration = "
+                                  "the other samples (≤ 1000); tuning ≤ 500 of them, unused ones first"}}
+               if self.split else {}),
         }
 
 
@@ -199,29 +207,81 @@ def _samples_first(feeds: Feeds, inputs: tuple[TensorSpec, ...]) -> Feeds:
 # -------------------------------------------------------------------------------------------- split + checks
 
 
-def _split(n: int, n_cal: int, n_hold: int, seed: int, n_tune: int = 0,
+HOLDOUT_MAX = 2000  # a flawless holdout of 2000 proves ≥ 99.8 % at 95 %; more only costs parity time
+CALIBRATION_MAX = 1000  # quantizer ranges settle long before this; NNCF uses 300 (subset_size) by default
+TUNING_MAX = 500  # every search trial runs the candidate on the whole tuning split
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """How many samples each split gets from ``n`` (see :func:`split_sizes`)."""
+
+    total: int
+    calibration: int
+    tuning: int
+    holdout: int
+    separate_holdout: bool = False
+
+    @property
+    def overlap(self) -> int:
+        """Tuning samples that are calibration samples too."""
+        return max(0, self.calibration + self.tuning - (self.total - self.holdout))
+
+    @property
+    def unused(self) -> int:
+        return self.total - self.holdout - min(self.total - self.holdout, self.calibration + self.tuning
+                                                - self.overlap)
+
+
+def split_sizes(n: int, calibration: int | None = None, holdout: int | None = None, tuning: int | None = None,
+                separate_holdout: bool = False) -> SplitSizes:
+    """Split sizes from the data. Only the holdout is disjoint: half the samples (at most ``holdout`` if given, else
+    ``HOLDOUT_MAX``; none when a separate holdout set is given). Calibration takes every other sample (at most
+    ``calibration`` if given, else ``CALIBRATION_MAX``). Tuning takes up to ``tuning`` (else ``TUNING_MAX``)
+    non-holdout samples, those calibration leaves unused first, then calibration samples (overlap)."""
+    if n < 2 and not separate_holdout:
+        raise InputError(f"calibration data has {n} sample(s); at least 2 are needed (a holdout and a calibration "
+                         "sample)", hint="give more samples, or a separate holdout set with --holdout")
+    n_hold = 0 if separate_holdout else min(HOLDOUT_MAX if holdout is None else holdout, n // 2)
+    pool = n - n_hold
+    n_cal = min(CALIBRATION_MAX if calibration is None else calibration, pool)
+    n_tune = min(TUNING_MAX if tuning is None else tuning, pool)
+    return SplitSizes(n, n_cal, n_tune, n_hold, separate_holdout)
+
+
+def _split(n: int, n_cal: int | None, n_hold: int | None, seed: int, n_tune: int | None = None,
            separate_holdout: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibration, holdout and tuning indices from one seeded permutation: holdout first (up to half the data;
-    none when a separate holdout set is given), then calibration, then tuning (up to a third of what remains, so
-    calibration keeps the larger part of small sets)."""
-    if n < 2:
-        raise InputError(f"calibration data has {n} sample(s); at least 2 are needed for disjoint splits")
-    n_hold = 0 if separate_holdout else min(n_hold, n // 2)
-    left = n - n_hold - min(n_cal, n - n_hold)  # what calibration leaves unused
-    n_tune = min(n_tune, max(left, (n - n_hold) // 3))
-    n_cal = min(n_cal, n - n_hold - n_tune)
+    """Calibration, holdout and tuning indices from one seeded permutation: the holdout first (disjoint), then
+    calibration from the start of the rest, then tuning (samples calibration leaves unused first, then the end of
+    calibration's own: the overlap)."""
+    sizes = split_sizes(n, n_cal, n_hold, n_tune, separate_holdout)
     order = np.random.default_rng(seed).permutation(n)
-    cal = order[n_hold:n_hold + n_cal]
-    tune = order[n_hold + n_cal:n_hold + n_cal + n_tune]
-    return np.sort(cal), np.sort(order[:n_hold]), np.sort(tune)
+    hold, pool = order[:sizes.holdout], order[sizes.holdout:]
+    cal = pool[:sizes.calibration]
+    start = min(sizes.calibration, len(pool) - sizes.tuning)  # right after calibration, or overlapping its end
+    tune = pool[start:start + sizes.tuning]
+    return np.sort(cal), np.sort(hold), np.sort(tune)
 
 
 def split_indices(n: int, recipe: CalibrationRecipe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibration, holdout and remaining (training) indices: deterministic and disjoint. The tuning split is
-    drawn from the remaining samples (a model may be trained on them: tuning only chooses among recipes)."""
-    cal, hold, _ = _split(n, recipe.split.calibration, recipe.split.holdout, recipe.split.seed)
+    """Calibration, holdout and remaining (training) indices: deterministic, the three disjoint. The tuning split
+    may come from the remaining samples (a model may be trained on them: tuning only chooses among recipes)."""
+    cal, hold, _ = _split(n, recipe.split.calibration, recipe.split.holdout, recipe.split.seed, 0)
     rest = np.setdiff1d(np.arange(n), np.concatenate([cal, hold]))
     return cal, hold, rest
+
+
+def more_data(n_holdout: int, need: int, sizes: SplitSizes | None) -> str:
+    """What a holdout of ``need`` samples would take, said for a person: how many samples of data in all under
+    the split rule (the holdout gets half, up to ``HOLDOUT_MAX``), or a separate holdout set."""
+    if n_holdout >= need:
+        return ""
+    if sizes is None or sizes.separate_holdout:
+        return f"a holdout set of ≥ {need} samples (--holdout)"
+    if need > HOLDOUT_MAX:
+        return (f"≥ {need} holdout samples: more than the split gives a holdout ({HOLDOUT_MAX} at most); pass a "
+                "separate holdout set with --holdout")
+    return f"≥ {2 * need} samples of data in all (the holdout gets half: ≥ {need}; this build had {sizes.total})"
 
 
 def _with_constants(feeds: Feeds, inputs: tuple[TensorSpec, ...]) -> Feeds:
@@ -314,11 +374,13 @@ def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...],
     if labels is not None and (np.ndim(labels) != 1 or len(labels) != num_samples(feeds)):
         raise InputError(f"calibration labels have shape {np.shape(labels)} for {num_samples(feeds)} samples "
                          f"({origin})", hint="one label per sample")
+    sizes = None
     if whole:  # a separate holdout set: every sample is holdout
         cal, hold, tune = np.arange(0), np.arange(num_samples(feeds)), np.arange(0)
     else:
-        cal, hold, tune = _split(num_samples(feeds), recipe.split.calibration, recipe.split.holdout,
-                                 recipe.split.seed, recipe.split.tuning, separate_holdout)
+        sp = recipe.split
+        sizes = split_sizes(num_samples(feeds), sp.calibration, sp.holdout, sp.tuning, separate_holdout)
+        cal, hold, tune = _split(num_samples(feeds), sp.calibration, sp.holdout, sp.seed, sp.tuning, separate_holdout)
     return CalibrationData(
         name=recipe.name,
         calibration=take(feeds, cal),
@@ -328,7 +390,7 @@ def from_recipe(recipe: CalibrationRecipe, inputs: tuple[TensorSpec, ...],
         tuning_labels=None if labels is None or not len(tune) else np.asarray(labels)[tune],
         class_names=class_names,
         preprocess=pre.model_dump(mode="json") if recipe.data.kind != "arrays" else {},
-        origin=origin,
+        origin=origin, split=sizes,
     )
 
 
@@ -368,7 +430,9 @@ def synthetic(inputs: tuple[TensorSpec, ...], seed: int = 0) -> CalibrationData:
     idx = np.arange(2 * SYNTHETIC_SAMPLES)
     return CalibrationData(name="synthetic", calibration=take(feeds, idx[:SYNTHETIC_SAMPLES]),
                            holdout=take(feeds, idx[SYNTHETIC_SAMPLES:]), synthetic=True,
-                           tuning=take(feeds, idx[SYNTHETIC_SAMPLES:SYNTHETIC_SAMPLES + SYNTHETIC_SAMPLES // 2]),
+                           tuning=take(feeds, idx[:SYNTHETIC_SAMPLES]),  # = calibration; never the holdout
+                           split=SplitSizes(2 * SYNTHETIC_SAMPLES, SYNTHETIC_SAMPLES, SYNTHETIC_SAMPLES,
+                                            SYNTHETIC_SAMPLES),
                            origin=f"seeded standard-normal noise (seed {seed})")
 
 

@@ -151,8 +151,9 @@ def build(
                                                                       "path to a profile .toml, or `all`; repeatable")],
     calibration: Annotated[Optional[str], typer.Option("--calibration", "-c", help="calibration recipe (name in "
                            "calibration/ or .toml path) or an .npz/.npy file with arrays keyed by input name; "
-                           "split three ways, disjoint and seeded: calibration (ranges), tuning (the INT8 accuracy "
-                           "search) and holdout (the verdict)")] = None,
+                           "split three ways, seeded: holdout (the verdict, disjoint; half the data), calibration "
+                           "(ranges; every other sample) and tuning (the INT8 accuracy search; may overlap "
+                           "calibration)")] = None,
     holdout: Annotated[Optional[str], typer.Option("--holdout", help="a separate holdout set (recipe or .npz/.npy, "
                        "with 'labels' if any): all of it judges the bundles; --calibration then gives calibration "
                        "and tuning only")] = None,

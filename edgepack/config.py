@@ -104,6 +104,9 @@ class Budgets(_Model):
     max_int8_latency_ratio: float | None = Field(None, gt=0, description="host latency of the INT8 build ÷ the "
                                                  "float model in the same runtime (1 thread, interleaved in one "
                                                  "run): keeps a float fallback from erasing INT8's gain")
+    int8_must_pay: bool | None = Field(None, description="an INT8 build both larger and slower (host, same runtime) "
+                                       "than the float model fails its row int8_pays; default: on for profiles whose "
+                                       "latency this host judges (linux-*, intel-*), a note elsewhere")
     max_latency_p50_ms: float | None = Field(None, gt=0)
     max_latency_p90_ms: float | None = Field(None, gt=0)
     parity: ParityBudget = ParityBudget()
@@ -216,15 +219,18 @@ class Preprocess(_Model):
 
 
 class Split(_Model):
-    """Three disjoint, seeded splits: calibration (quantizer ranges), tuning (choosing among INT8 recipes and
-    ranking layer sensitivity) and holdout (the verdict, untouched by any choice)."""
+    """Seeded splits: holdout (the verdict, disjoint from everything, untouched by any choice), calibration
+    (quantizer ranges: every non-holdout sample by default) and tuning (choosing among INT8 recipes and ranking
+    layer sensitivity; may overlap calibration, as the toolkits' own accuracy-control flows do). A size left out
+    comes from the data (``edgepack.calibration.split_sizes``); a size given is a maximum."""
 
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    calibration: int = Field(256, ge=1, le=1_000_000)
-    tuning: int = Field(256, ge=0, le=1_000_000, description="samples for the INT8 accuracy search (0: no search)")
-    # 400: a flawless holdout then proves 99 % agreement (≥ 381 samples), the fp32 rows' budget; fewer is
-    # INCONCLUSIVE (core.stats.samples_needed). At most half the data is ever held out.
-    holdout: int = Field(400, ge=1, le=1_000_000)
+    calibration: int | None = Field(None, ge=1, le=1_000_000, description="most calibration samples (default: "
+                                    "every non-holdout sample, up to 1000)")
+    tuning: int | None = Field(None, ge=0, le=1_000_000, description="most samples for the INT8 accuracy search "
+                               "(0: no search; default: up to 500 non-holdout samples, unused ones first)")
+    holdout: int | None = Field(None, ge=1, le=1_000_000, description="most holdout samples (default: half the "
+                                "data, up to 2000)")
 
 
 class CalibrationRecipe(_Model):

@@ -53,6 +53,11 @@ class UnsupportedConversion(EdgepackError):
     """The requested source → backend route, op or option is not supported."""
 
 
+class NotApplicable(UnsupportedConversion):
+    """A target that could be built but would mean nothing for this model (e.g. dynamic INT8 of a model with no
+    MatMul/Gemm/RNN): the plan skips it, with or without ``--skip-unavailable``."""
+
+
 class ConversionFailed(EdgepackError):
     """A converter ran and failed."""
 

@@ -30,7 +30,7 @@ from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends import registry
 from edgepack.backends.registry import Target
 from edgepack.budgets import check as budget_checks
-from edgepack.budgets import device_notes
+from edgepack.budgets import device_notes, int8_payoff
 from edgepack.calibration import CalibrationData
 from edgepack.config import available_targets, load_profile
 from edgepack.core import outspec
@@ -44,6 +44,7 @@ from edgepack.errors import (
     ConfigError,
     EdgepackError,
     InputError,
+    NotApplicable,
     RuntimeUnavailable,
     explain,
 )
@@ -388,7 +389,8 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
                           where=target.backend.host_parity)
     latency = LatencyReport(where="host", **host["latency"], runtime=host["facts"])
     checks = (target.backend.host_checks(artifact) + list(outcome.checks)
-              + budget_checks(profile.budgets, size, host["latency"], profile.device) + search_checks(target, artifact))
+              + budget_checks(profile.budgets, size, host["latency"], profile.device)
+              + search_checks(target, artifact, size))
     return Evaluation(size, latency, parity, checks, list(outcome.warnings))
 
 
@@ -398,16 +400,49 @@ def out_axes_of(specs: dict[str, outspec.OutputSpec] | None) -> dict[str, int | 
     return axes or None  # type: ignore[return-value]
 
 
-def search_checks(target: Target, artifact: Artifact) -> list[Check]:
-    """Rows from the INT8 accuracy search (met the budget on the tuning split, fallback latency cost) and the INT8
-    speed budget."""
+RATE_LIMITS = ("min_top1_agreement", "min_top5_agreement", "min_decision_agreement", "min_retrieval_agreement",
+               "min_pixel_agreement", "min_token_agreement")
+
+
+def holdout_needs(limits: Limits, n_holdout: int, data: CalibrationData) -> str:
+    """What more data would buy: when the holdout is too small for a rate budget to mean anything (a flawless
+    result's 95 % lower bound under the budget), the samples that budget needs and the data that gives them."""
+    from edgepack.core.stats import samples_needed
+
+    rates = {k: getattr(limits, k) for k in RATE_LIMITS if getattr(limits, k) is not None and getattr(limits, k) < 1}
+    if not rates:
+        return ""
+    key = max(rates, key=lambda k: samples_needed(rates[k]))
+    need = samples_needed(rates[key])
+    if n_holdout >= need:
+        return ""
+    return (f"more data would make the verdict mean more: {key} ≥ {rates[key]:g} needs ≥ {need} holdout samples for "
+            f"a flawless result to show it at 95 % (this holdout has {n_holdout}); that takes "
+            + calibration_mod.more_data(n_holdout, need, data.split))
+
+
+def search_checks(target: Target, artifact: Artifact, size_bytes: int | None = None) -> list[Check]:
+    """Rows from the INT8 accuracy search (met the budget on the tuning split, fallback latency cost), the INT8
+    speed budget and, with the bundle's size, whether INT8 pays at all (:func:`edgepack.budgets.int8_payoff`)."""
     from edgepack import quantsearch
 
     search = getattr(target.options, "accuracy_search", None)
     if not target.profile.precision.startswith("int8"):
         return []
-    return quantsearch.checks(artifact.details, search.max_latency_ratio if search is not None else None,
+    rows = quantsearch.checks(artifact.details, search.max_latency_ratio if search is not None else None,
                               target.profile.budgets.max_int8_latency_ratio)
+    if size_bytes is not None:
+        rows += int8_payoff(target.profile.budgets, target.profile.device, artifact.details, size_bytes)[0]
+    return rows
+
+
+def float_reference(source: Source) -> dict[str, Any]:
+    """Size of the float model the backend converted (the source file, or the ONNX it was bridged to): what an INT8
+    bundle's size is compared with."""
+    p = Path(source.path)
+    files = [p] if p.is_file() else ([q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [])
+    size = sum(q.stat().st_size for q in files)
+    return {"size_bytes": size, "what": f"{source.kind} source {p.name} (float)"} if size else {}
 
 
 @dataclass(frozen=True)
@@ -421,7 +456,8 @@ class Converted:
 
 def convert_target(target: Target, source: Source, notes: list[str], data: CalibrationData, staging: Path,
                    progress: Progress, kinds: dict[str, OutputKindInfo] | None = None,
-                   specs: dict[str, outspec.OutputSpec] | None = None) -> Converted:
+                   specs: dict[str, outspec.OutputSpec] | None = None,
+                   searches: dict[str, dict[str, Any]] | None = None) -> Converted:
     backend, profile = target.backend, target.profile
     progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
     tunes = backend.tunes_on_data(profile, target.options) and bool(data.tuning)
@@ -434,12 +470,17 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
         kinds={n: k.kind for n, k in (kinds or {}).items()} if tunes else None,
         output_specs={n: s.to_dict() for n, s in (specs or {}).items()} if tunes and specs else None,
         holdout_ranges=ConvertData.ranges(data.holdout),
+        searches=dict(searches or {}) if tunes else {},
     )
     t0 = time.perf_counter()
     art = run_isolated(_convert_worker, source, target, convert_data, str(staging),
                        what=f"{profile.name} conversion", family=f"backend:{backend.name}")
     seconds = time.perf_counter() - t0
     progress(f"{profile.name}: converted in {seconds:.1f} s")
+    if profile.precision.startswith("int8") and "float_reference" not in art.details:
+        ref = float_reference(source)
+        if ref:
+            art = art.model_copy(update={"details": {**art.details, "float_reference": ref}})
     return Converted(target, staging, art, seconds, list(notes))
 
 
@@ -462,6 +503,9 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         warnings.append(f"calibration used {n_cal} samples, fewer than the profile's minimum "
                         f"{profile.min_calibration_samples}")
     n_tune = len(next(iter(data.tuning.values()))) if data.tuning else 0
+    more = holdout_needs(limits, len(next(iter(data.holdout.values()))), data)
+    pay_notes = int8_payoff(profile.budgets, profile.device, art.details, ev.size_bytes)[1] \
+        if profile.precision.startswith("int8") else []
     if target.backend.tunes_on_data(profile, target.options):
         if n_tune == 0:
             warnings.append("no tuning split (the calibration data is too small, or split.tuning = 0): the INT8 "
@@ -473,7 +517,8 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         target=profile.name, status=ev.verdict, backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
-        warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device),
+        warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device)
+        + ([more] if more else []) + pay_notes,
         artifact=art.details, calibration=data.describe(),
         source=source.describe(),
     )
@@ -536,12 +581,16 @@ def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[st
     done: dict[str, Converted] = {}
 
     def run_group(group: list[Target]) -> None:
+        searches: dict[str, dict[str, Any]] = {}  # INT8 searches of this backend by problem key (one thread each)
         for t in group:
             staging = bundles.staging_dir(out_parent, t.name)
             src, notes = sources[t.name]
             try:
                 done[t.name] = convert_target(t, src, notes, data, staging, progress, (kinds or {}).get(t.name),
-                                              (specs or {}).get(t.name))
+                                              (specs or {}).get(t.name), searches)
+                s = done[t.name].artifact.details.get("accuracy_search")
+                if isinstance(s, dict) and s.get("problem") and s["problem"] not in searches:
+                    searches[s["problem"]] = {"target": t.name, "search": s}
             except Exception as e:  # noqa: BLE001 - one target's failure is its verdict, not the build's
                 bundles.discard(staging)
                 errors[t.name] = _error_report(t, "conversion", e, src)
@@ -694,7 +743,9 @@ def _bridge_and_preflight(source: Source, runnable: list[Target], results: dict[
             run_isolated(_preflight_worker, bridged, t, what=f"{t.name} preflight", family=f"backend:{t.backend.name}")
         except EdgepackError as e:
             del sources[t.name]
-            if skip_unavailable:
+            if isinstance(e, NotApplicable):
+                results[t.name] = _skipped_report(t, plans.NOT_APPLICABLE + e.message, e.hint or None, source)
+            elif skip_unavailable:
                 results[t.name] = _skipped_report(t, e.message, e.hint or None, source)
             else:
                 refused.append(plans.PlanRow(target=t.name, backend=t.backend.name, precision=t.profile.precision,

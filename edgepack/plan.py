@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgepack.backends.registry import Target
-from edgepack.errors import ConfigError, EdgepackError
+from edgepack.errors import ConfigError, EdgepackError, NotApplicable
 from edgepack.sources import Source
 
 Action = Literal["build", "skip", "refuse"]
@@ -63,7 +63,8 @@ def _custom_ops(source: Source) -> list[str]:
 
 
 def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str, str | None, str | None]:
-    """(route, reason it cannot be built or None, hint)."""
+    """(route, reason it cannot be built or None, hint). A preflight's :class:`NotApplicable` comes back as a reason
+    too; :func:`make` skips those targets (see :func:`not_applicable`)."""
     backend = target.backend
     missing = backend.missing()
     if missing:
@@ -77,9 +78,19 @@ def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str,
     if backend.has_preflight() and source.kind in backend.accepts:  # bridged sources: checked after the bridge
         try:
             backend.preflight(source, target.profile, target.options)
+        except NotApplicable as e:
+            return route, NOT_APPLICABLE + e.message, e.hint or None
         except EdgepackError as e:
             return route, e.message, e.hint or None
     return route, None, None
+
+
+NOT_APPLICABLE = "not applicable: "
+
+
+def not_applicable(reason: str | None) -> bool:
+    """Whether a plan reason says the target means nothing for this model (always skipped, never refused)."""
+    return bool(reason) and reason.startswith(NOT_APPLICABLE)
 
 
 def make(model: str, targets: list[Target], source: Source, skip_unavailable: bool) -> Plan:
@@ -87,7 +98,8 @@ def make(model: str, targets: list[Target], source: Source, skip_unavailable: bo
     rows = []
     for t in targets:
         route, reason, hint = why_not(t, source, custom)
-        action: Action = "build" if reason is None else ("skip" if skip_unavailable else "refuse")
+        action: Action = ("build" if reason is None else
+                          "skip" if skip_unavailable or not_applicable(reason) else "refuse")
         rows.append(PlanRow(target=t.name, backend=t.backend.name, precision=t.profile.precision, action=action,
                             route=route, reason=reason, hint=hint,
                             calibration=bool(reason is None and t.backend.needs_calibration(t.profile, t.options))))
@@ -111,4 +123,4 @@ def refuse(plan: Plan) -> None:
                                                  "(`edgepack plan` shows the whole plan)"]))
 
 
-__all__ = ["Plan", "PlanRow", "make", "refuse", "why_not"]
+__all__ = ["Plan", "PlanRow", "make", "not_applicable", "refuse", "why_not"]

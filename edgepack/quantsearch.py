@@ -328,6 +328,11 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
         return finish(first, plain, True, False, "no tuning split (search off): the profile's plain recipe")
     if first.passed:
         return finish(first, plain, True, False, "the profile's plain recipe meets the budget on the tuning split")
+    wrong = structural(first)
+    if wrong:  # no recipe and no float layer changes the graph's outputs: every further trial would miss too
+        return finish(first, plain, False, False, "structural mismatch on the tuning split ("
+                      + "; ".join(wrong) + "): no quantization recipe can fix it, the search stopped after the "
+                      "plain recipe")
     if not opts.enabled:
         return finish(first, plain, False, False, "the plain recipe misses the budget on the tuning split and "
                       "options.accuracy_search.enabled is false")
@@ -347,7 +352,8 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
     sens: list[tuple[str, float]] = []
     method = None
     layers = space.layers(base_cand)
-    if opts.max_float_layers > 0 and layers and not over_time():
+    cap = min(opts.max_float_layers, len(layers) - 1)  # every layer back in float would be no INT8 at all
+    if cap > 0 and not over_time():
         if opts.sensitivity in ("auto", "toolkit"):
             ranked = space.ranking(base, base_cand, tuning)
             if ranked is not None:
@@ -360,7 +366,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
                 t = attempt(base, (layer,), "sensitivity")
                 if t.error is None:
                     sens.append((layer, t.score - best.score))
-                    if t.passed and opts.max_float_layers >= 1:
+                    if t.passed:
                         sens.sort(key=lambda x: (-x[1], x[0]))
                         return finish(t, base, True, True, f"recipe '{base.name}' with 1 layer in float meets "
                                       "the budget on the tuning split", sens, method)
@@ -369,7 +375,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
             sens.sort(key=lambda x: (-x[1], x[0]))
         floats: tuple[str, ...] = ()
         best_mixed: Trial | None = None
-        for layer, _ in sens[:opts.max_float_layers]:  # most sensitive first (a layer that gains nothing alone
+        for layer, _ in sens[:cap]:  # most sensitive first (a layer that gains nothing alone
             # may still matter together with others, so none is skipped)
             if over_time():
                 break
@@ -384,9 +390,67 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
         if best_mixed is not None and best_mixed.score > best.score:
             best = best_mixed
     why = ("time limit reached" if over_time() else "no recipe and no mixed-precision fallback within "
-           f"max_float_layers={opts.max_float_layers} meets the budget on the tuning split")
+           f"{max(cap, 0)} float layer(s) (max_float_layers={opts.max_float_layers}, fewer than the model's "
+           f"{len(layers)} quantized layers) meets the budget on the tuning split")
     return finish(best, by_name[best.recipe], False, True, f"{why}; best: recipe '{best.recipe}' with "
                   f"{len(best.float_layers)} layer(s) in float (score {best.score:.3f})", sens, method)
+
+
+def structural(trial: Trial) -> list[str]:
+    """The trial's failing structural checks (an output missing or of another shape than the reference's)."""
+    return [c for c in trial.figures.get("failing", [])
+            if c.startswith("output ") and (c.endswith(" shape") or c.endswith(" present"))]
+
+
+def problem_key(*parts: Any) -> str:
+    """A digest of what defines a quantization problem (the graph to quantize, the data, the settings and limits
+    the search judges by): two targets with the same key would run the same search."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(f"{p.dtype}{p.shape}".encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, dict) and p and all(isinstance(v, np.ndarray) for v in p.values()):
+            for k in sorted(p):
+                h.update(k.encode())
+                h.update(f"{p[k].dtype}{p[k].shape}".encode())
+                h.update(np.ascontiguousarray(p[k]).tobytes())
+        elif isinstance(p, bytes):
+            h.update(p)
+        else:
+            h.update(json.dumps(_jsonable(p), sort_keys=True).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def replay(space: Space, tuning: Tuning | None, earlier: dict[str, Any], target: str) -> Result:
+    """The choice of an earlier search of the same problem (``earlier``: its ``Result.to_dict()``), built once and
+    judged on the tuning split again, instead of a second search (the Jetson INT8 profiles share one problem)."""
+    chosen = earlier["chosen"]
+    recipe = next((r for r in space.recipes() if r.name == chosen["recipe"]), None)
+    if recipe is None:
+        raise ValueError(f"recipe {chosen['recipe']!r} is not one of this space's")
+    floats = tuple(chosen["float_layers"])
+    t0 = time.monotonic()
+    trial = Trial(recipe.name, floats, "reused")
+    cand = space.build(recipe, floats)
+    if tuning is not None:
+        outcome = evaluate(space.run(cand, tuning.feeds), tuning)
+        trial.passed, trial.score, trial.figures = bool(outcome), score(outcome), summary(outcome)
+    trial.seconds = time.monotonic() - t0
+    n = len(earlier.get("trials", []))
+    res = Result(cand, recipe, floats, trial.passed if tuning is not None else bool(earlier["met_budget_on_tuning"]),
+                 bool(earlier["searched"]), [trial], tuning_samples=tuning.samples if tuning else 0,
+                 reason=f"same quantization problem as target {target}: its search's choice reused ({n} trial(s) "
+                        f"not repeated); there: {earlier['reason']}")
+    if earlier.get("sensitivity"):
+        res.sensitivity = [(x["layer"], x["error"]) for x in earlier["sensitivity"]["layers"]]
+        res.sensitivity_method = earlier["sensitivity"]["method"]
+    res.cost = _cost(space, cand, trial, None, (None, space.float_timer()), recipe.name)
+    return res
 
 
 def _cost(space: Space, cand: Any, trial: Trial, plain_size: int | None,

@@ -307,3 +307,37 @@ def test_dynamic_int8_on_a_gemm_whose_weight_shape_is_in_value_info(tmp_path, cl
     res, rep = _build(cli, model, "android-ort-int8-dynamic", tmp_path / "d")
     assert res.exit_code == 0 and rep["status"] == "passed", res.stdout + res.stderr
     assert rep["artifact"]["quantization"].startswith("dynamic")
+
+
+def test_dynamic_int8_of_a_conv_only_model_is_skipped_by_the_plan(tmp_path, cli):
+    """Dynamic INT8 quantizes MatMul/Gemm/LSTM/Attention only: on a Conv-only model the plan skips the target
+    (without --skip-unavailable) instead of an ERROR "no compute op came out quantized" after conversion; the
+    static INT8 target beside it builds."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((10, 1, 3, 3)) * 0.3).astype(np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["logits"], name="flatten")]
+    graph = helper.make_graph(nodes, "convonly",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "convonly.onnx"
+    onnx.save(model, str(path))
+    res = cli("plan", str(path), "-t", "android-ort-int8-dynamic", "-t", "android-ort-int8",
+              "--json", str(tmp_path / "p.json"))
+    assert res.exit_code == 0, res.stdout + res.stderr
+    rows = {r["target"]: r for r in json.loads((tmp_path / "p.json").read_text())["targets"]}
+    dyn = rows["android-ort-int8-dynamic"]
+    assert dyn["action"] == "skip" and rows["android-ort-int8"]["action"] == "build"
+    assert "dynamic INT8 quantizes MatMul/Gemm/RNN only" in dyn["reason"] and "Conv" in dyn["reason"]
+    assert "android-ort-int8" in dyn["hint"]
+    res = cli("build", str(path), "-t", "android-ort-int8-dynamic", "-c", "digits", "-o", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.stdout + res.stderr
+    report = json.loads((tmp_path / "out" / "convonly" / "build-report.json").read_text())
+    assert [t["status"] for t in report["targets"]] == ["skipped"]
+    assert not (tmp_path / "out" / "convonly" / "android-ort-int8-dynamic").exists()

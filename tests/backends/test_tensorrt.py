@@ -751,3 +751,71 @@ def test_optimization_profile_follows_the_input_declarations():
     with pytest.raises(ConfigError, match="beyond the batch") as e:
         _shapes(model, opts, ())
     assert "--input 'x=...,dims=2:MIN/OPT/MAX'" in e.value.hint
+
+
+def _ctc_onnx(path: Path) -> Path:
+    """A tiny CTC-style recognizer returning (T, B, C) = (22, 1, 12): its last Reshape takes its target from Shape
+    ops, and its ONNX declares a wrong output shape (1, 264), as a real recognizer's export did."""
+    torch = pytest.importorskip("torch")
+    import onnx
+    from torch import nn
+
+    class Ctc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.col = nn.Conv2d(16, 16, (8, 1))
+            self.fc = nn.Linear(16, 12)
+
+        def forward(self, x):
+            y = self.col(torch.relu(self.conv(x)))  # (B, 16, 1, W)
+            b, c, h, w = y.shape
+            y = self.fc(y.reshape(b, c * h, w).permute(2, 0, 1))  # (T, B, C)
+            t, b2, k = y.shape
+            return y.softmax(-1).reshape(t, b2, k)
+
+    tmp = path.with_suffix(".export.onnx")
+    torch.onnx.export(Ctc().eval(), (torch.randn(1, 3, 8, 22),), str(tmp), input_names=["x"],
+                      output_names=["probs"], opset_version=17, dynamo=False,
+                      dynamic_axes={"x": {0: "b", 3: "w"}, "probs": {0: "t", 1: "b"}})
+    m = onnx.load(str(tmp))
+    tmp.unlink()
+    for d, v in zip(m.graph.input[0].type.tensor_type.shape.dim, (1, 3, 8, 22)):
+        d.Clear()
+        d.dim_value = v
+    out = m.graph.output[0].type.tensor_type.shape.dim
+    del out[:]
+    for v in (1, 22 * 12):  # the wrong declaration
+        out.add().dim_value = v
+    onnx.save(m, str(path))
+    return path
+
+
+def test_ctc_output_shape_is_kept_and_jetson_int8_profiles_share_one_search(tmp_path, cli):
+    """onnxslim folded the Shape-derived Reshape to the wrong declared shape ((22, 1, 12) → (1, 264)); the
+    declaration is dropped and the ready model keeps the source's shapes. The two Jetson INT8 profiles quantize the
+    same problem: the second reuses the first one's search (one trial) instead of searching again."""
+    import onnxruntime as ort
+
+    model = _ctc_onnx(tmp_path / "ctc.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).standard_normal((120, 3, 8, 22)).astype(np.float32))
+    res = cli("build", model, "-t", "jetson-orin-jp6-int8", "-t", "jetson-orin-jp7-int8", "-c", tmp_path / "cal.npz",
+              "--out", tmp_path / "d")
+    assert res.exit_code in (0, 1), res.stdout + res.stderr
+    first, second = (_report(tmp_path / "d" / "ctc" / t) for t in ("jetson-orin-jp6-int8", "jetson-orin-jp7-int8"))
+    x = np.zeros((1, 3, 8, 22), np.float32)
+    for rep, t in ((first, "jetson-orin-jp6-int8"), (second, "jetson-orin-jp7-int8")):
+        a = rep["artifact"]
+        assert a["declared_output_shapes_dropped"] == ["probs: declared [1, 264], runs as [22, 1, 12]"]
+        assert a["output_shapes"] == "kept: probs [22, 1, 12]"
+        assert not any(c["name"].startswith("output ") for c in rep["checks"])  # no structural row failed
+        for f in ("model.onnx", "model.qdq.onnx"):
+            sess = ort.InferenceSession(str(tmp_path / "d" / "ctc" / t / f), providers=["CPUExecutionProvider"])
+            assert sess.run(None, {"x": x})[0].shape == (22, 1, 12), f
+    s1, s2 = first["artifact"]["accuracy_search"], second["artifact"]["accuracy_search"]
+    assert s1["problem"] == s2["problem"] and len(s1["trials"]) >= 1
+    assert [t["stage"] for t in s2["trials"]] == ["reused"]
+    assert s2["reason"].startswith("same quantization problem as target jetson-orin-jp6-int8")
+    assert s2["chosen"]["recipe"] == s1["chosen"]["recipe"]
+    assert s2["chosen"]["float_layers"] == s1["chosen"]["float_layers"]

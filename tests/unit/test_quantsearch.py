@@ -171,3 +171,48 @@ def test_a_candidate_slower_than_max_latency_ratio_is_not_accepted():
     fast = qs.search(TimedSpace(t, NOISE, {"plain": 1.0, "a16w8": 0.0001}), t,
                      qs.AccuracySearch(max_latency_ratio=None))
     assert fast.met and fast.recipe.name == "a16w8"  # no latency limit: the accurate recipe is taken
+
+
+class WrongShapeSpace(FakeSpace):
+    """Every candidate's output has another shape than the reference's (a graph the converter changed)."""
+
+    def run(self, candidate, feeds):
+        return {"logits": super().run(candidate, feeds)["logits"].reshape(N * C // 2, 2)}
+
+
+def test_a_structural_mismatch_stops_the_search_after_the_plain_recipe():
+    """No recipe and no float layer changes a graph's output shapes: the search stops at once (the CTC
+    recognizer ran 34 trials in 881 s on candidates that could never match)."""
+    t = _tuning()
+    space = WrongShapeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.004, "entropy": 0.002})
+    res = qs.search(space, t, qs.AccuracySearch())
+    assert space.built == [("plain", ())] and not res.met and not res.searched
+    assert "structural mismatch" in res.reason and "output logits shape" in res.reason
+    assert qs.structural(res.trials[0]) == ["output logits shape"]
+    [row] = qs.checks({"accuracy_search": res.to_dict()}, 1.5, None)
+    assert row.name == "accuracy_search.met_budget_on_tuning" and not row.passed
+
+
+def test_the_fallback_never_puts_every_layer_back_in_float():
+    """max_float_layers above the model's layer count is capped below it: all layers in float is no INT8."""
+    t = _tuning()
+    noise = {"L0": 2.0, "L1": 2.0, "L2": 2.0}
+    space = FakeSpace(t, noise, {"plain": 1.0})
+    res = qs.search(space, t, qs.AccuracySearch(max_float_layers=8))
+    assert not res.met and all(len(f) < len(noise) for _, f in space.built)
+    assert "within 2 float layer(s)" in res.reason
+
+
+def test_replay_reuses_an_earlier_search_of_the_same_problem():
+    """A second target with the same problem key builds the earlier choice once instead of searching again."""
+    t = _tuning()
+    first = FakeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.004, "entropy": 0.002})
+    earlier = qs.search(first, t, qs.AccuracySearch()).to_dict()
+    second = FakeSpace(t, NOISE, {"plain": 1.0, "percentile": 0.004, "entropy": 0.002})
+    res = qs.replay(second, t, earlier, "jetson-a")
+    assert second.built == [("percentile", ())] and res.met and res.recipe.name == "percentile"
+    assert "same quantization problem as target jetson-a" in res.reason and res.trials[0].stage == "reused"
+    a = qs.problem_key("tensorrt", {"x": np.zeros(3)}, None, {"method": "minmax"}, b"graph")
+    assert a == qs.problem_key("tensorrt", {"x": np.zeros(3)}, None, {"method": "minmax"}, b"graph")
+    assert a != qs.problem_key("tensorrt", {"x": np.ones(3)}, None, {"method": "minmax"}, b"graph")
+    assert a != qs.problem_key("tensorrt", {"x": np.zeros(3)}, None, {"method": "entropy"}, b"graph")

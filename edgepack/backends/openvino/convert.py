@@ -33,6 +33,9 @@ def convert(source: "Source", profile: "TargetProfile", options: OpenVINOOptions
     if profile.precision == "int8":
         from edgepack.backends.openvino.quantize import quantize
 
+        ov.save_model(model, str(work / "fp32.xml"), compress_to_fp16=False)
+        details["float_reference"] = {"size_bytes": sum(p.stat().st_size for p in work.glob("fp32.*")),
+                                      "what": "the fp32 IR of the same model"}
         model, qinfo = quantize(model, source, data, options)
         details.update(qinfo)
     elif profile.precision == "fp16":
@@ -42,6 +45,7 @@ def convert(source: "Source", profile: "TargetProfile", options: OpenVINOOptions
     details["compute_op_names"] = list(ops)[:100]  # what options.ignored_scope.names refers to
     if profile.precision == "int8":
         details["quantized_compute_ops"] = sum(ops.values())
+        details["fake_quantize_ops"] = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
         details["float_compute_ops"] = sorted(n for n, q in ops.items() if not q)[:50]
     meta = ir.app_metadata(data.preprocess, data.class_names, source.inputs, source.outputs,
                            {"precision": profile.precision, "target": profile.name, "source": source.name})

@@ -2,7 +2,7 @@
 
 Plain int8 runs ``nncf.quantize`` on the build's calibration split (``data.calibration``) with the profile's
 settings. When the build passes the tuning split (``data.tuning``: drawn from the calibration source, disjoint from
-both the calibration split and the holdout; the holdout never reaches a backend), :class:`OVSpace` lets
+the holdout, possibly overlapping the calibration split; the holdout never reaches a backend), :class:`OVSpace` lets
 :func:`edgepack.quantsearch.search` judge the plain build on the tuning split against the profile's parity budget and,
 if it misses, try NNCF's other recipes (bias correction, asymmetric activations, range estimators, channel alignment,
 ``model_type=TRANSFORMER`` with SmoothQuant for transformers), then keep the most sensitive layers in float
@@ -11,7 +11,10 @@ if it misses, try NNCF's other recipes (bias correction, asymmetric activations,
 Accuracy control (``[options.accuracy_control]``, profile ``intel-openvino-int8-acc``) replaces that last,
 float-one stage with ``nncf.quantize_with_accuracy_control`` on the best recipe: NNCF ranks quantizer groups and
 reverts the most harmful to float until the metric's drop from the fp32 IR, measured on the **tuning split**, is
-within ``max_drop``. The metric is one of:
+within ``max_drop`` (the recipe's ``nncf.quantize`` arguments are passed under the names the installed NNCF's
+``quantize_with_accuracy_control`` takes: :func:`control_kwargs`). When NNCF reverts every compute layer, there is
+no INT8 left: the bundle stays the search's best INT8 build and the search's row fails, saying INT8 cannot meet the
+budget, with that build's tuning figures and the layers NNCF reverted. The metric is one of:
 
 * ``auto`` (default): ``top1_agreement`` when the model has a class-score output (N, C), else ``parity``.
 * ``parity``: edgepack's own parity score on the tuning split (:func:`edgepack.quantsearch.score` of the profile's
@@ -440,6 +443,22 @@ def _controlled(model, result, space: OVSpace, source, data, opts, cal_items, ba
     result.trials.append(trial)
     before = next((t for t in result.trials if t.recipe == result.recipe.name and t.float_layers == ()
                    and t.error is None), None)
+    if ac["int8_layers_left"] == 0:
+        # every compute layer back in float is no INT8 bundle: INT8 cannot meet the budget. The bundle is the best
+        # INT8 build (its figures on the holdout judge it) and the search's row fails, naming both
+        ac["not_kept"] = {"reverted_by_nncf": list(floats), "final_metric": ac["final_metric"],
+                          "why": "NNCF accuracy control reverted every compute layer to float: no INT8 left"}
+        best = (f"score {before.score:.3f}, failing {', '.join(before.figures.get('failing', [])) or 'none'}"
+                if before is not None else "not measured")
+        ac.update(reverted_to_float=[], final_metric=ac["plain_int8_metric"], reached=False)
+        result.met = False
+        result.reason += (f"; INT8 cannot meet the budget: NNCF accuracy control ({ac['metric']}, max_drop "
+                          f"{ac['max_drop']}) reverted every compute layer to float ({len(floats)}: "
+                          f"{', '.join(floats[:12])}{' …' if len(floats) > 12 else ''}); the bundle is the best "
+                          f"INT8 build, recipe '{result.recipe.name}' (tuning: {best}); use an fp16/fp32 target or "
+                          "loosen the budget")
+        space.release(restored)
+        return result
     if tuning is not None and before is not None and not trial.passed and trial.score <= before.score:
         ac["not_kept"] = {"reverted_by_nncf": list(floats), "final_metric": ac["final_metric"],
                           "why": "the reverted model scores worse against the parity budget on the tuning split "
@@ -577,6 +596,23 @@ def smooth_quant(settings: dict[str, Any]) -> bool:
     return settings.get("model_type") == "transformer" and (alpha is None or alpha >= 0)
 
 
+def control_kwargs(kw: dict[str, Any], func: Callable[..., Any]) -> dict[str, Any]:
+    """``nncf.quantize`` keyword arguments renamed for ``nncf.quantize_with_accuracy_control``, checked against its
+    real signature: the quantizer's ``advanced_parameters`` is ``advanced_quantization_parameters`` there (NNCF
+    2.x–3.x); ``mode`` has no counterpart. Anything else the installed NNCF does not take is a bug here, not the
+    user's: it raises with the names."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    out = dict(kw)
+    if "advanced_parameters" in out and "advanced_parameters" not in params:
+        out["advanced_quantization_parameters"] = out.pop("advanced_parameters")
+    unknown = sorted(k for k in out if k not in params)
+    if unknown:
+        raise TypeError(f"{func.__name__} of the installed NNCF takes no {', '.join(unknown)}")
+    return out
+
+
 def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch,
                       smoothed: bool = False) -> tuple[Any, dict[str, Any]]:
     """nncf.quantize_with_accuracy_control measured on the tuning split only (``data.tuning``; the holdout never
@@ -644,7 +680,7 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch,
                 advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                     max_num_iterations=ac.max_iterations, ranking_subset_size=ac.ranking_subset_size,
                     tune_hyperparams=ac.tune_hyperparams, restore_mode=restore_mode),
-                **kw)
+                **control_kwargs(kw, nncf.quantize_with_accuracy_control))
     except nncf.ValidationError as e:
         raise converter_error("NNCF accuracy control failed", e) from None
     except ZeroDivisionError:  # NNCF divides by the fp32 metric (relative drop) even for absolute drops
@@ -665,14 +701,15 @@ def _accuracy_control(model, plain, source, data, opts, kw, cal_items, batch,
     return restored, {
         "metric": metric, "metric_option": ac.metric, "max_drop": ac.max_drop, "drop_type": ac.drop_type,
         "restore_mode": restore_mode.value,
-        "measured_on": f"tuning split ({num_samples(data.tuning)} samples, disjoint from the calibration split and "
-                       "from the holdout, which judges the bundle independently)",
+        "measured_on": f"tuning split ({num_samples(data.tuning)} samples, disjoint from the holdout, which "
+                       "judges the bundle independently)",
         "samples": len(seen),
         "reference": {"accuracy": "labels", "parity": "the reference model's outputs, judged by the profile's "
                       "parity budget"}.get(metric, "fp32 IR on the CPU plugin, f32 inference precision"),
         "fp32_metric": fp32_metric, "plain_int8_metric": plain_metric, "final_metric": final_metric,
         "final_drop": drop, "reached": bool(drop <= ac.max_drop + 1e-12),
         "reverted_to_float": reverted,
+        "int8_layers_left": sum(1 for n, q in after.items() if q and act_after.get(n, True)),
         "quantized_compute_ops": f"{sum(after.values())}/{len(after)} "
                                  f"(plain int8: {sum(before.values())}/{len(before)})",
         "nncf_log": tap.lines[-12:],

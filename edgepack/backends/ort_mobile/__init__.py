@@ -49,6 +49,15 @@ class OrtMobileBackend(Backend):
         """Static and dynamic int8 both search on the tuning split when ``options.accuracy_search.enabled``."""
         return profile.precision == "int8" and options.accuracy_search.enabled
 
+    def preflight(self, source: Source, profile: TargetProfile, options: OrtOptions) -> None:
+        """Dynamic int8 of a model without MatMul/Gemm/RNN/Attention would quantize nothing: not applicable (the
+        plan skips it) rather than an ERROR after conversion."""
+        if profile.precision != "int8" or options.quantization != "dynamic":
+            return
+        from edgepack.backends.ort_mobile.convert import check_dynamic_applies
+
+        check_dynamic_applies(source)
+
     def convert(self, source: Source, profile: TargetProfile, options: OrtOptions, data: ConvertData,
                 out_dir: Path) -> Artifact:
         from edgepack.backends.ort_mobile.convert import convert

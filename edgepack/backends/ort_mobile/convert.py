@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.ort_mobile.spec import MODEL, OrtOptions, OrtRuntime
-from edgepack.errors import ConversionFailed, InputError, explain
+from edgepack.errors import ConversionFailed, InputError, NotApplicable, explain
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -33,6 +33,8 @@ def convert(source: Source, profile: TargetProfile, options: OrtOptions, data: C
         details.update(fp16.convert(model_in, staged, data.calibration, source))
     elif profile.precision == "int8":
         details.update(_quantize(model_in, staged, source, data, options))
+        details.update(_qdq_census(staged))
+        details["float_reference"] = _float_ort(model_in, work / "fp32", options)
         if details["quantized_compute_ops"] == 0:
             raise ConversionFailed(
                 f"int8 was asked for but no compute op ({'/'.join(COMPUTE_OPS)}) came out quantized",
@@ -46,6 +48,44 @@ def convert(source: Source, profile: TargetProfile, options: OrtOptions, data: C
         inputs=list(source.inputs), outputs=list(source.outputs), layout="nchw",
         runtime=OrtRuntime(model=MODEL).model_dump(mode="json"), details=details,
     )
+
+
+def _float_ort(model_in: Path, work: Path, opts: OrtOptions) -> dict[str, Any]:
+    """Size of the fp32 conversion of the same model (same converter, fp32 optimization level): what the INT8
+    bundle's size is compared with (``edgepack.budgets.int8_payoff``)."""
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        _convert_deterministically(model_in, work / "out", opts.target_platform,
+                                   fixed_level("fp32", opts.target_platform))
+        found = sorted((work / "out").glob("*.ort"))
+        return {"size_bytes": found[0].stat().st_size, "what": "the fp32 .ort of the same model"} if found else {}
+    except Exception:  # noqa: BLE001 - a reference figure only; the pipeline falls back to the source's size
+        return {}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _qdq_census(path: Path) -> dict[str, int]:
+    """Quantize/dequantize nodes in the quantized ONNX and the graph's node count (what INT8 adds to a model)."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear") for n in nodes)
+    return {"qdq_nodes": qdq, "graph_nodes": len(nodes)}
+
+
+def check_dynamic_applies(source: Source) -> None:
+    """Raise :class:`NotApplicable` when dynamic INT8 has nothing to quantize: ORT's ``quantize_dynamic`` as this
+    backend runs it (``DYNAMIC_OPS``) rewrites MatMul/Gemm/LSTM/Attention only; a Conv-only model would come out
+    float."""
+    from edgepack.backends.ort_mobile.search import DYNAMIC_OPS
+    from edgepack.sources.onnx import op_census, read_model
+
+    ops = op_census(read_model(Path(source.path), load_weights=False))
+    if not any(op in ops for op in DYNAMIC_OPS):
+        compute = sorted(op for op in ops if op in COMPUTE_OPS) or ["none"]
+        raise NotApplicable(f"dynamic INT8 quantizes MatMul/Gemm/RNN only; this model's compute ops are "
+                            f"{', '.join(compute)}", hint="use android-ort-int8 (static INT8)")
 
 
 def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, opts: OrtOptions) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from edgepack.backends.tensorrt.spec import (
     TensorRTOptions,
     TensorRTRuntime,
 )
-from edgepack.core.batching import axes_of, per_sample
+from edgepack.core.batching import axes_of, first_batch, per_sample
 from edgepack.errors import (
     ConfigError,
     ConversionFailed,
@@ -87,16 +87,67 @@ def check_source_ops(source: Source, options: TensorRTOptions) -> tables.OpCheck
 QDQ_OPSET = 13  # per-channel DequantizeLinear (the `axis` attribute) needs opset 13
 
 
+def _run_outputs(model, feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Output name → shape of one ONNX Runtime CPU run of ``model`` on ``feed``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # a wrongly declared output shape is a warning there; we report it ourselves
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    wanted = {i.name for i in sess.get_inputs()}
+    return {n: tuple(np.shape(v)) for n, v in zip(names, sess.run(names, {k: v for k, v in feed.items()
+                                                                          if k in wanted}))}
+
+
+def _declared(vi) -> list[int | str | None] | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+
+
+def _disagrees(declared: list[int | str | None] | None, real: tuple[int, ...]) -> bool:
+    return declared is not None and (len(declared) != len(real) or
+                                     any(isinstance(d, int) and d > 0 and d != r for d, r in zip(declared, real)))
+
+
+def drop_wrong_output_shapes(model, real: dict[str, tuple[int, ...]]) -> list[str]:
+    """Graph outputs whose declared shape disagrees with the reference run (rank, or a fixed dimension) lose that
+    declaration before any folding: onnxslim folds a Shape-derived Reshape feeding a graph output to the declared
+    shape (a CTC recognizer's (T, B, C) became (1, T·C)). Shape inference then derives them from the graph."""
+    fixed = []
+    for o in model.graph.output:
+        if o.name in real and _disagrees(_declared(o), real[o.name]):
+            fixed.append(f"{o.name}: declared {_declared(o)}, runs as {list(real[o.name])}")
+            o.type.tensor_type.ClearField("shape")
+    return fixed
+
+
 def _ready(model_in, options: TensorRTOptions, table: tables.OpTable,
-           min_opset: int = 0) -> tuple[Any, dict[str, Any]]:
+           min_opset: int = 0, sample: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
     """Opset within the limit (at least ``min_opset``: 13 for per-channel Q/DQ), IR within the parser's, constants
-    folded and shapes inferred (onnxslim)."""
+    folded and shapes inferred (onnxslim). With ``sample`` (one model call's inputs), the source's output shapes
+    are kept: declared output shapes that disagree with a run of the source are dropped before folding, and the
+    ready model must give the source's output shapes on the same inputs (else ConversionFailed)."""
     import onnx
     import onnxslim
     from onnx import version_converter
     from onnxslim.core.pattern.registry import DEFAULT_FUSION_PATTERNS
 
     facts: dict[str, Any] = {"opset_in": opset_of(model_in), "ir_in": model_in.ir_version}
+    try:
+        real = _run_outputs(model_in, sample) if sample else {}
+    except Exception as e:  # noqa: BLE001 - the source does not run in ONNX Runtime CPU here: nothing to keep
+        real = {}
+        facts["output_shapes"] = f"not checked: the source does not run in ONNX Runtime CPU ({str(e)[:120]})"
+    if real:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model_in)
+        dropped = drop_wrong_output_shapes(copy, real)
+        if dropped:
+            facts["declared_output_shapes_dropped"] = dropped
+            model_in = copy
     model = model_in
     want = min(max(opset_of(model), table.opset_min, min_opset), options.max_opset)
     if want != opset_of(model):
@@ -113,6 +164,14 @@ def _ready(model_in, options: TensorRTOptions, table: tables.OpTable,
     model.ir_version = min(model.ir_version, max_ir)
     model = onnx.shape_inference.infer_shapes(model, check_type=True)
     onnx.checker.check_model(model)
+    if real:
+        after = _run_outputs(model, sample)
+        changed = [f"{n}: {list(real[n])} → {list(after.get(n, ()))}" for n in real if after.get(n) != real[n]]
+        if changed:
+            raise ConversionFailed("the TensorRT-ready ONNX changes the source's output shapes ("
+                                   + "; ".join(changed) + ")",
+                                   hint="export the model with its real output shapes (or none declared)")
+        facts["output_shapes"] = "kept: " + ", ".join(f"{n} {list(v)}" for n, v in real.items())
     facts.update(opset=opset_of(model), ir=model.ir_version, max_ir=max_ir,
                  constant_folding="onnxslim " + onnxslim.__version__ + " (no fusions)",
                  nodes_in=len(model_in.graph.node), nodes=len(model.graph.node))
@@ -241,7 +300,11 @@ def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, da
     if profile.precision == "int8" and not data.calibration:
         raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
     rows: list[dict] = []
-    model, facts = _ready(model_in, options, table, QDQ_OPSET if profile.precision == "int8" else 0)
+    first = source.inputs[0].shape if source.inputs else ()
+    batch = None if (not first or first[0] is None) else first[0]
+    axes = axes_of(source.inputs)
+    sample = first_batch(data.calibration, batch, axes) if data.calibration else None
+    model, facts = _ready(model_in, options, table, QDQ_OPSET if profile.precision == "int8" else 0, sample)
     opcheck = check_ops_or_refuse(model, options)  # the folded graph too (it only loses nodes)
     rows.append(_row("trt: opset/IR within the profile", float(facts["opset"]), float(options.max_opset),
                      facts["opset"] <= options.max_opset and facts["ir"] <= facts["max_ir"], "<=",
@@ -260,9 +323,6 @@ def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, da
                          "profiles: " + ", ".join(f"{n} {s['min']}/{s['opt']}/{s['max']}" for n, s in shapes.items())
                          if shapes else "all inputs static")))
     onnx.save(model, str(out_dir / MODEL))
-    first = source.inputs[0].shape if source.inputs else ()
-    batch = None if (not first or first[0] is None) else first[0]
-    axes = axes_of(source.inputs)
     if profile.precision == "int8" and per_sample(axes):
         odd = ", ".join(f"{t.name} (batch_axis {t.batch_axis})" for t in source.inputs if t.batch_axis != 0)
         raise UnsupportedConversion(f"TensorRT INT8 calibration here feeds batch-first inputs only; {odd} is not",
@@ -292,10 +352,24 @@ def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, da
             from edgepack.backends.tensorrt.search import TrtSpace
 
             space = TrtSpace(out_dir / MODEL, out_dir / ".search", data.calibration, batch, options)
-            result = quantsearch.search(space, tuning, options.accuracy_search)
+            # one search per distinct problem in a build: the Jetson INT8 profiles quantize the same graph with the
+            # same data, settings and budget (the IR version and the device are not part of it)
+            key = quantsearch.problem_key("tensorrt", profile.precision, model.graph.SerializeToString(),
+                                          opset_of(model), batch, data.calibration, data.tuning,
+                                          data.tuning_reference, data.tuning_labels, data.limits, data.kinds, data.output_specs, quant,
+                                          options.accuracy_search.model_dump(mode="json"))
+            earlier = data.searches.get(key)
+            result = None
+            if earlier is not None:
+                try:
+                    result = quantsearch.replay(space, tuning, earlier["search"], earlier["target"])
+                except Exception:  # noqa: BLE001 - the earlier choice cannot be rebuilt here: search afresh
+                    result = None
+            if result is None:
+                result = quantsearch.search(space, tuning, options.accuracy_search)
             shutil.move(str(result.candidate), str(out_dir / QDQ_MODEL))
             shutil.rmtree(out_dir / ".search", ignore_errors=True)
-            details["accuracy_search"] = result.to_dict()
+            details["accuracy_search"] = {**result.to_dict(), "problem": key}
             details["accuracy_search"]["where"] = ("host-proxy: candidates judged in ONNX Runtime CPU on the tuning "
                                                    "split, never engine numbers")
             details["int8"] = {"quantizer": "onnxruntime quantize_static (QDQ)", "activations": "int8 symmetric "

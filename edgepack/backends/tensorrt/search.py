@@ -65,14 +65,18 @@ class TrtSpace(quantsearch.Space):
         return self._sessions[key]
 
     def run(self, candidate: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs stacked exactly as the host runner stacks them for the verdict (``run_batched``): the tuning
+        reference was made that way, so an output whose batch is not on axis 0 (a CTC head's (T, B, C)) compares
+        like for like instead of failing its shape in every trial."""
+        from edgepack.core.batching import run_batched
+
         sess = self._session(candidate)
-        n = len(next(iter(feeds.values())))
-        step = self.batch or 1
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in self.outputs}
-        for start in range(0, n - step + 1, step):
-            for k, v in zip(self.outputs, sess.run(self.outputs, {k: v[start:start + step] for k, v in feeds.items()})):
-                parts[k].append(v)
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        wanted = {i.name for i in sess.get_inputs()}
+
+        def infer(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(self.outputs, sess.run(self.outputs, {k: v for k, v in part.items() if k in wanted})))
+
+        return run_batched(infer, feeds, self.batch or 1)
 
     def layers(self, candidate: Path) -> list[str]:
         return [n for n in self.weighted if n not in set(self.options.exclude_nodes)]
