@@ -356,7 +356,8 @@ def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, da
             # same data, settings and budget (the IR version and the device are not part of it)
             key = quantsearch.problem_key("tensorrt", profile.precision, model.graph.SerializeToString(),
                                           opset_of(model), batch, data.calibration, data.tuning,
-                                          data.tuning_reference, data.tuning_labels, data.limits, data.kinds, data.output_specs, quant,
+                                          data.tuning_reference, data.tuning_labels, data.limits, data.kinds,
+                                          data.output_specs, quant,
                                           options.accuracy_search.model_dump(mode="json"))
             earlier = data.searches.get(key)
             result = None
