@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -288,8 +289,13 @@ def _quark(fp32: Path, pre: Path, cal: np.ndarray, work: Path, config: str = "U8
 
     dim0 = onnx.load(str(fp32)).graph.input[0].type.tensor_type.shape.dim[0]
     out = work / f"quark-{config}.onnx"
-    ModelQuantizer(QConfig.get_default_config(config)).quantize_model(
-        str(fp32), str(out), _Reader(cal, 1 if dim0.HasField("dim_value") else 32))
+    here = Path.cwd()
+    os.chdir(work)  # Quark writes quantized_info.csv into the current folder
+    try:
+        ModelQuantizer(QConfig.get_default_config(config)).quantize_model(
+            str(fp32), str(out), _Reader(cal, 1 if dim0.HasField("dim_value") else 32))
+    finally:
+        os.chdir(here)
     return out, f"Quark {config}"
 
 
