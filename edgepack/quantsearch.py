@@ -7,8 +7,11 @@ Order of work (cheapest first, stop at the first recipe that meets the budget on
 1. the profile's plain recipe, then the backend's other recipes (calibration method, per-channel weights, bias
    correction, equalisation/smoothing passes), each built with the toolkit's real API;
 2. sensitivity-ranked mixed precision on the best recipe: every quantized layer's contribution to the output
-   error (float-one: that layer alone back in float, or the toolkit's own ranking), then layers go back to float
-   most-sensitive first, one at a time, until the budget holds or ``max_float_layers`` is reached;
+   error (float-one: that layer alone back in float, or the toolkit's own ranking); then, where the backend has
+   per-layer 16-bit activations (:meth:`Space.widen`), int16 activations with int8 weights on the 1, 2, 4, ... most
+   sensitive layers, then on all of them; then layers go back to float most-sensitive first, one at a time, until the
+   budget holds or ``max_float_layers`` is reached — capped below the number of quantized layers (one at least stays
+   INT8: a model with every layer in float is no INT8 build, and the search fails naming its best recipe instead);
 3. nothing met the budget: the best candidate found is returned with ``met = False`` and every layer's error; the
    pipeline turns that into a failing check naming the best recipe.
 
@@ -113,6 +116,11 @@ class Space(abc.ABC):
         """Share of compute ops (or MACs) that run in INT8."""
         return None
 
+    def widen(self, recipe: Recipe, layers: tuple[str, ...]) -> Recipe | None:
+        """``recipe`` with 16-bit activations on ``layers`` (their inputs and outputs; weights stay int8), built by
+        :meth:`build` like any recipe; None where the toolkit has no per-layer 16-bit activations."""
+        return None
+
     def release(self, candidate: Any) -> None:
         """Free a candidate that was not chosen."""
 
@@ -167,7 +175,7 @@ def evaluate(outputs: Feeds, tuning: Tuning) -> ParityOutcome:
 class Trial:
     recipe: str
     float_layers: tuple[str, ...]
-    stage: str  # "recipe", "sensitivity", "mixed"
+    stage: str  # "recipe", "sensitivity", "wide" (16-bit activations on some layers), "mixed" (float layers)
     passed: bool = False
     score: float = -math.inf
     figures: dict[str, Any] = field(default_factory=dict)
@@ -352,8 +360,11 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
     sens: list[tuple[str, float]] = []
     method = None
     layers = space.layers(base_cand)
-    cap = min(opts.max_float_layers, len(layers) - 1)  # every layer back in float would be no INT8 at all
-    if cap > 0 and not over_time():
+    # at least one compute layer stays quantized: a fallback with every layer back in float is no INT8 build
+    cap = min(opts.max_float_layers, max(len(layers) - 1, 0))
+    can_widen = bool(layers) and space.widen(base, (layers[0],)) is not None
+    float_one_pass: Trial | None = None
+    if (cap > 0 or can_widen) and layers and not over_time():
         if opts.sensitivity in ("auto", "toolkit"):
             ranked = space.ranking(base, base_cand, tuning)
             if ranked is not None:
@@ -366,13 +377,34 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
                 t = attempt(base, (layer,), "sensitivity")
                 if t.error is None:
                     sens.append((layer, t.score - best.score))
-                    if t.passed:
+                    if t.passed and cap >= 1 and not can_widen:
                         sens.sort(key=lambda x: (-x[1], x[0]))
                         return finish(t, base, True, True, f"recipe '{base.name}' with 1 layer in float meets "
                                       "the budget on the tuning split", sens, method)
+                    if t.passed and cap >= 1 and float_one_pass is None:
+                        float_one_pass = t  # kept: taken if 16-bit activations cannot meet the budget
+                        continue
                 if (base.name, (layer,)) in kept:
                     space.release(kept.pop((base.name, (layer,))))
             sens.sort(key=lambda x: (-x[1], x[0]))
+        # 16-bit activations (int8 weights kept) on the most sensitive layers, 1, 2, 4, ... then all of them
+        ranked_layers = [n for n, _ in sens] + [n for n in layers if n not in {m for m, _ in sens}]
+        for k in _widths(len(ranked_layers)) if can_widen else []:
+            if over_time():
+                break
+            wide = space.widen(base, tuple(ranked_layers[:k]))
+            if wide is None:
+                break
+            by_name[wide.name] = wide
+            t = attempt(wide, (), "wide")
+            if t.error is None and not t.figures.get("latency_rejected") and t.score > best.score:
+                best = t
+            if t.passed:
+                return finish(t, wide, True, True, f"recipe '{base.name}' with 16-bit activations on the {k} most "
+                              "sensitive layer(s) meets the budget on the tuning split", sens, method)
+        if float_one_pass is not None:
+            return finish(float_one_pass, base, True, True, f"recipe '{base.name}' with 1 layer in float meets the "
+                          "budget on the tuning split (16-bit activations did not)", sens, method)
         floats: tuple[str, ...] = ()
         best_mixed: Trial | None = None
         for layer, _ in sens[:cap]:  # most sensitive first (a layer that gains nothing alone
@@ -389,11 +421,27 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
                               "meets the budget on the tuning split", sens, method)
         if best_mixed is not None and best_mixed.score > best.score:
             best = best_mixed
-    why = ("time limit reached" if over_time() else "no recipe and no mixed-precision fallback within "
-           f"{max(cap, 0)} float layer(s) (max_float_layers={opts.max_float_layers}, fewer than the model's "
-           f"{len(layers)} quantized layers) meets the budget on the tuning split")
+    why = ("time limit reached" if over_time() else "no recipe, no 16-bit-activation mix and no float fallback "
+           f"within {cap} float layer(s) (max_float_layers={opts.max_float_layers}, {len(layers)} quantized "
+           "layers: one at least stays INT8) meets the budget on the tuning split")
     return finish(best, by_name[best.recipe], False, True, f"{why}; best: recipe '{best.recipe}' with "
-                  f"{len(best.float_layers)} layer(s) in float (score {best.score:.3f})", sens, method)
+                  f"{len(best.float_layers)} layer(s) in float (score {best.score:.3f}; {_figures(best)})", sens,
+                  method)
+
+
+def _widths(n: int) -> list[int]:
+    """How many of the ``n`` ranked layers get 16-bit activations, trial by trial: 1, 2, 4, ... then all."""
+    out, k = [], 1
+    while k < n:
+        out.append(k)
+        k *= 2
+    return out + [n] if n else out
+
+
+def _figures(trial: Trial) -> str:
+    """The trial's judged figures on the tuning split, as a person reads them."""
+    checks = trial.figures.get("checks") or {}
+    return ", ".join(f"{k} {v}" for k, v in checks.items()) or (trial.error or "no figures")
 
 
 def structural(trial: Trial) -> list[str]:

@@ -91,7 +91,11 @@ def test_unmeetable_budget_fails_naming_the_best_recipe(dwsilu, cli, tmp_path):
     best = s["chosen"]["recipe"]
     assert row["passed"] is False and f"recipe '{best}'" in row["note"]
     assert s["searched"] is True and s["met_budget_on_tuning"] is False
-    assert best in ("plain", "reduce-range") and len(s["chosen"]["float_layers"]) <= 1
+    # the best candidate: a recipe tried, maybe with 16-bit activations on its most sensitive layers ("+a16xK")
+    assert best.split("+a16x")[0] in ("plain", "reduce-range") and len(s["chosen"]["float_layers"]) <= 1
+    wide = [t for t in s["trials"] if t["stage"] == "wide"]
+    assert wide and all("error" not in t for t in wide)  # 16-bit activations were tried before float layers
+    assert [t["stage"] for t in s["trials"]].index("wide") < [t["stage"] for t in s["trials"]].index("mixed")
     assert [t["recipe"] for t in s["trials"] if t["stage"] == "recipe"] == ["plain", "reduce-range"]
     # every quantized layer's error is reported (float-one), and the best candidate is the best score tried
     layers = {x["layer"] for x in s["sensitivity"]["layers"]}
@@ -341,3 +345,51 @@ def test_dynamic_int8_of_a_conv_only_model_is_skipped_by_the_plan(tmp_path, cli)
     report = json.loads((tmp_path / "out" / "convonly" / "build-report.json").read_text())
     assert [t["status"] for t in report["targets"]] == ["skipped"]
     assert not (tmp_path / "out" / "convonly" / "android-ort-int8-dynamic").exists()
+
+def test_sixteen_bit_activations_on_a_chosen_layer(tmp_path):
+    """OrtSpace.widen: the chosen layer reads and writes uint16 activations (16-bit Q/DQ around it, ORT's
+    mixed-precision fixer converting back to uint8 for the others), its weight stays int8, the model runs and the
+    artifact details name the layer."""
+    import onnx
+    from tinymodels import make_tiny_onnx
+
+    from edgepack.backends.ort_mobile.search import OrtSpace
+    from edgepack.backends.ort_mobile.spec import OrtOptions
+    from edgepack.signature import TensorSpec
+
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    m = onnx.load(str(model))
+    shape = [d.dim_value or 1 for d in m.graph.input[0].type.tensor_type.shape.dim]
+
+    class Src:
+        inputs = (TensorSpec("input", tuple(shape)),)
+        outputs = (TensorSpec("logits", (shape[0], 10)),)
+
+    rng = np.random.default_rng(0)
+    cal = {"input": rng.standard_normal((16, *shape[1:])).astype(np.float32)}
+    space = OrtSpace(model, model, Src(), cal, OrtOptions(), tmp_path / "s", per_channel=True)
+    plain = space.recipes()[0]
+    base = space.build(plain, ())
+    assert space.layers(base) == ["conv1", "conv2", "fc"]
+    wide = space.widen(plain, ("conv2",))
+    assert wide is not None and wide.name == "plain+a16x1"
+    cand = space.build(wide, ())
+    q = onnx.load(str(cand.path))
+    inits = {i.name: i for i in q.graph.initializer}
+    producers = {o: n for n in q.graph.node for o in n.output}
+    consumers = {i: n for n in q.graph.node for i in n.input}
+    node = next(n for n in q.graph.node if n.name == "conv2")
+
+    def zp_type(qdq) -> int:
+        return inits[qdq.input[2]].data_type
+
+    assert zp_type(producers[node.input[0]]) == onnx.TensorProto.UINT16  # its input activation: uint16
+    assert zp_type(producers[node.input[1]]) == onnx.TensorProto.INT8  # its weight: int8
+    assert zp_type(consumers[node.output[0]]) == onnx.TensorProto.UINT16  # its output activation: uint16
+    conv1 = next(n for n in q.graph.node if n.name == "conv1")
+    assert zp_type(producers[conv1.input[0]]) == onnx.TensorProto.UINT8  # the others keep uint8
+    out = space.run(cand, cal)["logits"]
+    assert out.shape == (16, 10) and np.isfinite(out).all()
+    d = space.describe(cand)
+    assert d["activations_16bit_layers"] == ["conv2"] and d["quantized_compute_ops"] == 3
+    space.cleanup()

@@ -41,9 +41,9 @@ def test_search_runs_on_the_tuning_split_never_the_holdout(fake_model, profile, 
 
 
 def test_coarse_plain_recipe_is_rescued_and_the_holdout_verdict_passes(fake_model, profile, tmp_path, cli):
-    # step 0.5: rescued with some of the 8 blocks in float (at 0.6 only all 8 in float met the budget: no INT8 left,
+    # step 0.4: rescued with 2 of the 8 blocks in float (at 0.6 only all 8 in float met the budget: no INT8 left,
     # which the search no longer offers)
-    p = _int8(profile, "coarse", "[options]\nstep = 0.5\n[budgets.parity]\nmin_top1_agreement = 0.98\n")
+    p = _int8(profile, "coarse", "[options]\nstep = 0.4\n[budgets.parity]\nmin_top1_agreement = 0.98\n")
     res = cli("build", fake_model, "-t", p, "--out", tmp_path / "dist")
     assert res.exit_code == 0, res.output
     [r] = json.loads((tmp_path / "dist" / fake_model.stem / "build-report.json").read_text())["targets"]
@@ -54,6 +54,21 @@ def test_coarse_plain_recipe_is_rescued_and_the_holdout_verdict_passes(fake_mode
     assert 0 < len(s["chosen"]["float_layers"]) < 8
     assert s["chosen"]["tuning"]["passed"] and s["sensitivity"]["layers"]
     assert r["status"] == "passed" and r["parity"]["metrics"]["logits"]["top1_agreement"] >= 0.98
+
+
+def test_float_fallback_never_puts_every_layer_back_in_float(fake_model, profile, tmp_path, cli):
+    """A grid so coarse that only the float model meets the budget (all 8 blocks back in float): the fallback is
+    capped at 7 of 8, and the build FAILS naming its best recipe with its tuning figures (not a float 'INT8' build)."""
+    p = _int8(profile, "all-float", "[options]\nstep = 0.6\n[budgets.parity]\nmin_top1_agreement = 0.98\n")
+    res = cli("build", fake_model, "-t", p, "--out", tmp_path / "dist")
+    assert res.exit_code == 1, res.output
+    [r] = json.loads((tmp_path / "dist" / fake_model.stem / "build-report.json").read_text())["targets"]
+    s = r["artifact"]["accuracy_search"]
+    assert s["searched"] and not s["met_budget_on_tuning"]
+    assert max(len(t["float_layers"]) for t in s["trials"]) == 7 and len(s["chosen"]["float_layers"]) <= 7
+    row = next(c for c in r["checks"] if c["name"] == "accuracy_search.met_budget_on_tuning")
+    assert not row["passed"] and f"best: recipe '{s['chosen']['recipe']}'" in row["note"]
+    assert "one at least stays INT8" in row["note"] and "parity.min_top1_agreement[logits]" in row["note"]
 
 
 def test_unmeetable_budget_fails_the_build_naming_the_best_recipe(fake_model, profile, tmp_path, cli):

@@ -33,11 +33,11 @@ class FakeSpace(qs.Space):
         self.built.append((recipe.name, float_layers))
         if recipe.name == "broken":
             raise RuntimeError("Unsupported op Foo in node 'bar'")
-        return (recipe.settings["scale"], float_layers)
+        return (recipe.settings["scale"], float_layers, tuple(recipe.settings.get("wide", ())))
 
     def run(self, candidate, feeds):
-        scale, floats = candidate
-        sigma = scale * sum(v for k, v in self.noise.items() if k not in floats)
+        scale, floats, wide = candidate
+        sigma = scale * sum(v / (256 if k in wide else 1) for k, v in self.noise.items() if k not in floats)
         rng = np.random.default_rng(1)  # the same noise pattern for every candidate: deterministic
         ref = self.tuning.reference["logits"]
         return {"logits": ref + sigma * rng.standard_normal(ref.shape).astype(np.float32)}
@@ -216,3 +216,50 @@ def test_replay_reuses_an_earlier_search_of_the_same_problem():
     assert a == qs.problem_key("tensorrt", {"x": np.zeros(3)}, None, {"method": "minmax"}, b"graph")
     assert a != qs.problem_key("tensorrt", {"x": np.ones(3)}, None, {"method": "minmax"}, b"graph")
     assert a != qs.problem_key("tensorrt", {"x": np.zeros(3)}, None, {"method": "entropy"}, b"graph")
+
+def test_float_fallback_is_capped_below_the_layer_count_and_fails_naming_the_best_recipe():
+    """Every layer noisy and max_float_layers above the layer count: the fallback never puts every layer back in
+    float (that model would not be INT8 at all); the search fails naming its best recipe with its figures."""
+    t = _tuning()
+    noise = {"L0": 2.0, "L1": 2.0, "L2": 2.0}
+    space = FakeSpace(t, noise, {"plain": 1.0, "percentile": 0.9})
+    res = qs.search(space, t, qs.AccuracySearch(max_float_layers=8))
+    assert not res.met and res.searched
+    assert max(len(f) for _, f in space.built) == 2  # 3 layers: at most 2 in float
+    assert len(res.float_layers) <= 2
+    assert "one at least stays INT8" in res.reason and "best: recipe 'percentile'" in res.reason
+    assert "parity.min_top1_agreement[logits]" in res.reason  # the best candidate's figures
+    row = qs.checks({"accuracy_search": res.to_dict()}, 1.5, None)[0]
+    assert not row.passed and "percentile" in row.note
+
+
+class WideSpace(FakeSpace):
+    """FakeSpace with per-layer 16-bit activations: a widened layer adds 1/256 of its noise."""
+
+    def widen(self, recipe, layers):
+        return qs.Recipe(f"{recipe.name}+a16x{len(layers)}", {**recipe.settings, "wide": layers}, "16-bit")
+
+
+def test_sixteen_bit_activations_on_the_most_sensitive_layers_come_before_float_layers():
+    t = _tuning()
+    space = WideSpace(t, NOISE, {"plain": 1.0, "percentile": 0.9})
+    res = qs.search(space, t, qs.AccuracySearch(max_float_layers=4))
+    assert res.met and res.float_layers == () and res.recipe.settings["wide"] == ("L2", "L4")
+    stages = [x["stage"] for x in res.to_dict()["trials"]]
+    assert "mixed" not in stages and stages[-1] == "wide"
+    assert [b[0] for b in space.built if "+a16x" in b[0]] == ["percentile+a16x1", "percentile+a16x2"]
+    assert "16-bit activations on the 2 most sensitive" in res.reason
+
+
+def test_float_layers_when_sixteen_bit_activations_cannot_meet_the_budget():
+    class Weak(WideSpace):
+        def run(self, candidate, feeds):  # 16-bit activations do not help this model at all
+            return super().run((candidate[0], candidate[1], ()), feeds)
+
+    t = _tuning()
+    space = Weak(t, NOISE, {"plain": 1.0, "percentile": 0.9})
+    res = qs.search(space, t, qs.AccuracySearch(max_float_layers=4))
+    assert res.met and set(res.float_layers) == {"L2", "L4"}
+    stages = [x["stage"] for x in res.to_dict()["trials"]]
+    assert stages.index("wide") < stages.index("mixed")
+    assert [x["recipe"] for x in res.to_dict()["trials"] if x["stage"] == "wide"][-1] == "percentile+a16x8"

@@ -11,6 +11,11 @@ Recipes, cheapest first (``[0]`` is the profile's own settings):
   int8 weights, activations quantized at run time), for when static cannot hold;
 * recurrent models (LSTM/GRU): dynamic INT8 too (``DynamicQuantizeLSTM``: the LSTM's int8 weights).
 
+Before any layer goes back to float, the most sensitive layers get 16-bit activations (int8 weights kept): 1, 2, 4,
+... of them, then all (:meth:`OrtSpace.widen`: per-tensor ``TensorQuantOverrides`` made consistent by ORT's
+``MixedPrecisionTensorQuantOverridesFixer``; the model moves to opset 21, whose QuantizeLinear/DequantizeLinear take
+16-bit types). ONNX Runtime has no cross-layer equalization or bias correction of its own (its ``quantize_static``
+offers range setting, SmoothQuant for MatMuls and these overrides), so the search has no such stage here.
 Float layers are ``nodes_to_exclude``. Sensitivity (``options.accuracy_search.sensitivity``): ``float-one`` (the
 core's: each layer alone back in float, output error on the tuning split), ``toolkit`` (ORT's qdq_loss_debug: the
 noise each node adds, float vs QDQ activations; one augmented run of each model), ``auto`` = float-one up to
@@ -257,6 +262,45 @@ class OrtSpace(Space):
                               "so no calibrated range can clip; tried when static INT8 cannot hold"))
         return out
 
+    def widen(self, recipe: Recipe, layers: tuple[str, ...]) -> Recipe | None:
+        """16-bit activations (uint16, or int16 with signed activations) on ``layers``' activation inputs and
+        outputs, int8 weights kept: ``quantize_static``'s per-tensor ``TensorQuantOverrides``, made consistent by
+        ORT's own ``MixedPrecisionTensorQuantOverridesFixer`` (it inserts the 8 ↔ 16-bit conversions). Static
+        recipes only."""
+        s = recipe.settings
+        if s["mode"] != "static" or not layers:
+            return None
+        bits = "int16" if s["activation_type"] == "int8" else "uint16"
+        return Recipe(f"{recipe.name}+a16x{len(layers)}", {**s, "wide_layers": list(layers)},
+                      f"{recipe.name} with {bits} activations on the {len(layers)} most sensitive layer(s) "
+                      "(int8 weights; TensorQuantOverrides + MixedPrecisionTensorQuantOverridesFixer)")
+
+    def _wide_overrides(self, layers: list[str], activation_type: str, symmetric: bool) -> dict[str, Any]:
+        import onnx
+        from onnxruntime.quantization import QuantType
+        from onnxruntime.quantization.execution_providers.qnn.mixed_precision_overrides_utils import (
+            MixedPrecisionTensorQuantOverridesFixer,
+        )
+        from onnxruntime.quantization.tensor_quant_overrides import TensorQuantOverridesHelper
+
+        model = onnx.load(str(self.pre), load_external_data=False)
+        inits = {i.name for i in model.graph.initializer}
+        wide = QuantType.QInt16 if activation_type == "int8" else QuantType.QUInt16
+        default = QuantType.QInt8 if activation_type == "int8" else QuantType.QUInt8
+        by_name = {n.name: n for n in model.graph.node}
+        init: dict[str, list[dict[str, Any]]] = {}
+        for name in layers:
+            n = by_name.get(name)
+            if n is None:
+                continue
+            acts = [x for x in n.input[:2] if x and x not in inits] + [n.output[0]]
+            for t in acts:
+                init[t] = [{"quant_type": wide}]
+        helper = TensorQuantOverridesHelper(init)
+        fixer = MixedPrecisionTensorQuantOverridesFixer.create_from_model(helper, model, default)
+        fixer.apply(default, symmetric)
+        return helper.get_dict()
+
     # ---------------------------------------------------------------------------------------- building
 
     def _ranges(self, s: dict[str, Any]) -> Path:
@@ -326,6 +370,9 @@ class OrtSpace(Space):
             if s.get("matmul_const_b_only"):
                 extra["MatMulConstBOnly"] = True
                 extra["QDQOpTypePerChannelSupportToAxis"] = {"MatMul": 1}
+            if s.get("wide_layers"):
+                extra["TensorQuantOverrides"] = self._wide_overrides(list(s["wide_layers"]), s["activation_type"],
+                                                                     s["symmetric_activations"])
             cache = self._ranges(s)
             quantize_static(
                 str(self.pre), str(out), _Reader(self.items), quant_format=QuantFormat.QDQ,
@@ -463,6 +510,8 @@ class OrtSpace(Space):
             d["op_types_quantized"] = list(s["op_types"])
         if self.transformer is not None:
             d["transformer"] = {k: len(v) for k, v in self.transformer.items()}
+        if s.get("wide_layers"):
+            d["activations_16bit_layers"] = list(s["wide_layers"])
         d["excluded_nodes"] = list(cand.excluded)
         d["float_layers"] = list(cand.float_layers)
         d["compute_ops"] = len(self.originals)
