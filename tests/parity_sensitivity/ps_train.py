@@ -115,13 +115,15 @@ def main() -> None:
     info["timings_s"]["detector"] = round(time.perf_counter() - t0, 1)
 
     # colourized digits: train on the images outside the recipe's calibration/holdout splits; the .npz holds the
-    # calibration + holdout images (edgepack splits them again, seeded and disjoint)
+    # calibration + holdout images and 100 more never trained on (edgepack splits them again, seeded and disjoint:
+    # 800 samples → 400 held out, enough to prove the fp32 rows' 99 % top-1 agreement; 350 would be INCONCLUSIVE)
     t0 = time.perf_counter()
     xc = colourize(x)
-    rgb = train_small(xc[rest], y[rest])
+    extra, train_on = rest[:100], rest[100:]
+    rgb = train_small(xc[train_on], y[train_on])
     torch.save(rgb.state_dict(), out / "rgb.pt")
     export_onnx(rgb, out / "rgb.onnx", channels=3)
-    keep = np.concatenate([cal, hold])
+    keep = np.concatenate([cal, hold, extra])
     np.savez(out / "rgb.npz", input=xc[keep].numpy().astype(np.float32), labels=y[keep].numpy().astype(np.int64))
     with torch.no_grad():
         info["rgb_holdout_accuracy"] = float((rgb(xc[hold]).argmax(1) == y[hold]).float().mean())
