@@ -3,6 +3,8 @@ and how core.metrics.parity applies them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,9 @@ from edgepack.core.limits import Limits
 from edgepack.core.metrics import parity
 from edgepack.parity.tolerances import KIND_ROWS, limits
 
-INT8 = limits("ort_mobile", "int8")
+# judged on the point estimate: these tests are about the decoders and their rows on 40–50 samples, which cannot
+# support the rate budgets (INCONCLUSIVE under the default judge, tested in test_verdicts.py)
+INT8 = replace(limits("ort_mobile", "int8"), judge="point")
 
 
 def yolo_head(n: int, classes: int = 3, anchors: int = 300, seed: int = 0) -> np.ndarray:
@@ -200,7 +204,7 @@ def test_third_party_post_processor_through_the_metric_entry_points(monkeypatch)
     ref = rng.standard_normal((50, 4))
     monkeypatch.delenv(tasks.ALLOW_ENV, raising=False)
     out = parity({"o": ref}, {"o": ref}, INT8, kinds={"o": "task:signs"})
-    assert not out and "--allow-metric signs" in out.checks[-1].note  # runs package code only when enabled
+    assert not out and any("--allow-metric signs" in c.note for c in out.checks if not c.passed)  # runs package code only when enabled
     monkeypatch.setenv(tasks.ALLOW_ENV, "signs")
     out = parity({"o": ref}, {"o": ref}, INT8, kinds={"o": "task:signs"})
     assert out and out.metrics["o"]["task_agreement"] == 1.0 and "parity.min_task_agreement[o]" in \
@@ -208,7 +212,7 @@ def test_third_party_post_processor_through_the_metric_entry_points(monkeypatch)
     bad = parity({"o": ref}, {"o": -ref}, INT8, kinds={"o": "task:signs"})
     assert "parity.min_task_agreement[o]" in {c.name for c in bad.checks if not c.passed}
     missing = parity({"o": ref}, {"o": ref}, INT8, kinds={"o": "task:nothere"})
-    assert "not an installed" in missing.checks[-1].note
+    assert any("not an installed" in c.note for c in missing.checks if not c.passed)
 
 
 def test_task_parameters_ride_in_the_output_spec():
