@@ -150,6 +150,7 @@ def test_bundle_wrong_after_the_first_step_is_caught_by_host_and_runner(ctc):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # ~10 min: 20 real builds (the task-defect suite's 20-seed false-alarm runs stay in the default run)
 def test_correct_time_first_bundles_pass_over_20_seeds(torch, tmp_path):
     alarms = []
     with Workers():
@@ -216,6 +217,7 @@ def test_int8_output_quantized_with_the_box_scale_fails_per_group(yolo):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # ~25 min: 40 real builds
 def test_correct_grouped_bundles_pass_over_20_seeds(torch, tmp_path):
     alarms = []
     with Workers():
