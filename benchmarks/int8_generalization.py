@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ TARGETS = {"ort": "android-ort-int8", "openvino": "intel-openvino-int8", "tflite
            "trt": "jetson-orin-jp6-int8"}
 FULL_SEEDS = 5  # × 7 families = 35 models
 FAST_MODELS = ("dwsilu-0", "transformer-0", "dethead-0")
-FAST_BACKENDS = ("ort", "openvino")
+FAST_BACKENDS = ("ort", "trt")  # the cheap ones (OpenVINO's search alone may take minutes)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -587,24 +588,51 @@ def markdown(runs: dict[str, list[dict]], summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def collect(labels: list[str] | None = None) -> dict[str, list[dict]]:
-    runs = {}
-    if not WORK.is_dir():
-        return runs
-    for d in sorted(p for p in WORK.iterdir() if p.is_dir() and p.name not in ("models",)):
-        if labels and d.name not in labels:
-            continue
-        res = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
-        if res:
-            runs[d.name] = res
-    return runs
+def collect(labels: list[str] | None = None, previous: Path | None = None) -> dict[str, list[dict]]:
+    """Per-model results of every run folder under WORK (or of ``labels``); runs found only in ``previous`` (the
+    committed JSON, e.g. "before" on a host whose cache is gone) are kept from there."""
+    runs: dict[str, list[dict]] = {}
+    if previous is not None and previous.is_file():
+        with contextlib.suppress(ValueError, KeyError):
+            runs.update(json.loads(previous.read_text())["runs"])
+    if WORK.is_dir():
+        for d in sorted(p for p in WORK.iterdir() if p.is_dir() and p.name not in ("models",)):
+            res = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+            if res:
+                runs[d.name] = res
+    return {k: v for k, v in runs.items() if not labels or k in labels}
+
+
+def compare(summaries: dict[str, dict], runs: dict[str, list[dict]], a: str = "before", b: str = "after") -> list[str]:
+    """Markdown lines: edgepack's agreement and its margin over by-hand, run ``a`` → run ``b``, per backend, on the
+    models both runs hold."""
+    if a not in summaries or b not in summaries:
+        return []
+    common = {r["model"] for r in runs[a]} & {r["model"] for r in runs[b]}
+    sa = summarize([r for r in runs[a] if r["model"] in common])
+    sb = summarize([r for r in runs[b] if r["model"] in common])
+    lines = [f"## `{a}` → `{b}` (the {len(common)} models both runs hold)", "",
+             "| backend | agreement edgepack " + a + " | agreement edgepack " + b + " | edgepack − by hand " + a +
+             " | edgepack − by hand " + b + " | worse by > 0.5 pt " + a + " → " + b + " |",
+             "|---|---|---|---|---|---|"]
+    for k in sb:
+        x, y = sa.get(k, {}), sb[k]
+        lines.append(f"| {k} | {_fmt(x.get('edgepack_agreement_pct', {}))} | {_fmt(y['edgepack_agreement_pct'])} | "
+                     f"{_fmt(x.get('edgepack_minus_byhand_pt', {}))} | {_fmt(y['edgepack_minus_byhand_pt'])} | "
+                     f"{len(x.get('worse_by_more_than_0.5pt', []))} → {len(y['worse_by_more_than_0.5pt'])} |")
+    return [*lines, ""]
 
 
 def write_tables(runs: dict[str, list[dict]], json_path: Path, md_path: Path) -> dict:
     summaries = {label: summarize(res) for label, res in runs.items()}
     _write_json(json_path, {"summaries": summaries, "runs": runs})
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(runs, summaries))
+    md = markdown(runs, summaries)
+    extra = compare(summaries, runs)
+    if extra:
+        head, sep, rest = md.partition("\n## Run ")
+        md = head + "\n" + "\n".join(extra) + sep + rest
+    md_path.write_text(md)
     return summaries
 
 
@@ -629,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the build folders (WORK/LABEL/work/)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: subprocess.run kills the edgepack build of a model, the loop below its workers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.work:
         WORK = args.work.resolve()
     if args.fast:
@@ -654,23 +684,16 @@ def main(argv: list[str] | None = None) -> int:
         base = [sys.executable, str(Path(__file__).resolve()), "--label", label, "--timeout", str(args.timeout),
                 "--backends", *backends, *(["--work", str(WORK)] if args.work else []),
                 *(["--keep"] if args.keep else [])]
-        while todo or procs:
-            while todo and len(procs) < max(1, args.jobs):
-                m = todo.pop(0)
-                log = run_dir / "logs" / f"{m}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "w") as f:
-                    procs.append((m, subprocess.Popen([*base, "--one", m], stdout=f, stderr=subprocess.STDOUT),
-                                  time.perf_counter()))
-            time.sleep(0.5)
-            for item in list(procs):
-                m, p, t0 = item
-                if p.poll() is not None:
-                    procs.remove(item)
-                    ok = (run_dir / f"{m}.json").is_file()
-                    print(f"  {m}: {'done' if ok else f'no result (exit {p.returncode}; see {run_dir}/logs/{m}.log)'} in "
-                          f"{time.perf_counter() - t0:.0f} s", flush=True)
-    runs = collect([label] if args.fast else None)
+        try:
+            _loop(todo, procs, base, run_dir, args.jobs)
+        finally:  # interrupted: end the models in flight (their partial folders are redone on the next run)
+            for _, p, _ in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for _, p, _ in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=30)
+    runs = collect([label] if args.fast else None, None if args.fast else out / "int8_generalization.json")
     if args.fast:
         runs = {label: [r for r in runs.get(label, []) if r["model"] in models]}
     name = "int8_generalization"
@@ -681,6 +704,26 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_fmt(d['byhand_agreement_pct'])} | edgepack − by hand {_fmt(d['edgepack_minus_byhand_pt'])}")
     print(f"tables: {out / (name + '.md')}")
     return 0
+
+
+def _loop(todo: list[str], procs: list, base: list[str], run_dir: Path, jobs: int) -> None:
+    """Run the models of ``todo``, ``jobs`` at a time, each in its own process (``--one``); ``procs`` = in flight."""
+    while todo or procs:
+        while todo and len(procs) < max(1, jobs):
+            m = todo.pop(0)
+            log = run_dir / "logs" / f"{m}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as f:
+                procs.append((m, subprocess.Popen([*base, "--one", m], stdout=f, stderr=subprocess.STDOUT),
+                              time.perf_counter()))
+        time.sleep(0.5)
+        for item in list(procs):
+            m, p, t0 = item
+            if p.poll() is not None:
+                procs.remove(item)
+                ok = (run_dir / f"{m}.json").is_file()
+                print(f"  {m}: {'done' if ok else f'no result (exit {p.returncode}; see {run_dir}/logs/{m}.log)'} in "
+                      f"{time.perf_counter() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
