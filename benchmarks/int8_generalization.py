@@ -167,12 +167,15 @@ def tfl_runner(path_or_bytes):
     outs = it.get_output_details()
 
     def run(x):
-        if tuple(inp["shape"]) != x.shape and len(x.shape) == 4:  # channel-last input (edgepack's NHWC layout)
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        # edgepack's channel-last layout (android-tflite-int8: layout = "nhwc") moves axis 1 of every input and output
+        # of rank >= 3 to the end; a by-hand .tflite keeps the module's own layout
+        last = tuple(inp["shape"]) != x.shape and x.ndim >= 3
+        if last:
+            x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
         it.set_tensor(inp["index"], x)
         it.invoke()
         got = [it.get_tensor(o["index"]).copy() for o in outs]
-        return [g.transpose(0, 3, 1, 2) if g.ndim == 4 else g for g in got]
+        return [np.moveaxis(g, -1, 1) if last and g.ndim >= 3 else g for g in got]
     return run
 
 
@@ -456,7 +459,10 @@ def run_model(name: str, backends: list[str], run_dir: Path, timeout: float, kee
                 sizes[k] = _size(p)
             except Exception as e:  # noqa: BLE001
                 row.setdefault("latency_errors", {})[k] = f"{type(e).__name__}: {str(e)[:200]}"
-        row["latency_p50_ms"] = latencies(runs, x_hold) if runs else {}
+        try:
+            row["latency_p50_ms"] = latencies(runs, x_hold) if runs else {}
+        except Exception as e:  # noqa: BLE001 - a model that does not run is a figure missing, not a lost model
+            row["latency_p50_ms"], row["latency_error"] = {}, f"{type(e).__name__}: {str(e)[:200]}"
         row["size_bytes"] = sizes
         result["backends"][b] = row
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -650,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"{', '.join(FAST_MODELS)} × {', '.join(FAST_BACKENDS)}; results under --out (default: "
                          "a temporary folder), not in benchmarks/results")
     ap.add_argument("--jobs", type=int, default=1, help="models run at once (each in its own process)")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per edgepack build")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per edgepack build (a shared host may need long)")
     ap.add_argument("--work", type=Path, help=f"run folders (default {WORK})")
     ap.add_argument("--out", type=Path, help="folder for the JSON + markdown (default benchmarks/results)")
     ap.add_argument("--report-only", action="store_true", help="only re-aggregate the per-model results")
