@@ -20,7 +20,7 @@ Figures per model × backend: top-1 agreement with FP32 and accuracy drop on the
 model file size, host latency (batch 1, 1 thread, p50, the FP32 / edgepack / by-hand models interleaved in one loop).
 
     nice -n 10 python benchmarks/int8_generalization.py --label before          # the full set (35 models), resumable
-    nice -n 10 python benchmarks/int8_generalization.py --fast                   # 3 models × ort + openvino, < ~3 min
+    nice -n 10 python benchmarks/int8_generalization.py --fast                   # 3 models × ORT + the TensorRT proxy
     python benchmarks/int8_generalization.py --label after --report-only         # re-aggregate the tables only
 
 Per-model results go to ``WORK/LABEL/<model>.json`` (``WORK`` = ``$EDGEPACK_CACHE/bench/int8_generalization``): a run
@@ -53,7 +53,7 @@ WORK = Path(os.environ.get("EDGEPACK_CACHE", Path.home() / ".cache" / "edgepack"
 TARGETS = {"ort": "android-ort-int8", "openvino": "intel-openvino-int8", "tflite": "android-tflite-int8",
            "trt": "jetson-orin-jp6-int8"}
 FULL_SEEDS = 5  # × 7 families = 35 models
-FAST_MODELS = ("dwsilu-0", "transformer-0", "dethead-0")
+FAST_MODELS = ("resnet-0", "transformer-0", "dethead-0")  # three families with short searches
 FAST_BACKENDS = ("ort", "trt")  # the cheap ones (OpenVINO's search alone may take minutes)
 
 
