@@ -123,6 +123,10 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+CALIBRATION_CHUNK = 8  # samples per calibrator pass (ranges and histograms merge across passes)
+RANKING_BUDGET_BYTES = 2 << 30  # activations the qdq-loss ranking may hold (float + INT8 models together)
+
+
 class _Reader:
     """A fresh CalibrationDataReader over ready model batches (one per calibration or ranking pass)."""
 
@@ -328,7 +332,10 @@ class OrtSpace(Space):
                      {"num_bins": 2048, "num_quantized_bins": 128} if s["method"] == "entropy" else {})
             cal = create_calibrator(self.pre, [], augmented_model_path=str(self.work / f"augmented-{s['method']}.onnx"),
                                     calibrate_method=method[s["method"]], extra_options=extra)
-            cal.collect_data(_Reader(self.items))
+            # in chunks: histogram calibrators hold every intermediate tensor of the samples collected at once
+            # (a 640×640 YOLO's 48 samples took 22 GB and the worker was OOM-killed); ranges and histograms merge
+            for start in range(0, len(self.items), CALIBRATION_CHUNK):
+                cal.collect_data(_Reader(self.items[start:start + CALIBRATION_CHUNK]))
             self._calibrators[s["method"]] = cal
         if s["method"] == "percentile":
             cal.collector.percentile = s["percentile"]
@@ -463,6 +470,10 @@ class OrtSpace(Space):
         aug_f, aug_q = self.work / "rank-float.onnx", self.work / "rank-qdq.onnx"
         modify_model_output_intermediate_tensors(str(self.pre), str(aug_f))
         modify_model_output_intermediate_tensors(str(candidate.path), str(aug_q))
+        # every intermediate tensor of every sample, twice (float and INT8): bounded by RANKING_BUDGET_BYTES
+        first = collect_activations(str(aug_f), _Reader(items[:1]))
+        per_sample = sum(int(a.nbytes) for v in first.values() for a in v) or 1
+        items = items[:max(1, min(len(items), RANKING_BUDGET_BYTES // (2 * per_sample)))]
         fa = collect_activations(str(aug_f), _Reader(items))
         qa = collect_activations(str(aug_q), _Reader(items))
         aug_f.unlink(missing_ok=True)
