@@ -801,7 +801,7 @@ def test_ctc_output_shape_is_kept_and_jetson_int8_profiles_share_one_search(tmp_
     model = _ctc_onnx(tmp_path / "ctc.onnx")
     np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).standard_normal((120, 3, 8, 22)).astype(np.float32))
     res = cli("build", model, "-t", "jetson-orin-jp6-int8", "-t", "jetson-orin-jp7-int8", "-c", tmp_path / "cal.npz",
-              "--out", tmp_path / "d")
+              "--out", tmp_path / "d", "--output", "probs=sequence,batch_axis=1")  # time-first: (T, B, C)
     assert res.exit_code in (0, 1), res.stdout + res.stderr
     first, second = (_report(tmp_path / "d" / "ctc" / t) for t in ("jetson-orin-jp6-int8", "jetson-orin-jp7-int8"))
     x = np.zeros((1, 3, 8, 22), np.float32)
