@@ -224,19 +224,28 @@ def resign(bundle: Path, mutate: Callable[[dict], None] | None = None) -> None:
 # ------------------------------------------------------------------------------------------ the corpus
 
 
+def make_case(root: Path, name: str, cls: str, argv: list[str], setup: Callable[[Path], None] | None = None,
+              **kw) -> Case:
+    """One case folder ``root/<name>/`` with ``out/`` and a planted ``victim/keep.txt``; ``{D}`` in the argv (and
+    in ``sys_path``) becomes the folder. Shared by every corpus module."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "out").mkdir()
+    (d / "victim").mkdir()
+    (d / "victim" / "keep.txt").write_text("victim file: must stay unchanged\n")
+    if setup:
+        setup(d)
+    if "sys_path" in kw:
+        kw["sys_path"] = [p.replace("{D}", str(d)) for p in kw["sys_path"]]
+    return Case(name, cls, [a.replace("{D}", str(d)) for a in argv], **kw)
+
+
 def build(root: Path, fake_model: Path, tiny_onnx: Path | None, bundle: Path) -> list[Case]:
     """Write every case under ``root/<name>/`` and return the cases. ``bundle`` is a finished fake bundle."""
     cases: list[Case] = []
 
     def case(name: str, cls: str, argv: list[str], setup: Callable[[Path], None] | None = None, **kw) -> None:
-        d = root / name
-        d.mkdir(parents=True)
-        (d / "out").mkdir()
-        (d / "victim").mkdir()
-        (d / "victim" / "keep.txt").write_text("victim file: must stay unchanged\n")
-        if setup:
-            setup(d)
-        cases.append(Case(name, cls, [a.replace("{D}", str(d)) for a in argv], **kw))
+        cases.append(make_case(root, name, cls, argv, setup, **kw))
 
     def copy_model(d: Path, name: str = "linear.fakemodel") -> Path:
         return Path(shutil.copy(fake_model, d / name))

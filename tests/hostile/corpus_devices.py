@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Callable
 
-from corpus import Case, fifo, symlink
+from corpus import Case, fifo, make_case, symlink
 
 RUN = ["device", "run", "{D}/bundles", "--devices", "{D}/devices.toml", "--out", "{D}/out"]
 REPORT = ["device", "report", "--history", "{D}/h.sqlite", "--out", "{D}/out/rep"]
@@ -71,14 +71,7 @@ def build(root: Path, bundle: Path) -> list[Case]:
     cases: list[Case] = []
 
     def case(name: str, cls: str, argv: list[str], setup: Callable[[Path], None] | None = None, **kw) -> None:
-        d = root / f"device-{name}"
-        d.mkdir(parents=True)
-        (d / "out").mkdir()
-        (d / "victim").mkdir()
-        (d / "victim" / "keep.txt").write_text("victim file: must stay unchanged\n")
-        if setup:
-            setup(d)
-        cases.append(Case(f"device-{name}", cls, [a.replace("{D}", str(d)) for a in argv], **kw))
+        cases.append(make_case(root, f"device-{name}", cls, argv, setup, **kw))
 
     def bundles(d: Path, name: str = "ident") -> Path:
         (d / "bundles").mkdir(exist_ok=True)

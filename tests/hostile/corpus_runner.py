@@ -22,8 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from corpus import (Case, _ld, _varint, fifo, npy_header, npz_raw, pickle_payload, profile, resign, symlink,
-                    zip_bomb)
+from corpus import (Case, _ld, _varint, fifo, make_case, npy_header, npz_raw, pickle_payload, profile, resign,
+                    symlink, zip_bomb)
 
 CLASSES = ("runner", "verify", "plugins", "settings", "messages")
 MIN_CASES = 30
@@ -84,15 +84,7 @@ def build(root: Path, fake_model: Path, tiny_onnx: Path | None, bundle: Path) ->
     cases: list[Case] = []
 
     def case(name: str, cls: str, argv: list[str], setup: Callable[[Path], None] | None = None, **kw) -> None:
-        d = root / name
-        d.mkdir(parents=True)
-        (d / "out").mkdir()
-        (d / "victim").mkdir()
-        (d / "victim" / "keep.txt").write_text("victim file: must stay unchanged\n")
-        if setup:
-            setup(d)
-        kw["sys_path"] = [p.replace("{D}", str(d)) for p in kw.get("sys_path", [])]
-        cases.append(Case(name, cls, [a.replace("{D}", str(d)) for a in argv], **kw))
+        cases.append(make_case(root, name, cls, argv, setup, **kw))
 
     def tampered(mutate: Callable[[Path], None], resign_after: bool = True,
                  manifest: Callable[[dict], None] | None = None) -> Callable[[Path], None]:
