@@ -224,6 +224,19 @@ def resign(bundle: Path, mutate: Callable[[dict], None] | None = None) -> None:
 # ------------------------------------------------------------------------------------------ the corpus
 
 
+def tampered_copy(bundle: Path, mutate: Callable[[Path], None], resign_after: bool = True,
+                  manifest: Callable[[dict], None] | None = None) -> Callable[[Path], None]:
+    """A case setup: a copy of ``bundle`` at ``<case>/out/b``, mutated, then (by default) re-signed so only the
+    mutation is wrong. Shared by every corpus module."""
+    def setup(d: Path) -> None:
+        b = d / "out" / "b"
+        shutil.copytree(bundle, b)
+        mutate(b)
+        if resign_after:
+            resign(b, manifest)
+    return setup
+
+
 def make_case(root: Path, name: str, cls: str, argv: list[str], setup: Callable[[Path], None] | None = None,
               **kw) -> Case:
     """One case folder ``root/<name>/`` with ``out/`` and a planted ``victim/keep.txt``; ``{D}`` in the argv (and
@@ -423,13 +436,7 @@ def build(root: Path, fake_model: Path, tiny_onnx: Path | None, bundle: Path) ->
     # ---------------------------------------------------------------- bundles (verify / check)
     def tampered(mutate: Callable[[Path], None], resign_after: bool = True,
                  manifest: Callable[[dict], None] | None = None):
-        def setup(d: Path) -> None:
-            b = d / "out" / "b"
-            shutil.copytree(bundle, b)
-            mutate(b)
-            if resign_after:
-                resign(b, manifest)
-        return setup
+        return tampered_copy(bundle, mutate, resign_after, manifest)
 
     def set_file_path(p: str):
         return lambda m: m["files"].append({"path": p, "size": 1, "sha256": "0" * 64})

@@ -22,8 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from corpus import (Case, _ld, _varint, fifo, make_case, npy_header, npz_raw, pickle_payload, profile, resign,
-                    symlink, zip_bomb)
+from corpus import (Case, _ld, _varint, fifo, make_case, npy_header, npz_raw, pickle_payload, profile,
+                    symlink, tampered_copy, zip_bomb)
 
 CLASSES = ("runner", "verify", "plugins", "settings", "messages")
 MIN_CASES = 30
@@ -88,13 +88,7 @@ def build(root: Path, fake_model: Path, tiny_onnx: Path | None, bundle: Path) ->
 
     def tampered(mutate: Callable[[Path], None], resign_after: bool = True,
                  manifest: Callable[[dict], None] | None = None) -> Callable[[Path], None]:
-        def setup(d: Path) -> None:
-            b = d / "out" / "b"
-            shutil.copytree(bundle, b)
-            mutate(b)
-            if resign_after:
-                resign(b, manifest)
-        return setup
+        return tampered_copy(bundle, mutate, resign_after, manifest)
 
     def with_model(extra: Callable[[Path], None] | None = None) -> Callable[[Path], None]:
         def setup(d: Path) -> None:
