@@ -260,6 +260,12 @@ def load_model_config(path: str) -> tuple[tuple[TensorSpec, ...], dict]:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({str(e).splitlines()[0]})") from None
+    return parse_model_config(doc, path)
+
+
+def parse_model_config(doc: dict, path: str) -> tuple[tuple[TensorSpec, ...], dict]:
+    """The tables of a model config (``{"inputs": {...}, "outputs": {...}}``, as :func:`load_model_config` reads
+    them) parsed; ``path`` names where they came from in errors (a file, or a zoo's model entry)."""
     unknown = set(doc) - {"inputs", "outputs"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}", hint="sections: inputs, outputs")
