@@ -461,6 +461,12 @@ for _command in _device_app.registered_commands:  # `edgepack device …` shares
     _command.callback = _handle_errors(_command.callback)
 app.add_typer(_device_app, name="device")
 
+from edgepack.zoo.cli import app as _zoo_app  # noqa: E402 - typer + rich only; commands import lazily
+
+for _command in _zoo_app.registered_commands:  # `edgepack zoo …` shares the build's error contract
+    _command.callback = _handle_errors(_command.callback)
+app.add_typer(_zoo_app, name="zoo")
+
 
 def main() -> None:
     from edgepack.isolation import install_signal_handlers
