@@ -452,6 +452,13 @@ def doctor() -> None:
         t.add_row(_line(row["backend"]), "[green]ready[/]" if row["ready"] else "[red]missing[/]",
                   _line(row["versions"]), _line(row["install"]))
     console.print(t)
+    from edgepack.zoo import scale_extra
+
+    scale = scale_extra()
+    missing = [d for d, v in scale.items() if v is None]
+    console.print("scale extra (edgepack zoo --executor ray, cache URLs): " + (
+        "[green]installed[/] (" + ", ".join(f"{d} {v}" for d, v in scale.items()) + ")" if not missing else
+        f"[red]missing[/] {', '.join(missing)}: pip install -c constraints.txt -e '.[scale]'"))
     console.print(f"python {sys.version.split()[0]} · edgepack {inspection.edgepack_version()}")
 
 

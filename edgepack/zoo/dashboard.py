@@ -61,9 +61,9 @@ def markdown(recs: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         link = f"[report]({r['report']})" if r.get("report") else (r.get("reason") or "").replace("|", "/")[:120]
+        where = (r.get("node") or r.get("host") or "—")[:12]
         lines.append(f"| {r['model']} | {r['target']} | {r.get('verdict', '?').upper()} | {_size(r)} | {_lat(r)} | "
-                     f"{r.get('int8_recipe') or '—'} | {r.get('cache', 'off')} | {(r.get('node') or r.get('host') or '—')[:12]} "
-                     f"| {link} |")
+                     f"{r.get('int8_recipe') or '—'} | {r.get('cache', 'off')} | {where} | {link} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +121,8 @@ def matrix(cell_ids: list[str], fmt: str, zoo_file: str) -> str:
     """The cells as a CI job matrix: GitHub Actions (JSON for ``strategy.matrix``) or GitLab (``parallel:matrix``)."""
     if fmt == "github":
         return json.dumps({"include": [{"cell": c} for c in cell_ids]}) + "\n"
-    lines = ["zoo-cell:", "  script:", f"    - edgepack zoo build {zoo_file} --cell \"$CELL\" --out zoo-out/\"$CELL\"",
+    build = f"edgepack zoo build {zoo_file} --cell \"$CELL\" --out \"zoo-out/$CI_JOB_ID\""
+    lines = ["zoo-cell:", "  script:", f"    - {build}",
              "  artifacts:", "    paths: [zoo-out/]", "  parallel:", "    matrix:", "      - CELL:"]
     lines += [f"          - {json.dumps(c)}" for c in cell_ids]
     return "\n".join(lines) + "\n"

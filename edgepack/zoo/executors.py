@@ -110,7 +110,8 @@ def run_ray(todo: list[Cell], zoo_path: str, cache: str | None, out: Path, on_do
         import ray
         from ray import exceptions as rex
     except ImportError:
-        raise MissingDependency("--executor ray needs Ray", hint="pip install -c constraints.txt -e '.[scale]'") from None
+        raise MissingDependency("--executor ray needs Ray",
+                                hint="pip install -c constraints.txt -e '.[scale]'") from None
     tmp = None
     saved = os.environ.get("RAY_TMPDIR")
     try:

@@ -78,7 +78,8 @@ def test_keys_are_stable_across_folders_and_change_with_what_the_cell_is_made_of
     again = _keys(moved / "zoo.toml")
     (moved / "fast-ort.toml").write_text((moved / "fast-ort.toml").read_text() + "\n[resources]\nnum_cpus = 2\n")
     assert _keys(moved / "zoo.toml") == again  # scheduling resources are not part of what is built
-    (moved / "fast-ort.toml").write_text((moved / "fast-ort.toml").read_text().replace("max_size_mb = 50", "max_size_mb = 9"))
+    profile = moved / "fast-ort.toml"
+    profile.write_text(profile.read_text().replace("max_size_mb = 50", "max_size_mb = 9"))
     assert _keys(moved / "zoo.toml") != again  # the resolved profile is
 
 
@@ -109,3 +110,18 @@ def test_matrix_lists_the_cells_to_build(cli, zoo_file):
     assert '- "beta/fast-ort"' in r.stdout and "--cell \"$CELL\"" in r.stdout
     r = cli("zoo", "matrix", zoo_file, "--format", "jenkins")
     assert r.exit_code == 2
+
+
+def test_doctor_says_whether_the_scale_extra_is_installed(cli):
+    import importlib.util
+
+    r = cli("doctor")
+    assert r.exit_code == 0
+    line = " ".join(r.stdout.split("scale extra", 1)[1].split())
+    if importlib.util.find_spec("ray") and importlib.util.find_spec("s3fs"):
+        from importlib import metadata
+
+        assert line.startswith("(edgepack zoo --executor ray, cache URLs): installed")
+        assert f"ray {metadata.version('ray')}" in line
+    else:
+        assert "missing" in line and ".[scale]" in line
