@@ -85,6 +85,9 @@ def run_local(todo: list[Cell], zoo_path: str, cache: str | None, out: Path, on_
             except EdgepackError as e:
                 on_done(_land(out, failed_record(cell, "error", e.message), None))
                 continue
+            except Exception as e:  # noqa: BLE001 - one cell's bug is that cell's ERROR; the zoo goes on
+                on_done(_land(out, failed_record(cell, "error", f"internal error ({type(e).__name__}: {e})"), None))
+                continue
             on_done(_land(out, record, tar))
 
 

@@ -9,7 +9,6 @@ import hashlib
 import importlib.util
 import json
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -80,22 +79,16 @@ def data_digest(spec: str | None) -> dict[str, Any] | None:
     if recipe.data.path:
         out["data"] = tree_digest(recipe.directory / recipe.data.path)
     if recipe.data.kind == "sklearn-digits":
-        out["scikit-learn"] = _version("scikit-learn")
+        out["scikit-learn"] = toolchain(["scikit-learn"])["scikit-learn"]
     return out
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def toolchain(import_names: list[str]) -> dict[str, str | None]:
     """Versions of the distributions behind the given import names (``ai_edge_litert`` → ai-edge-litert)."""
     from edgepack.inspection import DIST_OF
+    from edgepack.inspection import _version as version  # the one metadata reader `edgepack doctor` uses too
 
-    return {m: _version(DIST_OF.get(m, m)) for m in sorted(set(import_names))}
+    return {m: version(DIST_OF.get(m, m)) for m in sorted(set(import_names))}
 
 
 def content_key(parts: dict[str, Any]) -> str:

@@ -34,8 +34,12 @@ class Cluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: dict[str, subprocess.Popen] = {}
-        self.env = {**os.environ, "RAY_TMPDIR": str(self.temp), "RAY_USAGE_STATS_ENABLED": "0",
-                    "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The nodes' environment: this process's as it is now (a node started later sees later settings)."""
+        return {**os.environ, "RAY_TMPDIR": str(self.temp), "RAY_USAGE_STATS_ENABLED": "0",
+                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
     def start(self, name: str, *, head: bool = False, resources: dict | None = None, cpus: int = 1,
               tmpdir: Path | None = None) -> None:

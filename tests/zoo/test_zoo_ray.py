@@ -83,7 +83,7 @@ def test_a_node_killed_mid_cell_gives_infra_or_a_retry_elsewhere_and_no_half_cac
         recs = executors.build(the_plan, str(zoo_file), executor="ray", cache=url, out=tmp_path / "out1",
                                address=cluster.address, retries=0)
         killer.join()
-        assert recs[0]["verdict"] == "infra", recs
+        assert recs[0]["verdict"] == "infra", (recs[0]["reason"], recs[0].get("stage"))
         assert Cache(url).keys() == []
 
         # one retry: the node dies mid-cell, another node with the resource joins, the retry builds it there
@@ -99,7 +99,7 @@ def test_a_node_killed_mid_cell_gives_infra_or_a_retry_elsewhere_and_no_half_cac
         recs = executors.build(the_plan, str(zoo_file), executor="ray", cache=url, out=tmp_path / "out2",
                                address=cluster.address, retries=1)
         killer.join()
-        assert recs[0]["verdict"] == "passed", recs
+        assert recs[0]["verdict"] == "passed", (recs[0]["reason"], recs[0].get("stage"))
         nodes = cluster.node_ids()
         assert recs[0]["node"] == nodes["victim"]  # the replacement node (the only live one with the resource)
         assert Cache(url).keys() == [the_plan.cells[0].key]
