@@ -88,16 +88,10 @@ class Cluster:
         p.wait(timeout=30)
 
     def stop(self) -> None:
-        for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
-            p = self.nodes.pop(name)
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=20)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=20)
+        """Stop every node this cluster started (SIGKILL to each node's process group: nothing of a test cluster
+        needs a graceful end), then whatever of it is left."""
+        for name in list(self.nodes):
+            self.kill(name)
         # anything of this cluster's still running (a worker a raylet started in its own group): by pid, found by
         # the cluster's unique temporary folder on its command line
         for pid in _pids_mentioning(str(self.temp)):
