@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -27,6 +28,7 @@ from edgepack.zoo.cells import Cell, ZooPlan
 from edgepack.zoo.run import run_cell
 
 OnDone = Callable[[dict[str, Any]], None]
+RAY_LOCAL_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH")
 EXECUTORS = ("local", "ray")
 
 
@@ -116,13 +118,18 @@ def run_ray(todo: list[Cell], zoo_path: str, cache: str | None, out: Path, on_do
         raise MissingDependency("--executor ray needs Ray",
                                 hint="pip install -c constraints.txt -e '.[scale]'") from None
     tmp = None
-    saved = os.environ.get("RAY_TMPDIR")
+    saved = {k: os.environ.get(k) for k in RAY_LOCAL_ENV}
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
+            # Ray's sockets, logs and session token (Ray writes ~/.ray/auth_token unless told where) all go to a
+            # folder of this run, removed afterwards; the unix socket paths stay short under /tmp
             tmp = tempfile.mkdtemp(prefix="edgepack-ray-")
-            os.environ["RAY_TMPDIR"] = tmp
+            token = Path(tmp) / "auth_token"
+            token.write_text(secrets.token_hex(32))
+            token.chmod(0o600)
+            os.environ.update(RAY_TMPDIR=tmp, RAY_AUTH_TOKEN_PATH=str(token))
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
                      num_cpus=num_cpus or os.cpu_count() or 1)
         task = ray.remote(run_cell)
@@ -148,10 +155,11 @@ def run_ray(todo: list[Cell], zoo_path: str, cache: str | None, out: Path, on_do
         ray.shutdown()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-            if saved is None:
-                os.environ.pop("RAY_TMPDIR", None)
-            else:
-                os.environ["RAY_TMPDIR"] = saved
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def build(the_plan: ZooPlan, zoo_path: str, *, executor: str = "local", cache: str | None = None,

@@ -103,3 +103,22 @@ def test_a_node_killed_mid_cell_gives_infra_or_a_retry_elsewhere_and_no_half_cac
         nodes = cluster.node_ids()
         assert recs[0]["node"] == nodes["victim"]  # the replacement node (the only live one with the resource)
         assert Cache(url).keys() == [the_plan.cells[0].key]
+
+
+@pytest.mark.slow
+def test_without_an_address_a_local_head_is_started_and_nothing_is_left(tmp_path, cli):
+    import tempfile
+
+    zoo_file = make_zoo(tmp_path / "zoo", {"alpha": 0})
+    token = Path.home() / ".ray" / "auth_token"
+    had_token = token.exists()
+    before = set(Path(tempfile.gettempdir()).glob("edgepack-ray-*"))
+    r = cli("zoo", "build", zoo_file, "--executor", "ray", "--out", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    rec = _records(tmp_path / "out")["alpha/fast-ort"]
+    assert rec["verdict"] == "passed" and len(rec["node"] or "") == 56  # a Ray node id: it ran as a Ray task
+    assert set(Path(tempfile.gettempdir()).glob("edgepack-ray-*")) <= before  # its folder (and token) removed
+    assert token.exists() == had_token  # the session token went to that folder, not ~/.ray
+    import ray
+
+    assert not ray.is_initialized()
