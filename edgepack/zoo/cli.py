@@ -179,3 +179,56 @@ def merge(
     md, htm = dashboard.write(out, recs)
     console.print(f"{len(recs)} cell(s) merged into {_line(out)} · dashboard: {_line(htm)}")
     raise typer.Exit(dashboard.exit_code(recs))
+
+
+@app.command("device-run", epilog="Example (each device host joined with ray start --address HEAD:PORT "
+             "--resources '{\"device:pixel7\": 1}'):\n\n  edgepack zoo device-run zoo.toml --out zoo-out/ "
+             "--address HEAD:PORT")
+def device_run(
+    zoo_file: Annotated[Path, typer.Argument(help="the zoo file (its `devices` names the inventory)")],
+    *,
+    address: Annotated[str, typer.Option("--address", help="the Ray cluster the device hosts joined (auto, "
+                                         "ray://HOST:PORT, HOST:PORT)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the zoo's output folder (its bundles are run; results "
+                                      "go to OUT/device-runs/)")] = Path("zoo-out"),
+    devices: Annotated[Optional[Path], typer.Option("--devices", "-d", help="device inventory (default: the zoo "
+                                                    "file's `devices`)")] = None,
+    history: Annotated[Optional[Path], typer.Option(help="SQLite history to append to (default "
+                                                    "OUT/device-runs/history.sqlite)")] = None,
+    repeats: Annotated[int, typer.Option(min=1, max=100_000, help="timed runs per bundle")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, max=100_000, help="untimed runs first")] = 3,
+) -> None:
+    """Run every built bundle of the zoo on every device of the inventory, each bundle × device a Ray task pinned
+    to the node that owns the device (resource `device:NAME`); JSON + JUnit per run, appended to the history.
+    Exit 1 on FAIL, INCONCLUSIVE or INFRA."""
+    from edgepack.devices import history as hist
+    from edgepack.devices import runs
+    from edgepack.devices.inventory import load_inventory
+    from edgepack.errors import ConfigError, InputError
+    from edgepack.zoo import dashboard, fleet, spec
+
+    zoo = spec.load(zoo_file)
+    inventory_path = devices or (Path(zoo.resolve(zoo.devices)) if zoo.devices else None)
+    if inventory_path is None:
+        raise ConfigError(f"{zoo_file}: no device inventory", hint="add devices = \"devices.toml\" to the zoo "
+                          "file, or pass --devices FILE")
+    inventory = [d for d in load_inventory(inventory_path) if d.kind != "ios"]
+    if not inventory:
+        raise ConfigError(f"no device to run on in {inventory_path}", hint="add a [[device]] table (docs/devices.md)")
+    bundles = [out / r["bundle"] for r in dashboard.records(out) if r.get("bundle")]
+    if not bundles:
+        raise InputError(f"no built bundles in {out}", hint="run `edgepack zoo build` first")
+    (out / "device-runs").mkdir(parents=True, exist_ok=True)
+    history_path = history or out / "device-runs" / "history.sqlite"
+    hist.check_appendable(history_path)
+
+    def done(r: dict) -> None:
+        console.print(f"{_line(r['status']):8} {_line(r['device'])} · {_line(hist.label(r['bundle']))} · "
+                      f"{_line(r['config'])}  [dim]node {_line((r.get('node') or '—')[:12])}[/]")
+
+    record = fleet.device_run(bundles, inventory, address=address, repeats=repeats, warmup=warmup, on_done=done)
+    runs.write_json(record, out / "device-runs" / f"{record['id']}.json")
+    runs.write_junit(record, out / "device-runs" / f"{record['id']}.junit.xml")
+    hist.append(history_path, record)
+    console.print(f"wrote {_line(out / 'device-runs' / record['id'])}.json, .junit.xml; history {_line(history_path)}")
+    raise typer.Exit(runs.exit_code(record))

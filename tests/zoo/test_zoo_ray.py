@@ -122,3 +122,31 @@ def test_without_an_address_a_local_head_is_started_and_nothing_is_left(tmp_path
     import ray
 
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_device_run_pins_each_bundle_x_device_to_the_node_that_owns_the_device(tmp_path, cli, cluster):
+    zoo_file = make_zoo(tmp_path / "zoo", {"alpha": 0})
+    (zoo_file.parent / "devices.toml").write_text('[[device]]\nname = "box1"\nkind = "local"\n')
+    zoo_file.write_text('devices = "devices.toml"\n' + zoo_file.read_text())
+    out = tmp_path / "out"
+    assert cli("zoo", "build", zoo_file, "--out", out).exit_code == 0
+    cluster.start("head", head=True)
+    cluster.start("box1-host", resources={"device:box1": 1})
+    nodes = cluster.node_ids()
+    r = cli("zoo", "device-run", zoo_file, "--out", out, "--address", cluster.address, "--repeats", "5")
+    assert r.exit_code == 0, r.output
+    runs = list((out / "device-runs").glob("*.json"))
+    assert len(runs) == 1
+    results = json.loads(runs[0].read_text())["results"]
+    assert [x["device"] for x in results] == ["box1"] and results[0]["status"] == "PASS"
+    assert results[0]["node"] == nodes["device:box1"]  # ran on the device's host, not the head
+    assert results[0]["bundle"] == str(out / "alpha" / "fast-ort")
+    from edgepack.devices import history
+
+    series = history.series(out / "device-runs" / "history.sqlite")  # appended to the shared history
+    assert [k[:2] for k in series] == [("box1", "alpha/fast-ort")]
+    # a device no node offers is refused before anything runs
+    (zoo_file.parent / "devices.toml").write_text('[[device]]\nname = "nowhere"\nkind = "local"\n')
+    r = cli("zoo", "device-run", zoo_file, "--out", out, "--address", cluster.address)
+    assert r.exit_code == 2 and "device:nowhere" in r.output
