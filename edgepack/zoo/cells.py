@@ -90,7 +90,10 @@ def _model_parts(zoo: Zoo, m: ModelEntry) -> dict[str, Any]:
 def plan_model(zoo: Zoo, m: ModelEntry) -> list[Cell]:
     """The cells of one model. A model whose source cannot even be loaded is one refusal per target, with why."""
     names = target_names(zoo, m)
-    resolved = pipeline.resolve_targets(names, targets_dir(zoo))
+    try:
+        resolved = pipeline.resolve_targets(names, targets_dir(zoo))
+    except EdgepackError as e:  # an unknown or invalid profile: the zoo is refused, naming the model
+        raise type(e)(f"{zoo.path}: model '{m.name}': targets: {e.message}", hint=e.hint) from None
     args = model_args(zoo, m)
     try:
         the_plan = pipeline.plan(zoo.resolve(m.source) or m.source, names, inputs=args["inputs"],

@@ -125,3 +125,11 @@ def test_doctor_says_whether_the_scale_extra_is_installed(cli):
         assert f"ray {metadata.version('ray')}" in line
     else:
         assert "missing" in line and ".[scale]" in line
+
+
+def test_an_unknown_target_names_the_model(tmp_path, zoo_file):
+    zoo_file.write_text(zoo_file.read_text().replace('targets = ["fast-ort.toml"]', 'targets = ["linux-ort-fp33"]', 1))
+    with pytest.raises(ConfigError) as e:
+        cells.plan(spec.load(zoo_file))
+    assert "model 'alpha': targets: unknown target 'linux-ort-fp33'" in e.value.message
+    assert "linux-ort-fp32" in e.value.hint
