@@ -8,6 +8,7 @@ import inspect
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import sys
@@ -35,6 +36,19 @@ def where() -> dict[str, Any]:
     if ray is not None and ray.is_initialized():
         out["node"] = ray.get_runtime_context().get_node_id()
     return out
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the pipeline's contained workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    """The largest resident set of this process or any finished child so far (Linux: ru_maxrss in KiB): an upper
+    bound for this cell when the process ran earlier cells too."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round(max(me.ru_maxrss, kids.ru_maxrss) / 1024, 1)
 
 
 def _tar(folder: Path) -> bytes:
@@ -84,7 +98,7 @@ def from_cache(cache: Cache, cell: Cell, work: Path) -> tuple[Path | None, str |
 
 def run_cell(zoo_path: str, cell: Cell, cache_location: str | None) -> tuple[dict[str, Any], bytes | None]:
     """Run one cell; returns its record and its bundle folder as a .tar.gz (None when nothing was built)."""
-    start = time.monotonic()
+    start, cpu0 = time.monotonic(), _cpu_seconds()
     zoo = spec.load(zoo_path)
     m = zoo.entry(cell.model)
     record: dict[str, Any] = {"id": cell.id, "model": cell.model, "target": cell.target, "key": cell.key,
@@ -106,14 +120,16 @@ def run_cell(zoo_path: str, cell: Cell, cache_location: str | None) -> tuple[dic
             report = results[0]
             if report.bundle is None:  # skipped or errored: no bundle to keep
                 record.update(verdict=report.status, reason=report.reason, hint=report.hint, stage=report.stage,
-                              seconds=round(time.monotonic() - start, 3))
+                              seconds=round(time.monotonic() - start, 3),
+                              cpu_seconds=round(_cpu_seconds() - cpu0, 3), peak_rss_mb=_peak_rss_mb())
                 return record, None
             bundle = Path(report.bundle)
             if cache is not None:
                 cache.publish(cell.key, _only(bundle, work), {"cell": cell.id, "verdict": report.status})
         report_json = json.loads((bundle / "report.json").read_text())
         record.update(summary(report_json))
-        record["seconds"] = round(time.monotonic() - start, 3)
+        record.update(seconds=round(time.monotonic() - start, 3), cpu_seconds=round(_cpu_seconds() - cpu0, 3),
+                      peak_rss_mb=_peak_rss_mb())
         return record, _tar(bundle)
 
 

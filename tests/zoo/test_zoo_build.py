@@ -30,6 +30,8 @@ def test_cache_hits_verify_and_rebuild_only_what_changed(tmp_path, cli):
     first = _records(out)
     assert {k: v["verdict"] for k, v in first.items()} == {"alpha/fast-ort": "passed", "beta/fast-ort": "passed"}
     assert {v["cache"] for v in first.values()} == {"built"}
+    for rec in first.values():  # the per-cell costs the scale-out estimates are made from
+        assert 0 < rec["cpu_seconds"] < 600 and 50 < rec["peak_rss_mb"] < 16384 and rec["seconds"] > 0
     for rec in first.values():  # the bundle landed in OUT and verifies
         assert cli("verify", out / rec["bundle"]).exit_code == 0
     assert len(Cache(str(cache)).keys()) == 2
