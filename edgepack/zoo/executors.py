@@ -28,7 +28,7 @@ from edgepack.zoo.cells import Cell, ZooPlan
 from edgepack.zoo.run import run_cell
 
 OnDone = Callable[[dict[str, Any]], None]
-RAY_LOCAL_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH")
+RAY_LOCAL_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")  # Ray sets the mode itself
 EXECUTORS = ("local", "ray")
 
 

@@ -38,7 +38,8 @@ class Cluster:
     @property
     def env(self) -> dict[str, str]:
         """The nodes' environment: this process's as it is now (a node started later sees later settings)."""
-        return {**os.environ, "RAY_TMPDIR": str(self.temp), "RAY_USAGE_STATS_ENABLED": "0",
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")}  # not a session's leftovers
+        return {**env, "RAY_TMPDIR": str(self.temp), "RAY_USAGE_STATS_ENABLED": "0",
                 "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
     def start(self, name: str, *, head: bool = False, resources: dict | None = None, cpus: int = 1,
