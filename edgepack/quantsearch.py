@@ -16,6 +16,13 @@ Order of work (cheapest first, on the **tuning** split):
    sensitive layers, then on all of them; then layers go back to float most-sensitive first, one at a time, until the
    budget holds or ``max_float_layers`` is reached — capped below the number of quantized layers (one at least stays
    INT8: a model with every layer in float is no INT8 build, and the search fails naming its best recipe instead);
+When the tuning split overlaps the calibration data (scarce data: calibration takes every non-holdout sample), a
+recipe's tuning figures are in-sample — its ranges were fit to the very samples it is judged on, which favours
+recipes that keep every extreme (MinMax) over those that clip (Percentile) although the latter often do better on
+new data. The backends then pass :func:`crossfit` folds and the recipe stage is **cross-fitted**: each recipe is
+calibrated on one part of the data and judged on the other part, both ways, and recipes are ranked (and the
+stop-early rule applied) on those out-of-sample figures; the chosen recipe is then built on all the calibration data.
+
 3. nothing met the budget: the best candidate found is returned with ``met = False`` and every layer's error; the
    pipeline turns that into a failing check naming the best recipe.
 
@@ -159,7 +166,10 @@ def score(outcome: ParityOutcome) -> float:
 
 def summary(outcome: ParityOutcome) -> dict[str, Any]:
     """The figures a person compares trials by: the judged checks (name → measured) and the verdict."""
+    margins = [_margin(c) for c in outcome.checks if c.applied]
     return {"passed": bool(outcome), "score": round(score(outcome), 6),
+            # every judged row's margin, passing ones too: breaks ties between candidates that miss alike
+            "mean_margin": round(float(np.mean(margins)), 6) if margins else 0.0,
             "checks": {c.name: (None if c.measured is None else round(float(c.measured), 6)) for c in outcome.checks
                        if c.applied},
             "failing": [c.name for c in outcome.checks if not c.passed]}
@@ -184,6 +194,75 @@ def confident(outputs: Feeds, tuning: Tuning, outcome: ParityOutcome) -> bool:
         return True
     return bool(parity(tuning.reference, outputs, replace(tuning.limits, judge="bound"), tuning.labels, tuning.kinds,
                        tuning.specs))
+
+
+# ------------------------------------------------------------------------------------------------ cross-fitting
+
+
+@dataclass
+class Fold:
+    """A space calibrated without the tuning rows ``rows`` (so its candidates are judged out of sample on them)."""
+
+    space: "Space"
+    rows: np.ndarray
+
+
+def _row_digests(feeds: Feeds) -> list[bytes]:
+    import hashlib
+
+    names = sorted(feeds)
+    n = len(feeds[names[0]]) if names else 0
+    out = []
+    for i in range(n):
+        h = hashlib.sha1()
+        for k in names:
+            h.update(np.ascontiguousarray(feeds[k][i]).tobytes())
+        out.append(h.digest())
+    return out
+
+
+def crossfit(make_space: Callable[[Feeds, int], "Space"], calibration: Feeds, tuning: Tuning | None,
+             folds: int = 2, min_calibration: int = 16) -> list[Fold]:
+    """Spaces for cross-fitting the recipe stage, or [] where it does not apply: no tuning split, tuning disjoint
+    from calibration (its figures are already out of sample), an output or input whose samples are not on axis 0,
+    or too little data. ``make_space(calibration_part, fold_index)`` builds the backend's space on a part."""
+    from edgepack.core.outspec import AUTO
+
+    if tuning is None or not calibration or not tuning.feeds or folds < 2:
+        return []
+    if any(getattr(sp, "batch_axis", 0) not in (0, AUTO) for sp in (tuning.specs or {}).values()):
+        return []
+    n_tune = tuning.samples
+    if any(v.ndim == 0 or len(v) != n_tune for v in [*tuning.reference.values(), *tuning.feeds.values()]):
+        return []
+    if set(calibration) != set(tuning.feeds):
+        return []
+    cal_keys = _row_digests(calibration)
+    tune_keys = _row_digests(tuning.feeds)
+    if not set(tune_keys) & set(cal_keys):
+        return []
+    out = []
+    for j in range(folds):
+        rows = np.arange(j, n_tune, folds)
+        held = {tune_keys[i] for i in rows}
+        keep = np.array([i for i, key in enumerate(cal_keys) if key not in held], dtype=np.int64)
+        if len(keep) < min_calibration or len(rows) == 0:
+            for f in out:
+                _close(f.space)
+            return []
+        out.append(Fold(make_space({k: v[keep] for k, v in calibration.items()}, j), rows))
+    return out
+
+
+def _close(space: "Space") -> None:
+    cleanup = getattr(space, "cleanup", None)
+    if callable(cleanup):
+        cleanup()
+
+
+def close_folds(folds: list[Fold]) -> None:
+    for f in folds:
+        _close(f.space)
 
 
 # ------------------------------------------------------------------------------------------------ the search
@@ -271,9 +350,10 @@ def interleaved(a: Callable[[], Any], b: Callable[[], Any], repeats: int = 30, w
 
 
 def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
-           progress: Callable[[str], None] = lambda s: None) -> Result:
+           progress: Callable[[str], None] = lambda s: None, folds: list[Fold] | None = None) -> Result:
     """Plain recipe first; if it misses the budget on the tuning split (and the search is on), other recipes, then
-    sensitivity-ranked mixed precision. Returns the chosen candidate (other candidates are released)."""
+    sensitivity-ranked mixed precision. Returns the chosen candidate (other candidates are released). With
+    ``folds`` (:func:`crossfit`), recipes are compared on cross-fitted, out-of-sample figures."""
     recipes = space.recipes()
     plain = recipes[0]
     if opts.recipes is not None:
@@ -323,6 +403,41 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
                     if tuning is not None and trial.error is None else (f": {trial.error}" if trial.error else "")))
         return trial
 
+    def attempt_oof(recipe: Recipe) -> Trial:
+        """``recipe`` cross-fitted: each fold's candidate judged on the tuning rows its calibration never saw."""
+        t0 = time.monotonic()
+        trial = Trial(recipe.name, (), "recipe")
+        parts: list[tuple[np.ndarray, Feeds]] = []
+        try:
+            for f in folds or []:
+                cand = f.space.build(recipe, ())
+                try:
+                    parts.append((f.rows, f.space.run(cand, {k: v[f.rows] for k, v in tuning.feeds.items()})))
+                finally:
+                    f.space.release(cand)
+            outputs: Feeds = {}
+            for name, ref in tuning.reference.items():
+                first_part = parts[0][1][name]
+                full = np.zeros((len(ref), *first_part.shape[1:]), dtype=first_part.dtype)
+                for rows, out in parts:
+                    full[rows] = out[name]
+                outputs[name] = full
+            outcome = evaluate(outputs, tuning)
+            trial.passed, trial.score, trial.figures = bool(outcome), score(outcome), summary(outcome)
+            trial.confident = confident(outputs, tuning, outcome)
+            trial.figures["cross_fitted"] = (f"{len(folds or [])} folds: each calibrated without the tuning rows it "
+                                             "is judged on")
+        except Exception as e:  # noqa: BLE001 - a recipe the toolkit cannot apply is a failed trial, not a crash
+            from edgepack.errors import explain
+
+            trial.error = explain(str(e)) or type(e).__name__
+        trial.seconds = time.monotonic() - t0
+        trials.append(trial)
+        progress(f"recipe {recipe.name} (cross-fitted)" + (
+            f": {'meets' if trial.passed else 'misses'} the budget out of sample (score {trial.score:.3f})"
+            if trial.error is None else f": {trial.error}"))
+        return trial
+
     def finish(trial: Trial, recipe: Recipe, met: bool, searched: bool, reason: str,
                sens: list[tuple[str, float]] | None = None, method: str | None = None) -> Result:
         key = (recipe.name, trial.float_layers)
@@ -362,7 +477,8 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
     plain_timer_pair = (space.timer(plain_cand), space.float_timer())
     if tuning is None:
         return finish(first, plain, True, False, "no tuning split (search off): the profile's plain recipe")
-    if first.passed and (first.confident or not opts.enabled or len(recipes) == 1):
+    if first.passed and (not folds or not opts.enabled) and (first.confident or not opts.enabled or
+                                                             len(recipes) == 1):
         return finish(first, plain, True, False, "the profile's plain recipe meets the budget on the tuning split"
                       + (" beyond its sampling error" if first.confident else ""))
     wrong = structural(first)
@@ -375,7 +491,33 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
                       "options.accuracy_search.enabled is false")
     by_name = {r.name: r for r in recipes}
     best = first
-    for r in recipes[1:]:
+    if folds and opts.enabled:
+        scored: list[tuple[Trial, Recipe]] = []
+        for r in recipes:
+            if over_time():
+                break
+            t = attempt_oof(r)
+            if t.error is None:
+                scored.append((t, r))
+            if t.passed and t.confident:
+                break
+        chosen: tuple[Trial, Trial, Recipe] | None = None  # (out-of-sample trial, full-data trial, recipe)
+        for t, r in sorted(scored, key=lambda x: (-x[0].score, -x[0].figures.get("mean_margin", 0.0))):
+            full = first if r.name == plain.name else attempt(r, (), "recipe")
+            if full.error is None and not full.figures.get("latency_rejected"):
+                chosen = (t, full, r)
+                break
+        if chosen is not None:
+            oof, full, r = chosen
+            n_tried = len(scored)
+            if oof.passed:
+                how = ("beyond its sampling error" if oof.confident else
+                       f"and scores best of the {n_tried} recipes tried")
+                return finish(full, r, True, r.name != plain.name or n_tried > 1,
+                              f"recipe '{r.name}' meets the budget on the tuning split out of sample (cross-fitted) "
+                              f"{how}; built on all the calibration data")
+            best = full  # the base of the float fallback: the recipe closest out of sample
+    for r in ([] if folds and opts.enabled else recipes[1:]):
         if over_time():
             break
         t = attempt(r, (), "recipe")

@@ -306,3 +306,58 @@ def test_a_slow_candidate_is_not_kept_as_the_closest_miss_either():
     assert trials["slowclose"]["figures"].get("latency_rejected")
     assert trials["slowclose"]["score"] > trials["fastfar"]["score"]  # closer, but too slow: not kept
     assert res.recipe.name == "fastfar"
+
+
+class MemorizingSpace(qs.Space):
+    """Recipe "fit" is exact on the samples it was calibrated on and poor elsewhere (in-sample bias at its
+    worst); recipe "general" has the same small error everywhere. Samples are identified by their input value."""
+
+    def __init__(self, tuning: qs.Tuning, calibration: dict) -> None:
+        self.tuning, self.seen = tuning, set(calibration["x"][:, 0].tolist())
+        self.built: list[str] = []
+
+    def recipes(self):
+        return [qs.Recipe("fit", {}), qs.Recipe("general", {})]
+
+    def build(self, recipe, float_layers):
+        self.built.append(recipe.name)
+        return recipe.name
+
+    def run(self, candidate, feeds):
+        x = feeds["x"][:, 0]
+        by_x = {float(v): i for i, v in enumerate(self.tuning.feeds["x"][:, 0])}
+        ref = self.tuning.reference["logits"][[by_x[float(v)] for v in x]]
+        rng = np.random.default_rng(2)
+        noise = rng.standard_normal(ref.shape).astype(np.float32)
+        if candidate == "fit":
+            sigma = np.array([0.0 if float(v) in self.seen else 3.0 for v in x], np.float32)[:, None]
+        else:
+            sigma = np.full((len(x), 1), 0.02, np.float32)
+        return {"logits": ref + sigma * noise}
+
+    def layers(self, candidate):
+        return []
+
+
+def test_cross_fitting_ranks_recipes_out_of_sample_when_tuning_overlaps_calibration():
+    t = _tuning()
+    calibration = {"x": t.feeds["x"].copy()}  # scarce data: the tuning split is the calibration data
+    in_sample = qs.search(MemorizingSpace(t, calibration), t, qs.AccuracySearch())
+    assert in_sample.recipe.name == "fit"  # judged in sample, the memorizing recipe looks flawless
+    folds = qs.crossfit(lambda cal, j: MemorizingSpace(t, cal), calibration, t)
+    assert len(folds) == 2 and sorted(np.concatenate([f.rows for f in folds]).tolist()) == list(range(N))
+    for f in folds:  # each fold's space never saw the rows it is judged on
+        assert not f.space.seen & set(t.feeds["x"][f.rows, 0].tolist())
+    space = MemorizingSpace(t, calibration)
+    res = qs.search(space, t, qs.AccuracySearch(), folds=folds)
+    d = res.to_dict()
+    assert res.met and res.recipe.name == "general", d["reason"]
+    oof = {x["recipe"]: x for x in d["trials"] if "cross_fitted" in x["figures"]}
+    assert set(oof) == {"fit", "general"} and not oof["fit"]["passed"] and oof["general"]["passed"]
+    assert "out of sample" in res.reason and space.built[-1] == "general"  # then built on all the data
+
+
+def test_cross_fitting_does_not_apply_to_a_disjoint_tuning_split():
+    t = _tuning()
+    other = {"x": t.feeds["x"] + 10_000}
+    assert qs.crossfit(lambda cal, j: MemorizingSpace(t, cal), other, t) == []

@@ -367,7 +367,14 @@ def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, da
                 except Exception:  # noqa: BLE001 - the earlier choice cannot be rebuilt here: search afresh
                     result = None
             if result is None:
-                result = quantsearch.search(space, tuning, options.accuracy_search)
+                # scarce data (tuning overlaps calibration): recipes are compared out of sample
+                folds = quantsearch.crossfit(lambda cal, j: TrtSpace(out_dir / MODEL, out_dir / f".search-fold{j}",
+                                                                     cal, batch, options), data.calibration, tuning)
+                try:
+                    result = quantsearch.search(space, tuning, options.accuracy_search, folds=folds)
+                finally:
+                    for j in range(len(folds)):
+                        shutil.rmtree(out_dir / f".search-fold{j}", ignore_errors=True)
             shutil.move(str(result.candidate), str(out_dir / QDQ_MODEL))
             shutil.rmtree(out_dir / ".search", ignore_errors=True)
             details["accuracy_search"] = {**result.to_dict(), "problem": key}
