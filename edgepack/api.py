@@ -472,6 +472,10 @@ def build(
     from edgepack.sources import load_source
 
     check_settings()
+    if report is not None:
+        from edgepack.safety import writable_file_option
+
+        writable_file_option(Path(report), "report=")  # refused before any work, as the CLI's --report
     out = Path(out)
     declared_inputs = _inputs(inputs, model_config)
     extra: dict[str, Any] = {} if budgets is None else {"budgets": dict(budgets)}

@@ -45,6 +45,17 @@ def test_single_samples_dicts_and_two_inputs_are_told_apart_by_rank():
     assert api.collect({"input": x, "label": np.arange(5)}, ONE)["labels"].tolist() == [0, 1, 2, 3, 4]
 
 
+def test_an_endless_iterable_is_read_up_to_max_samples():
+    import itertools
+
+    def endless():
+        for i in itertools.count():
+            yield _x(8, seed=i), np.full(8, i % 10)
+
+    got = api.collect(endless(), ONE, max_samples=100)
+    assert got["input"].shape[0] == got["labels"].shape[0] == 100
+
+
 def test_bad_data_is_one_clear_error():
     with pytest.raises(InputError, match="3 parts; the model takes 1"):
         api.collect([(_x(2), _x(2), _x(2))], ONE)
