@@ -77,12 +77,17 @@ def test_onnx_modelproto_and_a_dict_of_arrays_match_the_cli_on_the_saved_file(tm
     targets = ["linux-ort-fp32"]
     np.savez(tmp_path / "data.npz", input=x, labels=y)
     with Workers():
+        the_plan = edgepack.plan(model, targets, name="tiny", out=tmp_path / "api")
+        lines: list[str] = []
         result = edgepack.build(model, targets, calibration={"input": x, "labels": y}, out=tmp_path / "api",
-                                name="tiny")
+                                name="tiny", progress=lines.append)
         code, cli = _cli(tmp_path / "cli", str(path), targets, "--calibration", str(tmp_path / "data.npz"))
     assert _rows(result) == _rows(cli.targets) and result.exit_code == code
     assert [r.status for r in result] == [r.status for r in cli.targets]
     assert set(result.bundles) == set(targets)
+    assert [(r.target, r.action) for r in the_plan.rows] == [(t, "build") for t in targets]
+    assert the_plan.source["in_memory"]["serialized_as"].startswith("onnx")
+    assert any(line.startswith("linux-ort-fp32: converting") for line in lines)
     for target, report in result.targets.items():
         if report.status == "passed":
             assert assert_bundle_passes(result.bundles[target]).status == "passed"
