@@ -158,3 +158,17 @@ def test_nothing_is_left_in_out_after_a_refused_in_memory_build(tmp_path):
     leftovers = [p for p in (tmp_path / "dist").rglob("*") if p.name.startswith(".staging")]
     assert not leftovers
     shutil.rmtree(tmp_path / "dist", ignore_errors=True)
+
+
+def test_the_public_names_import_no_framework():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys, json, edgepack\n"
+            "[getattr(edgepack, n) for n in edgepack.__all__]\n"
+            "import edgepack.testing\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert not loaded & {"torch", "tensorflow", "keras", "onnx", "onnxruntime", "openvino", "coremltools", "jax"}
