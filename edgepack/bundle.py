@@ -88,6 +88,9 @@ class SourceInfo(_Model):
     sha256: str = ""
     inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec] = Field(default_factory=list)
+    in_memory: dict[str, str] | None = Field(None, description="set when the model was an in-memory object given "
+                                             "to edgepack.build: what it was (object), how it was serialized into "
+                                             "the build's staging folder (serialized_as) and why it was trusted")
 
 
 class RecordedCheck(_Model):
@@ -251,6 +254,9 @@ def write(staging: Path, content: BundleContent) -> Manifest:
         verdict=content.report.status if content.report.status in ("passed", "inconclusive") else "failed",
         checks=[RecordedCheck(name=c.name, passed=c.passed, inconclusive=c.inconclusive) for c in content.report.checks],
         opt_ins=[*(f"--trust-model-code ({r})" for r in content.source.trusted_code),
+                 *([f"in-memory model ({content.source.in_memory.get('object')}, serialized as "
+                    f"{content.source.in_memory.get('serialized_as')}; trusted: "
+                    f"{content.source.in_memory.get('trusted')})"] if content.source.in_memory else []),
                  *(["--synthetic-calibration"] if content.synthetic else []),
                  *(f"--allow-metric {m}" for m in os.environ.get("EDGEPACK_ALLOW_METRICS", "").split(",") if m)],
     )

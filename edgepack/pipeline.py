@@ -115,12 +115,14 @@ def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[T
 
 def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (), weights: str | None = None,
          trust_code: bool = False, signature: str | None = None, skip_unavailable: bool = False,
-         targets_dir: Path | None = None) -> plans.Plan:
-    """What ``build`` would do with each target, decided from the source's signature and the profiles only."""
+         targets_dir: Path | None = None, name: str | None = None,
+         in_memory: dict[str, str] | None = None) -> plans.Plan:
+    """What ``build`` would do with each target, decided from the source's signature and the profiles only.
+    ``in_memory``: see :func:`build`."""
     resolved = resolve_targets(targets, targets_dir)
     with _workers():
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
-                                      signature=signature), inputs)
+                                      signature=signature, name=name, in_memory=in_memory), inputs)
     return plans.make(model, resolved, source, skip_unavailable)
 
 
@@ -691,18 +693,20 @@ def build(
     outputs: dict[str, "str | outspec.OutputSpec"] | None = None,
     name: str | None = None,
     judge: str | None = None,
+    in_memory: dict[str, str] | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
     """Plan, then build, check and report every target. Errors that concern the whole build (source, data, plan
     refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report.
     ``judge`` (``evidence``, ``bound``, ``point``) overrides every profile's ``budgets.parity.judge`` (recorded in
-    each bundle's manifest)."""
+    each bundle's manifest). ``in_memory`` (set by ``edgepack.build``): ``model`` is the caller's in-memory object
+    serialized into a staging file (keys ``object``, ``serialized_as``); it is trusted and recorded as such."""
     resolved = [with_judge(t, judge) for t in resolve_targets(targets, targets_dir)] if judge else \
         resolve_targets(targets, targets_dir)
     with _workers():
         progress(f"loading source {model}")
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
-                                      signature=signature, name=name), inputs)
+                                      signature=signature, name=name, in_memory=in_memory), inputs)
         the_plan = plans.make(model, resolved, source, skip_unavailable)
         plans.refuse(the_plan)
         results: dict[str, TargetReport] = {}

@@ -7,7 +7,10 @@ backend's own preflight (ops, opset, shapes), the model's custom ops — before 
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -124,3 +127,15 @@ def refuse(plan: Plan) -> None:
 
 
 __all__ = ["Plan", "PlanRow", "make", "not_applicable", "refuse", "why_not"]
+
+
+class _CallableModule(types.ModuleType):
+    """``edgepack.plan`` is both this module (``from edgepack import plan as plans``) and the Python API's
+    ``edgepack.plan(model, targets, ...)``: a call is handed to ``edgepack.api.plan`` (docs/api.md). The API sits
+    above this layer, so it is looked up at call time, never imported here."""
+
+    def __call__(self, *args, **kwargs):
+        return importlib.import_module("edgepack.api").plan(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -32,6 +32,9 @@ class Source:
     sha256: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     trusted: tuple[str, ...] = ()  # why --trust-model-code was needed (recorded in the manifest)
+    # an in-memory object handed to ``edgepack.build`` (trusted: the caller's own): what it was and how it was
+    # serialized into the build's staging folder (recorded in the manifest as ``source.in_memory``)
+    in_memory: tuple[tuple[str, str], ...] = ()  # (key, value) pairs: object, serialized_as, trusted
 
     def with_inputs(self, inputs: tuple[TensorSpec, ...]) -> "Source":
         return replace(self, inputs=inputs)
@@ -47,6 +50,7 @@ class Source:
             "trusted_code": list(self.trusted),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
+            **({"in_memory": dict(self.in_memory)} if self.in_memory else {}),
         }
 
 
@@ -144,9 +148,13 @@ def load_source(
     trust_code: bool = False,
     signature: str | None = None,
     name: str | None = None,
+    in_memory: dict[str, str] | None = None,
 ) -> Source:
     """The model as a Source. ``name`` (``--name``) replaces the name taken from the file, which is then never
-    checked as a folder name (a model file called ``my model.onnx`` builds with ``--name my-model``)."""
+    checked as a folder name (a model file called ``my model.onnx`` builds with ``--name my-model``).
+    ``in_memory``: the file is the caller's own in-memory object serialized by ``edgepack.build`` (keys ``object``,
+    ``serialized_as``): it is trusted (it already runs in the caller's process), which is recorded instead of a
+    --trust-model-code opt-in."""
     from edgepack import safety
     from edgepack.errors import ConfigError
 
@@ -159,12 +167,17 @@ def load_source(
         raise UnsupportedConversion(f"{safety.shown(model)}: pickled models carry code and are never loaded",
                                     hint="export the model to ONNX/.keras/.pt2, or give module:factory + --weights")
     kind = detect_kind(model)
+    if in_memory is not None:
+        trust_code = True  # the caller's own object: nothing in the file is new code to them
+        in_memory = {**in_memory, "trusted": "the caller's own object, already running in its process"}
     trusted = screen(model, kind, trust_code, named=name is not None)
+    if in_memory is not None:
+        trusted = []
     if weights is not None:
         safety.regular_file(weights, "weights file")
     mod = module_for(kind)
     src = mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
     if name is not None:
-        return replace(src, name=name, trusted=tuple(trusted))
+        return replace(src, name=name, trusted=tuple(trusted), in_memory=tuple((in_memory or {}).items()))
     _model_name(src.name)
-    return replace(src, trusted=tuple(trusted))
+    return replace(src, trusted=tuple(trusted), in_memory=tuple((in_memory or {}).items()))

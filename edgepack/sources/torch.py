@@ -172,6 +172,18 @@ def tensor_outputs(module):
     return FlatOutputs(module).eval()
 
 
+def _dynamic_batch(ep) -> list[bool]:
+    """For each user input of an exported program, whether its first axis was exported as dynamic (a symbolic
+    size); other axes keep the example's sizes."""
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    out = []
+    for name in ep.graph_signature.user_inputs:
+        val = placeholders[name].meta.get("val") if name in placeholders else None
+        shape = getattr(val, "shape", ())
+        out.append(bool(len(shape)) and not isinstance(shape[0], int))
+    return out
+
+
 def probe(source: Source) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     import torch
 
@@ -179,7 +191,9 @@ def probe(source: Source) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
     inputs = source.inputs
     if not inputs and source.format == "exported":
         ep = torch.export.load(source.path)
-        inputs = tuple(TensorSpec(f"input_{i}" if len(ep.example_inputs[0]) > 1 else "input", tuple(a.shape),
+        dynamic = _dynamic_batch(ep)
+        inputs = tuple(TensorSpec(f"input_{i}" if len(ep.example_inputs[0]) > 1 else "input",
+                                  ((None,) + tuple(a.shape)[1:]) if dynamic[i] else tuple(a.shape),
                                   str(a.dtype).replace("torch.", "")) for i, a in enumerate(ep.example_inputs[0]))
         source = Source(**{**source.__dict__, "inputs": inputs})
     with torch.no_grad():
