@@ -14,7 +14,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +32,14 @@ from edgepack.backends.registry import Target
 from edgepack.budgets import check as budget_checks
 from edgepack.budgets import device_notes, int8_payoff
 from edgepack.calibration import CalibrationData
-from edgepack.config import available_targets, load_profile
+from edgepack.config import (
+    EffectiveBudget,
+    available_targets,
+    budget_key,
+    effective_budgets,
+    load_profile,
+    with_budgets,
+)
 from edgepack.core import outspec
 from edgepack.core.batching import CALL_BATCH, CALLS, axes_of, first_batch, per_sample, run_batched
 from edgepack.core.checks import Check, verdict
@@ -114,14 +121,49 @@ def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[T
 
 
 def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (), weights: str | None = None,
-         trust_code: bool = False, signature: str | None = None, skip_unavailable: bool = False,
-         targets_dir: Path | None = None) -> plans.Plan:
-    """What ``build`` would do with each target, decided from the source's signature and the profiles only."""
-    resolved = resolve_targets(targets, targets_dir)
+         weights_strict: bool = True, trust_code: bool = False, signature: str | None = None,
+         skip_unavailable: bool = False, targets_dir: Path | None = None,
+         outputs: dict[str, "str | outspec.OutputSpec"] | None = None, calibration: str | None = None,
+         holdout: str | None = None, synthetic: bool = False, out: Path | None = None, name: str | None = None,
+         judge: str | None = None, budgets: Mapping[str, Any] | None = None,
+         budget_sources: Mapping[str, str] | None = None) -> plans.Plan:
+    """What ``build`` would do with each target, decided from the source's signature and the profiles only. Takes
+    every argument of :func:`build` that changes the plan: declarations (inputs, outputs: names checked against the
+    model), budgets and judge (validated), the data (``calibration``/``holdout``: loaded and checked against the
+    inputs, not run) and the destination (``out``/``name``: each bundle's folder, checked as build checks it)."""
+    overrides = budget_overrides(budgets, budget_sources)
+    resolved = [with_overrides(t, overrides) for t in resolve_targets(targets, targets_dir)]
+    if judge:
+        resolved = [with_judge(t, judge) for t in resolved]
     with _workers():
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
-                                      signature=signature), inputs)
-    return plans.make(model, resolved, source, skip_unavailable)
+                                      signature=signature, name=name, weights_strict=weights_strict), inputs)
+        check_declared_outputs(source, outputs)
+        the_plan = plans.make(model, resolved, source, skip_unavailable)
+        runnable = [t for t in resolved if t.name in the_plan.buildable]
+        if runnable and (calibration is not None or holdout is not None or synthetic):
+            load_data(calibration, runnable, source, synthetic, holdout)
+    if out is None:
+        return the_plan
+    out = Path(out)
+    for t in runnable:  # refused now as build would refuse it: an unsafe name, or a non-bundle in the way
+        bundles.check_destination(out / source.name / t.name)
+    return replace(the_plan, rows=tuple(replace(r, bundle=str(out / source.name / r.target)) if r.action == "build"
+                                        else r for r in the_plan.rows))
+
+
+def check_declared_outputs(source: Source, outputs: dict[str, "str | outspec.OutputSpec"] | None) -> None:
+    """Declared outputs (``--output``, the model config) must be outputs of the model, when the source knows them."""
+    names = [t.name for t in source.outputs]
+    for n, spec in (outputs or {}).items():
+        if isinstance(spec, str):
+            try:
+                outspec.parse(spec)
+            except ValueError as e:
+                raise ConfigError(f"--output {n}: {e}", hint="NAME=KIND[,batch_axis=N|none]") from None
+        if names and n not in names:
+            raise ConfigError(f"output '{n}' is declared, but the model's outputs are {', '.join(names)}",
+                              hint=f"use one of: {', '.join(names)}")
 
 
 def with_judge(target: Target, judge: str) -> Target:
@@ -133,6 +175,27 @@ def with_judge(target: Target, judge: str) -> Target:
     profile = target.profile.model_copy(update={"budgets": b.model_copy(update={
         "parity": b.parity.model_copy(update={"judge": judge})})})
     return replace(target, profile=profile)
+
+
+def budget_overrides(budgets: Mapping[str, Any] | None, sources: Mapping[str, str] | None = None
+                     ) -> dict[str, tuple[Any, str]]:
+    """The build's budgets (key → value, keys as ``--budget`` takes them) with where each came from (``sources``:
+    key → ``command line``, ``model config PATH``…; default ``budgets= argument``); every key is checked here."""
+    out: dict[str, tuple[Any, str]] = {}
+    for k, v in (budgets or {}).items():
+        same = [o for o in out if budget_key(o) == budget_key(k)]
+        if same:
+            raise ConfigError(f"budget '{k}' is given twice (also as '{same[0]}')", hint="give each budget once")
+        out[k] = (v, (sources or {}).get(k, "budgets= argument"))
+    return out
+
+
+def with_overrides(target: Target, overrides: dict[str, tuple[Any, str]]) -> Target:
+    """The target with the build's budgets set over its profile's (validated against the budget schema)."""
+    if not overrides:
+        return target
+    b = with_budgets(target.profile.budgets, overrides)
+    return replace(target, profile=target.profile.model_copy(update={"budgets": b}))
 
 
 def output_ops(source: Source) -> dict[str, str]:
@@ -486,8 +549,8 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
 
 def finish_target(c: Converted, source: Source, data: CalibrationData, golden: Feeds, out_root: Path,
                   archive: bool, kinds: dict[str, OutputKindInfo], progress: Progress,
-                  specs: dict[str, outspec.OutputSpec] | None = None, shape_warnings: list[str] | None = None
-                  ) -> TargetReport:
+                  specs: dict[str, outspec.OutputSpec] | None = None, shape_warnings: list[str] | None = None,
+                  budget_table: dict[str, EffectiveBudget] | None = None) -> TargetReport:
     """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place."""
     target, profile, art = c.target, c.target.profile, c.artifact
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
@@ -517,6 +580,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         target=profile.name, status=ev.verdict, backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
+        budgets=budget_table if budget_table is not None else effective_budgets(profile.budgets, profile.name),
         warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device)
         + ([more] if more else []) + pay_notes,
         artifact=art.details, calibration=data.describe(),
@@ -682,6 +746,7 @@ def build(
     out: Path = Path("dist"),
     inputs: tuple[TensorSpec, ...] = (),
     weights: str | None = None,
+    weights_strict: bool = True,
     trust_code: bool = False,
     signature: str | None = None,
     synthetic: bool = False,
@@ -691,18 +756,26 @@ def build(
     outputs: dict[str, "str | outspec.OutputSpec"] | None = None,
     name: str | None = None,
     judge: str | None = None,
+    budgets: Mapping[str, Any] | None = None,
+    budget_sources: Mapping[str, str] | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
     """Plan, then build, check and report every target. Errors that concern the whole build (source, data, plan
     refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report.
     ``judge`` (``evidence``, ``bound``, ``point``) overrides every profile's ``budgets.parity.judge`` (recorded in
-    each bundle's manifest)."""
-    resolved = [with_judge(t, judge) for t in resolve_targets(targets, targets_dir)] if judge else \
-        resolve_targets(targets, targets_dir)
+    each bundle's manifest). ``budgets``: the app's budgets over every profile's, key → value (``size_mb``,
+    ``latency_p50_ms``, ``parity.min_top1_agreement``, any key of the budget schema), validated before any work;
+    ``budget_sources``: key → where it came from (default ``budgets= argument``). Each target's report and
+    manifest record every budget with its source."""
+    overrides = budget_overrides(budgets, budget_sources)
+    resolved = [with_overrides(t, overrides) for t in resolve_targets(targets, targets_dir)]
+    if judge:
+        resolved = [with_judge(t, judge) for t in resolved]
+    budget_table = {t.name: effective_budgets(t.profile.budgets, t.name, overrides) for t in resolved}
     with _workers():
         progress(f"loading source {model}")
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
-                                      signature=signature, name=name), inputs)
+                                      signature=signature, name=name, weights_strict=weights_strict), inputs)
         the_plan = plans.make(model, resolved, source, skip_unavailable)
         plans.refuse(the_plan)
         results: dict[str, TargetReport] = {}
@@ -718,7 +791,7 @@ def build(
             return _build_planned(source, resolved, runnable, results, bridges, calibration=calibration,
                                   holdout=holdout, out=out,
                                   synthetic=synthetic, archive=archive, skip_unavailable=skip_unavailable,
-                                  outputs=outputs, progress=progress)
+                                  outputs=outputs, progress=progress, budget_table=budget_table)
         finally:
             bridges.close()
 
@@ -764,7 +837,8 @@ def _skipped_report(t: Target, reason: str | None, hint: str | None, source: Sou
 def _build_planned(source: Source, resolved: list[Target], runnable: list[Target], results: dict[str, TargetReport],
                    bridges: Bridges, *, calibration: str | None, holdout: str | None = None, out: Path, synthetic: bool, archive: bool,
                    skip_unavailable: bool, outputs: dict[str, "str | outspec.OutputSpec"] | None,
-                   progress: Progress) -> list[TargetReport]:
+                   progress: Progress, budget_table: dict[str, dict[str, EffectiveBudget]] | None = None
+                   ) -> list[TargetReport]:
     sources = _bridge_and_preflight(source, runnable, results, bridges, skip_unavailable)
     runnable = [t for t in runnable if t.name in sources]
     if not runnable:
@@ -802,7 +876,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
                     spec, spec_warnings = specs[c.target.name]
                     results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
                                                            kinds[c.target.name], progress, spec,
-                                                           shape_warnings + spec_warnings)
+                                                           shape_warnings + spec_warnings,
+                                                           (budget_table or {}).get(c.target.name))
                 except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
                     results[c.target.name] = _error_report(c.target, "host run", e, source)
                     progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
@@ -857,7 +932,7 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
         target=profile.name, status=verdict(checks), backend=profile.backend,
         precision=profile.precision, device=profile.device, bundle=str(bundle_dir), size_bytes=ev.size_bytes,
         primary=manifest.artifact.primary, latency=ev.latency, parity=ev.parity, limits=manifest.limits,
-        checks=checks, warnings=warnings, artifact=artifact.details, calibration=manifest.calibration,
+        budgets=manifest.budgets, checks=checks, warnings=warnings, artifact=artifact.details, calibration=manifest.calibration,
         source=manifest.source.model_dump(mode="json"),
     )
     bundles.write_report(bundle_dir, report)
