@@ -7,6 +7,7 @@ dependency error (printed as one line with a hint; EDGEPACK_DEBUG=1 shows the tr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -271,12 +272,7 @@ def build(
         from edgepack.safety import check_name
 
         os.environ["EDGEPACK_ALLOW_METRICS"] = ",".join(check_name(m, "--allow-metric") for m in allow_metric)
-    with console.status("starting…") as status:
-        def progress(msg: str) -> None:
-            _set_stage(msg)
-            status.update(_line(msg))
-            console.print(f"[dim]•[/] {_line(msg)}")
-
+    with _build_display() as progress:
         inputs, outputs = _declarations(input_spec, output, model_config)
         budgets, budget_sources = _budgets(budget, model_config)
         results = pipeline.build(
@@ -286,6 +282,9 @@ def build(
             targets_dir=targets_dir, outputs=outputs, name=name, judge=judge, budgets=budgets,
             budget_sources=budget_sources, progress=progress,
         )
+        if hasattr(progress, "finish"):  # the live display: targets the build ended without an event
+            for r in results:
+                progress.finish(r.target, r.status)
     reports.render(console, results)
     if len(results) > 1:
         reports.render_summary(console, results)
@@ -303,6 +302,34 @@ def build(
     if junit:
         reports.write_junit(results, junit)
     _exit_for(results)
+
+
+@contextlib.contextmanager
+def _build_display():
+    """The build's progress callback: a live display (one row per target, an overall bar with an estimate, INT8
+    trials as they finish) when stdout is a terminal; else the plain lines, one per step, as CI logs have them."""
+    if console.is_terminal:
+        from edgepack.live import LiveBuild
+
+        live = LiveBuild(console)
+
+        def staged(event: str) -> None:
+            _set_stage(event)
+            live(event)
+
+        staged.finish = live.finish  # type: ignore[attr-defined]
+        with live:
+            yield staged
+        return
+    with console.status("starting…") as status:
+        def progress(msg: str) -> None:
+            if getattr(msg, "quiet", False):  # plan, trials, verdicts: for the live display only
+                return
+            _set_stage(msg)
+            status.update(_line(msg))
+            console.print(f"[dim]•[/] {_line(msg)}")
+
+        yield progress
 
 
 def _exit_for(results) -> None:

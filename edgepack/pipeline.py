@@ -14,7 +14,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,6 +55,7 @@ from edgepack.errors import (
     RuntimeUnavailable,
     explain,
 )
+from edgepack.events import Event, Progress
 from edgepack.feeds import Feeds, take
 from edgepack.isolation import Workers, _setting_or_default, current, run_isolated
 from edgepack.parity.compare import compare
@@ -64,7 +65,6 @@ from edgepack.signature import TensorSpec, declare
 from edgepack.sources import Source, load_source, module_for
 from edgepack.sources.bridge import Bridges
 
-Progress = Callable[[str], None]
 JOBS = int(_setting_or_default("EDGEPACK_JOBS"))  # concurrent conversions of independent backends
 
 
@@ -86,8 +86,63 @@ def _workers():
 # ---------------------------------------------------------------------------------------------- workers
 
 
-def _convert_worker(source: Source, target: Target, data: ConvertData, out_dir: str) -> Artifact:
-    return target.backend.convert(source, target.profile, target.options, data, Path(out_dir))
+def _convert_worker(source: Source, target: Target, data: ConvertData, out_dir: str,
+                    trial_log: str | None = None) -> Artifact:
+    from edgepack import quantsearch
+
+    quantsearch.TRIAL_LOG["path"] = trial_log  # the INT8 search appends its trials here as they finish
+    try:
+        return target.backend.convert(source, target.profile, target.options, data, Path(out_dir))
+    finally:
+        quantsearch.TRIAL_LOG["path"] = None
+
+
+class _TrialWatcher:
+    """Reads the trial log a conversion worker appends to and reports each INT8 search trial as it finishes."""
+
+    def __init__(self, target: str, progress: Progress) -> None:
+        import tempfile
+        import threading
+
+        fd, self.path = tempfile.mkstemp(prefix="edgepack-trials-", suffix=".jsonl")
+        os.close(fd)
+        self.target, self.progress, self.offset = target, progress, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name=f"trials-{target}")
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.25):
+            self._read()
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return
+        end = chunk.rfind(b"\n") + 1  # whole lines only
+        self.offset += end
+        for line in chunk[:end].splitlines():
+            try:
+                t = json.loads(line)
+            except ValueError:
+                continue
+            floats = len(t.get("float_layers") or [])
+            how = (f"error: {t['error']}" if t.get("error") else
+                   f"{'meets' if t.get('passed') else 'misses'} the budget on tuning"
+                   + (f" (score {t['score']:.3f})" if isinstance(t.get("score"), (int, float)) else ""))
+            self.progress(Event(f"{self.target}: INT8 trial {t.get('number')}: {t.get('stage')} {t.get('recipe')}"
+                                + (f" + {floats} float layer(s)" if floats else "") + f": {how}",
+                                stage="trial", target=self.target, trial=t, quiet=True))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 def _preflight_worker(source: Source, target: Target) -> None:
@@ -434,7 +489,7 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
     ``specs``: each output's batch axis and channel groups (the manifest's ``output_specs``)."""
     profile = target.profile
     size = sum((bundle_dir / f).stat().st_size for f in model_files(bundle_dir, artifact))
-    progress(f"{profile.name}: running on host for parity and latency")
+    progress(Event(f"{profile.name}: running on host for parity and latency", stage="host", target=profile.name))
     try:
         host = run_isolated(_host_worker, target, artifact, str(bundle_dir), inputs,
                             profile.latency.warmup, profile.latency.repeats, profile.latency.threads,
@@ -522,7 +577,8 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
                    specs: dict[str, outspec.OutputSpec] | None = None,
                    searches: dict[str, dict[str, Any]] | None = None) -> Converted:
     backend, profile = target.backend, target.profile
-    progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
+    progress(Event(f"{profile.name}: converting with {backend.name} ({profile.precision})", stage="convert",
+                   target=profile.name))
     tunes = backend.tunes_on_data(profile, target.options) and bool(data.tuning)
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
     convert_data = ConvertData(
@@ -536,10 +592,17 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
         searches=dict(searches or {}) if tunes else {},
     )
     t0 = time.perf_counter()
-    art = run_isolated(_convert_worker, source, target, convert_data, str(staging),
-                       what=f"{profile.name} conversion", family=f"backend:{backend.name}")
+    watcher = _TrialWatcher(profile.name, progress) if tunes else None
+    try:
+        art = run_isolated(_convert_worker, source, target, convert_data, str(staging),
+                           watcher.path if watcher else None,
+                           what=f"{profile.name} conversion", family=f"backend:{backend.name}")
+    finally:
+        if watcher:
+            watcher.close()
     seconds = time.perf_counter() - t0
-    progress(f"{profile.name}: converted in {seconds:.1f} s")
+    progress(Event(f"{profile.name}: converted in {seconds:.1f} s", stage="converted", target=profile.name,
+                   seconds=seconds))
     if profile.precision.startswith("int8") and "float_reference" not in art.details:
         ref = float_reference(source)
         if ref:
@@ -658,7 +721,8 @@ def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[st
             except Exception as e:  # noqa: BLE001 - one target's failure is its verdict, not the build's
                 bundles.discard(staging)
                 errors[t.name] = _error_report(t, "conversion", e, src)
-                progress(f"{t.name}: ERROR in conversion: {errors[t.name].reason}")
+                progress(Event(f"{t.name}: ERROR in conversion: {errors[t.name].reason}", stage="error",
+                               target=t.name, verdict="error"))
             except BaseException:
                 bundles.discard(staging)
                 raise
@@ -773,7 +837,7 @@ def build(
         resolved = [with_judge(t, judge) for t in resolved]
     budget_table = {t.name: effective_budgets(t.profile.budgets, t.name, overrides) for t in resolved}
     with _workers():
-        progress(f"loading source {model}")
+        progress(Event(f"loading source {model}"))
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
                                       signature=signature, name=name, weights_strict=weights_strict), inputs)
         the_plan = plans.make(model, resolved, source, skip_unavailable)
@@ -784,6 +848,10 @@ def build(
                 t = next(t for t in resolved if t.name == row.target)
                 results[t.name] = _skipped_report(t, row.reason, row.hint, source)
         runnable = [t for t in resolved if t.name in the_plan.buildable]
+        progress(Event(f"plan: {len(runnable)} of {len(resolved)} target(s) to build", stage="plan",
+                       targets=tuple(t.name for t in resolved), quiet=True))
+        for name, r in results.items():
+            progress(Event(f"{name}: skipped", stage="done", target=name, verdict="skipped", quiet=True))
         if not runnable:
             return [results[t.name] for t in resolved]
         bridges = Bridges(source)
@@ -846,12 +914,12 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     out_root = bundles.prepare_parent(out)
     for t in runnable:  # refused before any conversion: an unsafe name, or a non-bundle in the way
         bundles.check_destination(out_root / source.name / t.name)
-    progress("preparing calibration and holdout data")
+    progress(Event("preparing calibration and holdout data"))
     data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic, holdout))
     declared_specs = {n: outspec.parse(s) if isinstance(s, str) else s for n, s in (outputs or {}).items()}
-    progress("tracing the model's output shapes on the first calibration batch")
+    progress(Event("tracing the model's output shapes on the first calibration batch"))
     axes, shape_warnings = output_axes(source, data.calibration or data.holdout, declared_specs)
-    progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
+    progress(Event(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples"))
     golden = golden_outputs(source, data.holdout, axes)
     check_reference(golden)
     # decided once per target, before any conversion (bad declarations are refused up front)
@@ -864,8 +932,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     holdout_tmp = stage_holdout(out_root / source.name, data, golden)
     try:
         if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
-            progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
-                     "(for the INT8 accuracy search)")
+            progress(Event(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
+                           "(for the INT8 accuracy search)"))
             data = replace(data, tuning_reference=golden_outputs(source, data.tuning, axes))
         converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds,
                                          {n: s for n, (s, _) in specs.items()})
@@ -878,9 +946,13 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
                                                            kinds[c.target.name], progress, spec,
                                                            shape_warnings + spec_warnings,
                                                            (budget_table or {}).get(c.target.name))
+                    status = results[c.target.name].status
+                    progress(Event(f"{c.target.name}: {status.upper()}", stage="done", target=c.target.name,
+                                   verdict=status, quiet=True))
                 except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
                     results[c.target.name] = _error_report(c.target, "host run", e, source)
-                    progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
+                    progress(Event(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}",
+                                   stage="error", target=c.target.name, verdict="error"))
                 finally:
                     bundles.discard(c.staging)
                 converted[i] = None  # type: ignore[call-overload]
