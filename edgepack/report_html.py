@@ -21,6 +21,7 @@ CSP = ("default-src 'none'; script-src 'none'; object-src 'none'; frame-src 'non
 COLORS = {"passed": "#1a7f37", "inconclusive": "#a626a4", "failed": "#cf222e", "error": "#8250df",
           "skipped": "#6e7781"}
 BAR = "#0969da"
+LOG_RATIO = 30  # a chart whose largest value is more than this times its smallest is drawn on a log scale
 
 
 def _e(text: object) -> str:
@@ -41,13 +42,24 @@ def _status(r: TargetReport) -> str:
 
 
 def bars(title: str, rows: list[tuple[str, float | None, str]], unit: str, plot_id: str) -> str:
-    """A horizontal bar chart (inline SVG): one bar per (label, value, status); a target without a value is
+    """A horizontal bar chart (inline SVG): one bar per (label, value, status), each labelled with its value; on a
+    log scale (said in the title) when the values span more than :data:`LOG_RATIO`×; a target without a value is
     listed with "—" and no bar."""
     shown = [(label, v, status) for label, v, status in rows]
     values = [v for _, v, _ in shown if isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:
         return f'<p class="empty">{_e(title)}: no measurement</p>'
-    top = max(values) or 1.0
+    top, low = max(values), min((v for v in values if v > 0), default=0.0)
+    log = low > 0 and top / low > LOG_RATIO  # one slow target would flatten every other bar: a log scale
+    if log:
+        title += " — log scale"
+        span = math.log10(top / low) + 0.25
+
+        def scale(v: float) -> float:
+            return (math.log10(v / low) + 0.25) / span if v > 0 else 0.0
+    else:
+        def scale(v: float) -> float:
+            return v / top if top else 0.0
     label_w, bar_w, row_h, head = 260, 420, 26, 30
     w, h = label_w + bar_w + 110, head + row_h * len(shown) + 10
     out = [f'<svg class="plot" id="{plot_id}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
@@ -60,7 +72,7 @@ def bars(title: str, rows: list[tuple[str, float | None, str]], unit: str, plot_
         out.append(f'<text x="{label_w - 8}" y="{y + 17}" font-size="12" text-anchor="end" font-family="sans-serif" '
                    f'fill="#24292f">{_e(short)}<title>{_e(label)}</title></text>')
         if isinstance(v, (int, float)) and math.isfinite(v):
-            length = max(2.0, bar_w * v / top)
+            length = max(2.0, bar_w * scale(v))
             colour = BAR if status != "failed" else COLORS["failed"]
             out.append(f'<rect x="{label_w}" y="{y + 4}" width="{length:.1f}" height="{row_h - 8}" fill="{colour}">'
                        f'<title>{_e(label)}: {_num(v)} {_e(unit)}</title></rect>')

@@ -39,6 +39,15 @@ def net(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_workers():
+    """One warm torch worker for the module's plans and build (the CLI uses an active Workers block)."""
+    from edgepack.isolation import Workers
+
+    with Workers() as w:
+        yield w
+
+
 def _plan(cli, net, weights, *extra):
     return cli("plan", f"{net / 'net.py'}:make", "--input", "x=1x16", "--weights", weights,
                "-t", "android-ort-fp32", "--out", net / "dist", *extra)

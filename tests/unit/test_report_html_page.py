@@ -63,3 +63,14 @@ def test_a_build_writes_report_html_next_to_the_json(fake_model, profile, tmp_pa
     assert (tmp_path / "dist" / "linear" / "build-report.json").is_file()
     assert "ident" in page and "zeros" in page and "parity.min_cosine[logits]" in page
     assert "html report:" in res.stdout
+
+
+def test_a_wide_spread_of_latencies_is_drawn_on_a_log_scale():
+    rows = [("fast", 0.3, "passed"), ("medium", 1.2, "passed"), ("coreml", 250.0, "passed")]
+    svg = report_html.bars("host latency", rows, "ms", "p")
+    widths = [float(w) for w in re.findall(r'<rect x="260" y="[\d.]+" width="([\d.]+)"', svg)]
+    assert "log scale" in svg and len(widths) == 3
+    assert widths[0] > 20 and widths[0] < widths[1] < widths[2]  # the fast bars stay visible, in order
+    linear = report_html.bars("size", [("a", 1.0, "passed"), ("b", 2.0, "passed")], "MiB", "q")
+    assert "log scale" not in linear
+    assert [float(w) for w in re.findall(r'<rect x="260" y="[\d.]+" width="([\d.]+)"', linear)] == [210.0, 420.0]
