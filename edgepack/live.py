@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
+from rich.table import Column
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,7 +40,7 @@ class LiveBuild:
         self.progress = Progress(
             SpinnerColumn(finished_text="•"),
             TextColumn("{task.description}", justify="left"),
-            TextColumn("{task.fields[stage]}"),
+            TextColumn("{task.fields[stage]}", table_column=Column(width=34, no_wrap=True, overflow="ellipsis")),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -81,6 +82,8 @@ class LiveBuild:
             self.progress.update(self.overall, stage=escape(str(event)))
             return
         row = self._row(target)
+        finished = sum(1 for v in self.done.values() if v >= 3)
+        self.progress.update(self.overall, stage=f"targets: {finished} of {len(self.rows)} done")
         if target not in self.started and stage not in ("done",):
             self.started[target] = time.monotonic()
             self.progress.start_task(row)
@@ -113,8 +116,9 @@ class LiveBuild:
         style = VERDICT_STYLE.get(verdict, "white")
         self.progress.update(row, stage="done", verdict=f"[{style}]{escape(verdict.upper())}[/]")
         self.progress.stop_task(row)
-        if all(v >= 3 for v in self.done.values()):
-            self.progress.update(self.overall, stage="finished")
+        finished = sum(1 for v in self.done.values() if v >= 3)
+        self.progress.update(self.overall, stage="finished" if finished == len(self.rows)
+                             else f"targets: {finished} of {len(self.rows)} done")
 
 
 __all__ = ["LiveBuild"]
