@@ -478,10 +478,11 @@ def verify(
 @app.command(epilog="Example:\n\n  edgepack inspect model.onnx")
 @_handle_errors
 def inspect(
-    model: Annotated[str, typer.Argument(help="model file or PyTorch factory")],
-    input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=SHAPE[:dtype]")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="PyTorch state dict")] = None,
-    trust_model_code: Annotated[bool, typer.Option("--trust-model-code")] = False,
+    model: ModelArg,
+    input_spec: InputOpt = None,
+    weights: WeightsOpt = None,
+    weights_non_strict: NonStrictOpt = False,
+    trust_model_code: TrustOpt = False,
 ) -> None:
     """Show a model's I/O signature, its operator census (ONNX) and which targets can take it."""
     from rich.table import Table
@@ -489,7 +490,7 @@ def inspect(
     from edgepack import inspection
 
     info = inspection.inspect_model(model, inputs=_parse_inputs(input_spec), weights=weights,
-                                    trust_code=trust_model_code)
+                                    weights_strict=not weights_non_strict, trust_code=trust_model_code)
     console.print(f"[bold]{_line(info['name'])}[/] ({info['kind']}, {info['format']})")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:

@@ -24,6 +24,10 @@ def test_plan_takes_every_option_of_build_that_changes_the_plan():
     assert set(build) - set(plan) == {"archive", "junit", "report", "allow_metric", "judge"}
     for name in set(build) & set(plan):  # one definition each: same flags, same help
         assert build[name].opts == plan[name].opts and build[name].help == plan[name].help, name
+    inspect = _params("inspect")  # inspect loads the model as build does: the same definitions
+    assert set(inspect) <= set(build)
+    for name in inspect:
+        assert build[name].opts == inspect[name].opts and build[name].help == inspect[name].help, name
 
 
 def _dyn_onnx(path):
