@@ -224,6 +224,23 @@ def _flatten(out) -> list[tuple[str, object]]:
     raise ConversionFailed(f"model returned {type(out).__name__}; edgepack needs tensors, tuples or dicts of tensors")
 
 
+def tensor_outputs(module):
+    """``module`` with its outputs as one tensor or a flat tuple, in the order edgepack names them (``_flatten``):
+    for converters that take tensors and tuples only (litert-torch's channel-last wrapper refuses a dict)."""
+    import torch
+
+    class FlatOutputs(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            out = self.inner(*args)
+            return out if isinstance(out, torch.Tensor) else tuple(o for _, o in _flatten(out))
+
+    return FlatOutputs(module).eval()
+
+
 def probe(source: Source) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     import torch
 
