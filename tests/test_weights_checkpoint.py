@@ -94,3 +94,12 @@ def test_non_strict_loads_extra_keys_and_the_manifest_records_it(cli, net):
     manifest = json.loads((net / "dist" / "make-extra" / "android-ort-fp32" / "manifest.json").read_text())
     assert manifest["source"]["weights_strict"] is False
     assert any(o.startswith("--weights-non-strict") for o in manifest["opt_ins"])
+
+
+def test_a_state_dict_with_a_stray_entry_is_still_read_as_one(cli, net):
+    state = torch.load(net / "extra.pt", weights_only=True)
+    torch.save({**state, "epoch": 7}, net / "stray.pt")  # not all tensors, but the model's keys: a state dict
+    res = _plan(cli, net, net / "stray.pt")
+    err = " ".join(res.stderr.split())
+    assert res.exit_code == 2 and "unexpected keys (the file has, the model lacks): loss.weight, epoch" in err
+    assert _plan(cli, net, net / "stray.pt", "--weights-non-strict").exit_code == 0

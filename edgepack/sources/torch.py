@@ -124,7 +124,8 @@ def build_module(source: Source):
         except Exception as e:  # noqa: BLE001
             raise InputError(f"cannot read weights {source.weights}: {str(e).splitlines()[0][:200]}",
                              hint="weights must be a state dict saved with torch.save(model.state_dict(), path)") from None
-        load_weights(module, state_dict_of(state, source.weights, source.weights_key), source)
+        load_weights(module, state_dict_of(state, source.weights, source.weights_key, set(module.state_dict())),
+                     source)
     return module.eval()
 
 
@@ -142,10 +143,10 @@ def _listing(keys, n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f" … ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def state_dict_of(obj, file: str, key: str | None):
-    """The state dict in a loaded weights file: the file itself, the one nested under ``key`` (``--weights
-    FILE:KEY``), or a checkpoint's ``state_dict``. Anything else is refused saying what the file holds and which
-    nested state dicts it has."""
+def state_dict_of(obj, file: str, key: str | None, own: set[str] = frozenset()):
+    """The state dict in a loaded weights file: the one nested under ``key`` (``--weights FILE:KEY``), the file
+    itself (all tensors, or sharing keys with the model's own state dict ``own``), or a checkpoint's
+    ``state_dict``. Anything else is refused saying what the file holds and which nested state dicts it has."""
     where = f"{file}:{key}" if key else file
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
@@ -158,7 +159,7 @@ def state_dict_of(obj, file: str, key: str | None):
                              + (f" with keys {_listing(obj)})" if isinstance(obj, dict) else ")"),
                              hint="name the key that holds the model's state dict (name → tensor)")
         return obj
-    if _is_state_dict(obj):
+    if _is_state_dict(obj) or (isinstance(obj, dict) and own & set(obj)):
         return obj
     if not isinstance(obj, dict):
         raise InputError(f"weights {file} holds a {type(obj).__name__}, not a state dict",
@@ -182,8 +183,8 @@ def load_weights(module, state, source: Source) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})" for k in own
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [f"{k} (file {tuple(getattr(state[k], 'shape', ()))}, model {tuple(own[k].shape)})" for k in own
+              if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
     if missing or shapes or (unexpected and source.weights_strict):
         parts = ([f"missing keys (the model has, the file lacks): {_listing(missing)}"] if missing else []) + \
                 ([f"unexpected keys (the file has, the model lacks): {_listing(unexpected)}"] if unexpected else []) + \
