@@ -478,7 +478,12 @@ def build(
         writable_file_option(Path(report), "report=")  # refused before any work, as the CLI's --report
     out = Path(out)
     declared_inputs = _inputs(inputs, model_config)
-    extra: dict[str, Any] = {} if budgets is None else {"budgets": dict(budgets)}
+    from edgepack.config import layered_budgets
+    from edgepack.signature import model_config_budgets
+
+    budget_values, budget_sources = layered_budgets(
+        ({} if model_config is None else model_config_budgets(str(model_config)), f"model config {model_config}"),
+        (dict(budgets or {}), "budgets= argument"))
     with (nullcontext() if current() is not None else Workers()), _Staged(model, out, name, example_inputs) as staged:
         calib_path = hold_path = None
         if any(d is not None and not isinstance(d, (str, os.PathLike)) for d in (calibration, holdout)):
@@ -498,7 +503,7 @@ def build(
             synthetic=synthetic_calibration, archive=archive, skip_unavailable=skip_unavailable,
             targets_dir=None if targets_dir is None else Path(targets_dir), outputs=_outputs(outputs, model_config),
             name=staged.name, judge=judge, in_memory=staged.in_memory, progress=progress or (lambda _m: None),
-            **extra)
+            budgets=budget_values or None, budget_sources=budget_sources or None)
     model_name = next((r.source["name"] for r in results if r.source), None)
     path = Path(report) if report is not None else (out / model_name / "build-report.json" if model_name else None)
     if path is not None:

@@ -32,6 +32,7 @@ class PlanRow:
     reason: str | None = None  # why a target is skipped or refused (short)
     hint: str | None = None  # what to do about it
     calibration: bool = False  # whether the target reads calibration data
+    bundle: str | None = None  # where build would write it (OUT/<model>/<target>; when the plan was given --out)
 
 
 @dataclass(frozen=True)

@@ -268,6 +268,24 @@ def close_folds(folds: list[Fold]) -> None:
 # ------------------------------------------------------------------------------------------------ the search
 
 
+TRIAL_LOG: dict[str, str | None] = {"path": None}  # set in a conversion worker: where finished trials are appended
+
+
+def record_trial(trial: "Trial", number: int) -> None:
+    """Append a finished trial as one JSON line to the conversion's trial log (read live by the build, which shows
+    the search's trials as they finish); nothing when no log is set. Never fails the search."""
+    path = TRIAL_LOG["path"]
+    if not path:
+        return
+    import json
+
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"number": number, **trial.to_dict()}, default=str) + "\n")
+    except (OSError, TypeError, ValueError):
+        pass
+
+
 @dataclass
 class Trial:
     recipe: str
@@ -376,6 +394,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
             trial.error = explain(str(e)) or type(e).__name__
             trial.seconds = time.monotonic() - t0
             trials.append(trial)
+            record_trial(trial, len(trials))
             return trial
         if tuning is not None:
             try:
@@ -398,6 +417,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
         kept[(recipe.name, floats)] = cand
         trial.seconds = time.monotonic() - t0
         trials.append(trial)
+        record_trial(trial, len(trials))
         progress(f"{stage} {recipe.name}" + (f" + {len(floats)} float layer(s)" if floats else "")
                  + (f": {'meets' if trial.passed else 'misses'} the budget on tuning (score {trial.score:.3f})"
                     if tuning is not None and trial.error is None else (f": {trial.error}" if trial.error else "")))

@@ -27,6 +27,8 @@ class Source:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...] = ()
     weights: str | None = None
+    weights_key: str | None = None  # the state dict nested under this key of a checkpoint (--weights FILE:KEY)
+    weights_strict: bool = True  # False: keys in the file the model does not have are ignored (--weights-non-strict)
     trust_code: bool = False
     signature: str | None = None  # SavedModel signature
     sha256: str = ""
@@ -46,6 +48,8 @@ class Source:
             "path": self.path,
             "name": self.name,
             "weights": self.weights,
+            **({"weights_key": self.weights_key} if self.weights_key else {}),
+            **({"weights_strict": False} if not self.weights_strict else {}),
             "sha256": self.sha256,
             "trusted_code": list(self.trusted),
             "inputs": [t.to_dict() for t in self.inputs],
@@ -140,6 +144,14 @@ def screen(model: str, kind: str, trust_code: bool, named: bool = False) -> list
     return []
 
 
+def split_weights(weights: str) -> tuple[str, str | None]:
+    """``--weights FILE`` or ``FILE:KEY`` (the state dict nested under KEY of a checkpoint): (file, key or None)."""
+    if Path(weights).exists() or ":" not in weights:
+        return weights, None
+    file, _, key = weights.rpartition(":")
+    return file, key or None
+
+
 def load_source(
     model: str,
     *,
@@ -149,12 +161,15 @@ def load_source(
     signature: str | None = None,
     name: str | None = None,
     in_memory: dict[str, str] | None = None,
+    weights_strict: bool = True,
 ) -> Source:
     """The model as a Source. ``name`` (``--name``) replaces the name taken from the file, which is then never
     checked as a folder name (a model file called ``my model.onnx`` builds with ``--name my-model``).
     ``in_memory``: the file is the caller's own in-memory object serialized by ``edgepack.build`` (keys ``object``,
     ``serialized_as``): it is trusted (it already runs in the caller's process), which is recorded instead of a
-    --trust-model-code opt-in."""
+    --trust-model-code opt-in.
+    ``weights``: a state dict file, or ``FILE:KEY`` for the state dict nested under KEY of a checkpoint;
+    ``weights_strict=False`` ignores keys in it the model does not have (PyTorch factories)."""
     from edgepack import safety
     from edgepack.errors import ConfigError
 
@@ -173,10 +188,17 @@ def load_source(
     trusted = screen(model, kind, trust_code, named=name is not None)
     if in_memory is not None:
         trusted = []
+    extra: dict = {}
     if weights is not None:
+        weights, key = split_weights(weights)
         safety.regular_file(weights, "weights file")
+        if kind == "torch":
+            extra = {"weights_key": key, "weights_strict": weights_strict}
+        elif key is not None:
+            raise ConfigError(f"--weights {safety.shown(weights)}:{safety.shown(key, 80)}: a key in a checkpoint "
+                              "goes with a PyTorch factory", hint="drop --weights for this model")
     mod = module_for(kind)
-    src = mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+    src = mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature, **extra)
     if name is not None:
         return replace(src, name=name, trusted=tuple(trusted), in_memory=tuple((in_memory or {}).items()))
     _model_name(src.name)
