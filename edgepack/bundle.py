@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgepack import __version__
 from edgepack.artifact import Artifact
-from edgepack.config import TargetProfile
+from edgepack.config import EffectiveBudget, TargetProfile
 from edgepack.core import integrity
 from edgepack.core.limits import Limits
 from edgepack import safety, trust
@@ -85,9 +85,16 @@ class SourceInfo(_Model):
     path: str
     name: str
     weights: str | None = None
+    weights_key: str | None = Field(None, description="the checkpoint key the state dict was taken from "
+                                    "(--weights FILE:KEY)")
+    weights_strict: bool = Field(True, description="false: keys in the weights file the model does not have were "
+                                 "ignored (--weights-non-strict)")
     sha256: str = ""
     inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec] = Field(default_factory=list)
+    in_memory: dict[str, str] | None = Field(None, description="set when the model was an in-memory object given "
+                                             "to edgepack.build: what it was (object), how it was serialized into "
+                                             "the build's staging folder (serialized_as) and why it was trusted")
 
 
 class RecordedCheck(_Model):
@@ -130,6 +137,9 @@ class Manifest(_Model):
                                                     "golden outputs and by the runner, channel groups judged as "
                                                     "virtual outputs NAME[a:b], a task kind's params; absent in old "
                                                     "manifests (batch on axis 0, no groups)")
+    budgets: dict[str, EffectiveBudget] = Field(default_factory=dict, description="every budget the build set, by "
+                                                "schema key, with its value and source (profile, model config, "
+                                                "command line / API); the effective values are also in `target`")
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     labels: list[str] | None = None
     calibration: dict[str, Any] = Field(default_factory=dict)
@@ -245,13 +255,18 @@ def write(staging: Path, content: BundleContent) -> Manifest:
     manifest = Manifest(
         edgepack_version=toolchain["edgepack"], toolchain=toolchain, source=content.source,
         target=content.target.model_copy(update={"path": None}), artifact=content.artifact, golden=golden,
-        limits=content.limits, kinds=content.kinds, output_specs=content.output_specs,
+        limits=content.limits, kinds=content.kinds, output_specs=content.output_specs, budgets=content.report.budgets,
         preprocessing=content.preprocessing, labels=content.class_names,
         calibration=content.calibration, files=files,
         verdict=content.report.status if content.report.status in ("passed", "inconclusive") else "failed",
         checks=[RecordedCheck(name=c.name, passed=c.passed, inconclusive=c.inconclusive) for c in content.report.checks],
         opt_ins=[*(f"--trust-model-code ({r})" for r in content.source.trusted_code),
+                 *([f"in-memory model ({content.source.in_memory.get('object')}, serialized as "
+                    f"{content.source.in_memory.get('serialized_as')}; trusted: "
+                    f"{content.source.in_memory.get('trusted')})"] if content.source.in_memory else []),
                  *(["--synthetic-calibration"] if content.synthetic else []),
+                 *(["--weights-non-strict (keys in the weights file the model does not have were ignored)"]
+                   if not content.source.weights_strict else []),
                  *(f"--allow-metric {m}" for m in os.environ.get("EDGEPACK_ALLOW_METRICS", "").split(",") if m)],
     )
     (staging / MANIFEST).write_text(manifest.to_json())

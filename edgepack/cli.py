@@ -7,6 +7,7 @@ dependency error (printed as one line with a hint; EDGEPACK_DEBUG=1 shows the tr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -125,6 +126,17 @@ def _parse_inputs(specs: list[str] | None):
     return tuple(parse_input_spec(s) for s in specs or [])
 
 
+def _budgets(specs: list[str] | None, model_config: Path | None) -> tuple[dict, dict]:
+    """The build's budgets (key → value) and where each came from: the model config's [budgets] table, overridden
+    by --budget KEY=VALUE."""
+    from edgepack.config import layered_budgets, parse_budget
+    from edgepack.signature import model_config_budgets
+
+    table = {} if model_config is None else model_config_budgets(str(model_config))
+    return layered_budgets((table, f"model config {model_config}"),
+                           (dict(parse_budget(spec) for spec in specs or []), "command line"))
+
+
 def _declarations(input_spec: list[str] | None, output: list[str] | None, model_config: Path | None):
     """Input declarations and output kinds: the model config file, overridden by name on the command line."""
     from edgepack.signature import load_model_config
@@ -133,6 +145,59 @@ def _declarations(input_spec: list[str] | None, output: list[str] | None, model_
     cli_inputs = _parse_inputs(input_spec)
     given = {t.name for t in cli_inputs}
     return tuple(t for t in inputs if t.name not in given) + cli_inputs, {**outputs, **_parse_outputs(output)}
+
+
+# Options shared by `build` and `plan` (every option of build that changes the plan): one definition each.
+ModelArg = Annotated[str, typer.Argument(help="an .onnx file, a PyTorch factory (pkg.module:fn or file.py:fn), "
+                                              "a .pt2/TorchScript file (needs --trust-model-code), a .keras file "
+                                              "or a SavedModel folder")]
+TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="target profile name (see `edgepack targets`), "
+                                                                      "path to a profile .toml, or `all`; repeatable")]
+CalibrationOpt = Annotated[Optional[str], typer.Option("--calibration", "-c", help="calibration recipe (name in "
+                           "calibration/ or .toml path) or an .npz/.npy file with arrays keyed by input name; "
+                           "split three ways, seeded: holdout (the verdict, disjoint; half the data), calibration "
+                           "(ranges; every other sample) and tuning (the INT8 accuracy search; may overlap "
+                           "calibration)")]
+HoldoutOpt = Annotated[Optional[str], typer.Option("--holdout", help="a separate holdout set (recipe or .npz/.npy, "
+                       "with 'labels' if any): all of it judges the bundles; --calibration then gives calibration "
+                       "and tuning only")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output root: bundles go to "
+                                                         "OUT/\\<model\\>/\\<target\\>/")]
+InputOpt = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="declare an input: "
+                     "NAME=[SHAPE][:DTYPE][,batch_axis=N|none][,layout=nchw][,value=NUMBER]"
+                     "[,dims=AXIS:MIN/OPT/MAX][,state=OUTPUT]. SHAPE is required for PyTorch factories and "
+                     "overrides ONNX dims (empty: the model's own); value= feeds a constant (a sample rate); "
+                     "state= feeds an output back (recurrent state, batch_axis=1 for (layers, B, H)); "
+                     "repeatable")]
+WeightsOpt = Annotated[Optional[str], typer.Option(help="PyTorch state dict, loaded with torch.load(weights_only=True); "
+                       "FILE:KEY takes the state dict nested under KEY of a checkpoint (e.g. net.pt:model_state)")]
+NonStrictOpt = Annotated[bool, typer.Option("--weights-non-strict", help="load --weights even when the file has "
+                         "keys the model does not (e.g. a training loss's parameters; recorded in the manifest); "
+                         "missing keys are still refused")]
+TrustOpt = Annotated[bool, typer.Option("--trust-model-code", help="allow model files that carry code "
+                     "(.pt2, TorchScript, Keras Lambda/custom objects, .h5)")]
+SignatureOpt = Annotated[Optional[str], typer.Option(help="SavedModel signature to convert "
+                         "(default serving_default)")]
+SyntheticOpt = Annotated[bool, typer.Option("--synthetic-calibration", help="use seeded random inputs when "
+                         "no calibration data is given (flagged in every report)")]
+SkipOpt = Annotated[bool, typer.Option("--skip-unavailable", help="skip the targets that cannot build "
+                    "this model (runtime not installed, source format not taken, unsupported ops) instead of "
+                    "refusing the build; each is reported with its reason")]
+TargetsDirOpt = Annotated[Optional[Path], typer.Option(help="extra folder of target profiles")]
+OutputOpt = Annotated[Optional[list[str]], typer.Option("--output", help="declare what an output means, "
+                      "NAME=KIND[,batch_axis=N|none][,key=value...] (KIND: scores, probabilities, regression, "
+                      "embedding, dense, sequence, state, other); decides its parity metrics. batch_axis: the axis "
+                      "holding the samples (e.g. 1 for a time-first (T, B, C) output; none: no batch axis). Channel "
+                      "groups judged on their own: 'output0=regression[0:4]+scores[4:22],axis=1'; repeatable")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="bundle folder name: OUT/\\<name\\>/\\<target\\> "
+                    "(default: the model file's name, or factory-weights for a PyTorch factory)")]
+ModelConfigOpt = Annotated[Optional[Path], typer.Option("--model-config", help="TOML with [inputs.NAME] "
+                           "declarations, [outputs] specs NAME = \"KIND[,batch_axis=N][,...]\" and [budgets] "
+                           "(--input/--output/--budget override it by name)")]
+BudgetOpt = Annotated[Optional[list[str]], typer.Option("--budget", help="the app's budget over the profiles', "
+                      "KEY=VALUE: size_mb, latency_p50_ms, latency_p90_ms, int8_latency_ratio or any key of the "
+                      "profiles' [budgets] (e.g. parity.min_top1_agreement=0.97); recorded with its source in the "
+                      "report and manifest; repeatable")]
 
 
 @app.command(
@@ -144,55 +209,31 @@ def _declarations(input_spec: list[str] | None, output: list[str] | None, model_
 )
 @_handle_errors
 def build(
-    model: Annotated[str, typer.Argument(help="an .onnx file, a PyTorch factory (pkg.module:fn or file.py:fn), "
-                                              "a .pt2/TorchScript file (needs --trust-model-code), a .keras file "
-                                              "or a SavedModel folder")],
-    target: Annotated[list[str], typer.Option("--target", "-t", help="target profile name (see `edgepack targets`), "
-                                                                      "path to a profile .toml, or `all`; repeatable")],
-    calibration: Annotated[Optional[str], typer.Option("--calibration", "-c", help="calibration recipe (name in "
-                           "calibration/ or .toml path) or an .npz/.npy file with arrays keyed by input name; "
-                           "split three ways, seeded: holdout (the verdict, disjoint; half the data), calibration "
-                           "(ranges; every other sample) and tuning (the INT8 accuracy search; may overlap "
-                           "calibration)")] = None,
-    holdout: Annotated[Optional[str], typer.Option("--holdout", help="a separate holdout set (recipe or .npz/.npy, "
-                       "with 'labels' if any): all of it judges the bundles; --calibration then gives calibration "
-                       "and tuning only")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="output root: bundles go to OUT/<model>/<target>/")] = Path("dist"),
-    input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="declare an input: "
-                          "NAME=[SHAPE][:DTYPE][,batch_axis=N|none][,layout=nchw][,value=NUMBER]"
-                          "[,dims=AXIS:MIN/OPT/MAX][,state=OUTPUT]. SHAPE is required for PyTorch factories and "
-                          "overrides ONNX dims (empty: the model's own); value= feeds a constant (a sample rate); "
-                          "state= feeds an output back (recurrent state, batch_axis=1 for (layers, B, H)); "
-                          "repeatable")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="PyTorch state dict, loaded with torch.load(weights_only=True)")] = None,
-    trust_model_code: Annotated[bool, typer.Option("--trust-model-code", help="allow model files that carry code "
-                                "(.pt2, TorchScript, Keras Lambda/custom objects, .h5)")] = False,
-    signature: Annotated[Optional[str], typer.Option(help="SavedModel signature to convert "
-                                                         "(default serving_default)")] = None,
-    synthetic_calibration: Annotated[bool, typer.Option("--synthetic-calibration", help="use seeded random inputs when "
-                                     "no calibration data is given (flagged in every report)")] = False,
-    archive: Annotated[bool, typer.Option("--archive", help="also write a deterministic OUT/<model>/<target>.zip")] = False,
+    model: ModelArg,
+    target: TargetOpt,
+    calibration: CalibrationOpt = None,
+    holdout: HoldoutOpt = None,
+    out: OutOpt = Path("dist"),
+    input_spec: InputOpt = None,
+    weights: WeightsOpt = None,
+    weights_non_strict: NonStrictOpt = False,
+    trust_model_code: TrustOpt = False,
+    signature: SignatureOpt = None,
+    synthetic_calibration: SyntheticOpt = False,
+    archive: Annotated[bool, typer.Option("--archive", help="also write a deterministic "
+                                          "OUT/\\<model\\>/\\<target\\>.zip")] = False,
     junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML with one test case per budget row")] = None,
     report: Annotated[Optional[Path], typer.Option(help="write the build's JSON report here "
-                                                        "(default OUT/<model>/build-report.json)")] = None,
-    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="skip the targets that cannot build "
-                                                   "this model (runtime not installed, source format not taken, "
-                                                   "unsupported ops) instead of refusing the build; each is reported "
-                                                   "with its reason")] = False,
-    targets_dir: Annotated[Optional[Path], typer.Option(help="extra folder of target profiles")] = None,
+                                                        "(default OUT/\\<model\\>/build-report.json)")] = None,
+    skip_unavailable: SkipOpt = False,
+    targets_dir: TargetsDirOpt = None,
     allow_metric: Annotated[Optional[list[str]], typer.Option("--allow-metric", help="enable an installed "
                             "`edgepack.metrics` entry point a profile names (it runs that package's code; recorded "
                             "in the manifest); repeatable")] = None,
-    output: Annotated[Optional[list[str]], typer.Option("--output", help="declare what an output means, "
-                      "NAME=KIND[,batch_axis=N|none][,key=value...] (KIND: scores, probabilities, regression, "
-                      "embedding, dense, sequence, state, other); decides its parity metrics. batch_axis: the axis "
-                      "holding the samples (e.g. 1 for a time-first (T, B, C) output; none: no batch axis). Channel "
-                      "groups judged on their own: 'output0=regression[0:4]+scores[4:22],axis=1'; repeatable")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="bundle folder name: OUT/<name>/<target> (default: "
-                    "the model file's name, or factory-weights for a PyTorch factory)")] = None,
-    model_config: Annotated[Optional[Path], typer.Option("--model-config", help="TOML with [inputs.NAME] "
-                            "declarations and [outputs] specs, NAME = \"KIND[,batch_axis=N][,...]\" "
-                            "(--input/--output override it by name)")] = None,
+    output: OutputOpt = None,
+    name: NameOpt = None,
+    model_config: ModelConfigOpt = None,
+    budget: BudgetOpt = None,
     judge: Annotated[Optional[str], typer.Option("--judge", help="how rate budgets (agreement, accuracy drop) are "
                      "judged, for every target (overrides the profiles' budgets.parity.judge): evidence (default: "
                      "INCONCLUSIVE, exit 1, when the holdout is too small to prove the budget), bound (the 95% "
@@ -217,19 +258,19 @@ def build(
         from edgepack.safety import check_name
 
         os.environ["EDGEPACK_ALLOW_METRICS"] = ",".join(check_name(m, "--allow-metric") for m in allow_metric)
-    with console.status("starting…") as status:
-        def progress(msg: str) -> None:
-            _set_stage(msg)
-            status.update(_line(msg))
-            console.print(f"[dim]•[/] {_line(msg)}")
-
+    with _build_display() as progress:
         inputs, outputs = _declarations(input_spec, output, model_config)
+        budgets, budget_sources = _budgets(budget, model_config)
         results = pipeline.build(
             model, target, calibration=calibration, holdout=holdout, out=out, inputs=inputs, weights=weights,
-            trust_code=trust_model_code, signature=signature, synthetic=synthetic_calibration, archive=archive,
-            skip_unavailable=skip_unavailable, targets_dir=targets_dir, outputs=outputs, name=name, judge=judge,
-            progress=progress,
+            weights_strict=not weights_non_strict, trust_code=trust_model_code, signature=signature,
+            synthetic=synthetic_calibration, archive=archive, skip_unavailable=skip_unavailable,
+            targets_dir=targets_dir, outputs=outputs, name=name, judge=judge, budgets=budgets,
+            budget_sources=budget_sources, progress=progress,
         )
+        if hasattr(progress, "finish"):  # the live display: targets the build ended without an event
+            for r in results:
+                progress.finish(r.target, r.status)
     reports.render(console, results)
     if len(results) > 1:
         reports.render_summary(console, results)
@@ -238,9 +279,43 @@ def build(
     if report_path:
         reports.write_json(results, report_path)
         console.print(f"report: {_line(report_path)}")
+    if model_name:
+        from edgepack import report_html
+
+        html_path = out / model_name / "report.html"
+        report_html.write(results, html_path)
+        console.print(f"html report: {_line(html_path)}")
     if junit:
         reports.write_junit(results, junit)
     _exit_for(results)
+
+
+@contextlib.contextmanager
+def _build_display():
+    """The build's progress callback: a live display (one row per target, an overall bar with an estimate, INT8
+    trials as they finish) when stdout is a terminal; else the plain lines, one per step, as CI logs have them."""
+    if console.is_terminal:
+        from edgepack.live import LiveBuild
+
+        live = LiveBuild(console)
+
+        def staged(event: str) -> None:
+            _set_stage(event)
+            live(event)
+
+        staged.finish = live.finish  # type: ignore[attr-defined]
+        with live:
+            yield staged
+        return
+    with console.status("starting…") as status:
+        def progress(msg: str) -> None:
+            if getattr(msg, "quiet", False):  # plan, trials, verdicts: for the live display only
+                return
+            _set_stage(msg)
+            status.update(_line(msg))
+            console.print(f"[dim]•[/] {_line(msg)}")
+
+        yield progress
 
 
 def _exit_for(results) -> None:
@@ -276,20 +351,31 @@ def _exit_for(results) -> None:
              "  edgepack plan examples/digits.py:make_cnn --input input=1x1x32x32 -t all --json plan.json")
 @_handle_errors
 def plan(
-    model: Annotated[str, typer.Argument(help="the model, as for `edgepack build`")],
-    target: Annotated[list[str], typer.Option("--target", "-t", help="target profile name, path or `all`; "
-                                                                      "repeatable")],
-    input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=SHAPE[:dtype]")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="PyTorch state dict")] = None,
-    trust_model_code: Annotated[bool, typer.Option("--trust-model-code")] = False,
-    signature: Annotated[Optional[str], typer.Option(help="SavedModel signature")] = None,
-    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="plan skips instead of refusals")] = False,
-    targets_dir: Annotated[Optional[Path], typer.Option(help="extra folder of target profiles")] = None,
+    model: ModelArg,
+    target: TargetOpt,
+    input_spec: InputOpt = None,
+    output: OutputOpt = None,
+    model_config: ModelConfigOpt = None,
+    calibration: CalibrationOpt = None,
+    holdout: HoldoutOpt = None,
+    synthetic_calibration: SyntheticOpt = False,
+    out: OutOpt = Path("dist"),
+    name: NameOpt = None,
+    budget: BudgetOpt = None,
+    weights: WeightsOpt = None,
+    weights_non_strict: NonStrictOpt = False,
+    trust_model_code: TrustOpt = False,
+    signature: SignatureOpt = None,
+    skip_unavailable: SkipOpt = False,
+    targets_dir: TargetsDirOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the plan as JSON here "
                                                                     "(`-` for stdout)")] = None,
 ) -> None:
-    """Show what `edgepack build` would do with MODEL for each target — build (and how the source gets there),
-    skip or refuse (and why) — without converting anything. Exits 2 when a target would be refused."""
+    """Show what `edgepack build` would do with MODEL for each target — build (and how the source gets there,
+    and where the bundle goes), skip or refuse (and why) — without converting anything. Takes the options of
+    `build` that change the plan: declarations (--input, --output, --model-config), budgets, the data (-c and
+    --holdout are loaded and checked against the inputs) and the destination (--out, --name). Exits 2 when a
+    target would be refused."""
     from rich.table import Table
 
     from edgepack import pipeline
@@ -298,9 +384,13 @@ def plan(
 
     if json_out is not None and str(json_out) != "-":
         writable_file_option(json_out, "--json")  # a folder (or a path under a file) is refused before any work
-    the_plan = pipeline.plan(model, target, inputs=_parse_inputs(input_spec), weights=weights,
+    inputs, outputs = _declarations(input_spec, output, model_config)
+    budgets, budget_sources = _budgets(budget, model_config)
+    the_plan = pipeline.plan(model, target, inputs=inputs, weights=weights, weights_strict=not weights_non_strict,
                              trust_code=trust_model_code, signature=signature, skip_unavailable=skip_unavailable,
-                             targets_dir=targets_dir)
+                             targets_dir=targets_dir, outputs=outputs, calibration=calibration, holdout=holdout,
+                             synthetic=synthetic_calibration, out=out, name=name, budgets=budgets,
+                             budget_sources=budget_sources)
     if json_out is not None and str(json_out) == "-":
         sys.stdout.write(the_plan.to_json())
     else:
@@ -315,6 +405,9 @@ def plan(
         hints = {r.hint: r.backend for r in the_plan.rows if r.reason and r.hint}
         for hint, backend in hints.items():
             console.print(f"[dim]{_line(backend)}:[/] {_line(hint)}", soft_wrap=True)
+        built = [r.bundle for r in the_plan.rows if r.bundle]
+        if built:
+            console.print(f"bundles: {_line(str(Path(built[0]).parent))}/ ({len(built)} target(s))", soft_wrap=True)
         if json_out is not None:
             write_atomic(json_out, the_plan.to_json(), "--json")  # O_EXCL|O_NOFOLLOW temporary + rename
             console.print(f"plan: {_line(str(json_out))}")
@@ -324,7 +417,7 @@ def plan(
 @app.command(epilog="Example:\n\n  edgepack check dist/model/android-ort-int8")
 @_handle_errors
 def check(
-    bundle: Annotated[Path, typer.Argument(help="a bundle folder (OUT/<model>/<target>)")],
+    bundle: Annotated[Path, typer.Argument(help="a bundle folder (OUT/\\<model\\>/\\<target\\>)")],
     junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML")] = None,
 ) -> None:
     """Re-run integrity, host parity and budgets on an existing bundle from its golden/ files."""
@@ -371,10 +464,11 @@ def verify(
 @app.command(epilog="Example:\n\n  edgepack inspect model.onnx")
 @_handle_errors
 def inspect(
-    model: Annotated[str, typer.Argument(help="model file or PyTorch factory")],
-    input_spec: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=SHAPE[:dtype]")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="PyTorch state dict")] = None,
-    trust_model_code: Annotated[bool, typer.Option("--trust-model-code")] = False,
+    model: ModelArg,
+    input_spec: InputOpt = None,
+    weights: WeightsOpt = None,
+    weights_non_strict: NonStrictOpt = False,
+    trust_model_code: TrustOpt = False,
 ) -> None:
     """Show a model's I/O signature, its operator census (ONNX) and which targets can take it."""
     from rich.table import Table
@@ -382,7 +476,7 @@ def inspect(
     from edgepack import inspection
 
     info = inspection.inspect_model(model, inputs=_parse_inputs(input_spec), weights=weights,
-                                    trust_code=trust_model_code)
+                                    weights_strict=not weights_non_strict, trust_code=trust_model_code)
     console.print(f"[bold]{_line(info['name'])}[/] ({info['kind']}, {info['format']})")
     for kind in ("inputs", "outputs"):
         for t in info[kind]:

@@ -10,6 +10,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -414,3 +415,93 @@ def load_recipe(name_or_path: str | Path, relative_to: Path | None = None) -> Ca
         return CalibrationRecipe.model_validate(data)
     except ValidationError as e:
         raise validation_message(e, CalibrationRecipe, str(path)) from None
+
+
+# ----------------------------------------------------------------------------------------------- app budgets
+
+# Short names a build may use for the profile's budget keys (``--budget size_mb=40``); the schema names work too.
+BUDGET_ALIASES = {"size_mb": "max_size_mb", "latency_p50_ms": "max_latency_p50_ms",
+                  "latency_p90_ms": "max_latency_p90_ms", "int8_latency_ratio": "max_int8_latency_ratio"}
+
+
+class EffectiveBudget(_Model):
+    """One budget a build judged: its value and where it came from (``profile NAME``, ``model config PATH``,
+    ``command line`` or ``budgets= argument``)."""
+
+    value: Any
+    source: str
+
+
+def budget_key(key: str) -> str:
+    """The schema path of a budget key (``size_mb`` → ``max_size_mb``, ``parity.min_cosine`` as is); unknown keys
+    are refused naming the key and the valid ones."""
+    key = key.strip()
+    full = BUDGET_ALIASES.get(key, key)
+    parts = full.split(".")
+    scalar = [f for f, info in Budgets.model_fields.items() if f not in ("parity", "device")]
+    parity = list(ParityBudget.model_fields)
+    valid = [*BUDGET_ALIASES, *scalar, *(f"parity.{p}" for p in parity)]
+    if (len(parts) == 1 and parts[0] in scalar) or (len(parts) == 2 and parts[0] == "parity" and parts[1] in parity):
+        return full
+    if parts[0] == "device":
+        raise ConfigError(f"budget '{key}': device-class latency budgets are set in the profile "
+                          "([budgets.device.<class>])", hint="a build sets " + ", ".join(valid[:6]) + ", parity.*")
+    raise ConfigError(f"unknown budget '{key}'", hint=_suggest(key, valid) or f"budgets: {', '.join(valid)}")
+
+
+def parse_budget(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from ``--budget``: the key as given (checked with :func:`budget_key`) and the value (validated
+    with the schema by :func:`with_budgets`)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ConfigError(f"cannot parse --budget '{text}'", hint="use KEY=VALUE, e.g. --budget size_mb=100 or "
+                          "--budget parity.min_top1_agreement=0.97")
+    budget_key(key)
+    return key.strip(), value.strip()
+
+
+def with_budgets(budgets: Budgets, overrides: dict[str, tuple[Any, str]], where: str = "budget") -> Budgets:
+    """``budgets`` with ``overrides`` (key as given → (value, source)) applied and validated against the schema; an
+    invalid value is refused naming the key and its source."""
+    data = budgets.model_dump(exclude_none=True)
+    for key, (value, source) in overrides.items():
+        parts = budget_key(key).split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+        try:
+            Budgets.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"{where} '{key}' from {source}: invalid value {value!r}: {err['msg']}",
+                              hint="the budget schema: [budgets] of a target profile (README, 'Target profiles'; "
+                                   "`edgepack schema` writes it as JSON Schema)") from None
+    return Budgets.model_validate(data)
+
+
+def effective_budgets(budgets: Budgets, profile: str, overrides: dict[str, tuple[Any, str]] | None = None
+                      ) -> dict[str, EffectiveBudget]:
+    """Every budget set for a build, flattened to schema keys, with its source: the override's, else the profile."""
+    flat: dict[str, Any] = {}
+    for k, v in budgets.model_dump(exclude_none=True).items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                flat[f"{k}.{k2}"] = v2
+        else:
+            flat[k] = v
+    over = {budget_key(k): src for k, (_, src) in (overrides or {}).items()}
+    return {k: EffectiveBudget(value=v, source=over.get(k, f"profile {profile}")) for k, v in sorted(flat.items())}
+
+
+def layered_budgets(*layers: tuple[Mapping[str, object], str]) -> tuple[dict[str, object], dict[str, str]]:
+    """The build's budgets (key → value) and where each came from, from ``(budgets, source)`` layers, later layers
+    overriding earlier ones key by key (``size_mb`` and ``max_size_mb`` are the same key)."""
+    budgets: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for table, where in layers:
+        for key, value in table.items():
+            for k in [k for k in budgets if budget_key(k) == budget_key(key)]:
+                del budgets[k], sources[k]
+            budgets[key], sources[key] = value, where
+    return budgets, sources

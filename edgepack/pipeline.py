@@ -14,7 +14,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +32,14 @@ from edgepack.backends.registry import Target
 from edgepack.budgets import check as budget_checks
 from edgepack.budgets import device_notes, int8_payoff
 from edgepack.calibration import CalibrationData
-from edgepack.config import available_targets, load_profile
+from edgepack.config import (
+    EffectiveBudget,
+    available_targets,
+    budget_key,
+    effective_budgets,
+    load_profile,
+    with_budgets,
+)
 from edgepack.core import outspec
 from edgepack.core.batching import CALL_BATCH, CALLS, axes_of, first_batch, per_sample, run_batched
 from edgepack.core.checks import Check, verdict
@@ -48,6 +55,7 @@ from edgepack.errors import (
     RuntimeUnavailable,
     explain,
 )
+from edgepack.events import Event, Progress
 from edgepack.feeds import Feeds, take
 from edgepack.isolation import Workers, _setting_or_default, current, run_isolated
 from edgepack.parity.compare import compare
@@ -57,7 +65,6 @@ from edgepack.signature import TensorSpec, declare
 from edgepack.sources import Source, load_source, module_for
 from edgepack.sources.bridge import Bridges
 
-Progress = Callable[[str], None]
 JOBS = int(_setting_or_default("EDGEPACK_JOBS"))  # concurrent conversions of independent backends
 
 
@@ -79,8 +86,63 @@ def _workers():
 # ---------------------------------------------------------------------------------------------- workers
 
 
-def _convert_worker(source: Source, target: Target, data: ConvertData, out_dir: str) -> Artifact:
-    return target.backend.convert(source, target.profile, target.options, data, Path(out_dir))
+def _convert_worker(source: Source, target: Target, data: ConvertData, out_dir: str,
+                    trial_log: str | None = None) -> Artifact:
+    from edgepack import quantsearch
+
+    quantsearch.TRIAL_LOG["path"] = trial_log  # the INT8 search appends its trials here as they finish
+    try:
+        return target.backend.convert(source, target.profile, target.options, data, Path(out_dir))
+    finally:
+        quantsearch.TRIAL_LOG["path"] = None
+
+
+class _TrialWatcher:
+    """Reads the trial log a conversion worker appends to and reports each INT8 search trial as it finishes."""
+
+    def __init__(self, target: str, progress: Progress) -> None:
+        import tempfile
+        import threading
+
+        fd, self.path = tempfile.mkstemp(prefix="edgepack-trials-", suffix=".jsonl")
+        os.close(fd)
+        self.target, self.progress, self.offset = target, progress, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name=f"trials-{target}")
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.25):
+            self._read()
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return
+        end = chunk.rfind(b"\n") + 1  # whole lines only
+        self.offset += end
+        for line in chunk[:end].splitlines():
+            try:
+                t = json.loads(line)
+            except ValueError:
+                continue
+            floats = len(t.get("float_layers") or [])
+            how = (f"error: {t['error']}" if t.get("error") else
+                   f"{'meets' if t.get('passed') else 'misses'} the budget on tuning"
+                   + (f" (score {t['score']:.3f})" if isinstance(t.get("score"), (int, float)) else ""))
+            self.progress(Event(f"{self.target}: INT8 trial {t.get('number')}: {t.get('stage')} {t.get('recipe')}"
+                                + (f" + {floats} float layer(s)" if floats else "") + f": {how}",
+                                stage="trial", target=self.target, trial=t, quiet=True))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 def _preflight_worker(source: Source, target: Target) -> None:
@@ -114,14 +176,51 @@ def resolve_targets(names: list[str], targets_dir: Path | None = None) -> list[T
 
 
 def plan(model: str, targets: list[str], *, inputs: tuple[TensorSpec, ...] = (), weights: str | None = None,
-         trust_code: bool = False, signature: str | None = None, skip_unavailable: bool = False,
-         targets_dir: Path | None = None) -> plans.Plan:
-    """What ``build`` would do with each target, decided from the source's signature and the profiles only."""
-    resolved = resolve_targets(targets, targets_dir)
+         weights_strict: bool = True, trust_code: bool = False, signature: str | None = None,
+         skip_unavailable: bool = False, targets_dir: Path | None = None,
+         outputs: dict[str, "str | outspec.OutputSpec"] | None = None, calibration: str | None = None,
+         holdout: str | None = None, synthetic: bool = False, out: Path | None = None, name: str | None = None,
+         judge: str | None = None, budgets: Mapping[str, Any] | None = None,
+         budget_sources: Mapping[str, str] | None = None, in_memory: dict[str, str] | None = None) -> plans.Plan:
+    """What ``build`` would do with each target, decided from the source's signature and the profiles only. Takes
+    every argument of :func:`build` that changes the plan: declarations (inputs, outputs: names checked against the
+    model), budgets and judge (validated), the data (``calibration``/``holdout``: loaded and checked against the
+    inputs, not run) and the destination (``out``/``name``: each bundle's folder, checked as build checks it).
+    ``in_memory``: see :func:`build`."""
+    overrides = budget_overrides(budgets, budget_sources)
+    resolved = [with_overrides(t, overrides) for t in resolve_targets(targets, targets_dir)]
+    if judge:
+        resolved = [with_judge(t, judge) for t in resolved]
     with _workers():
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
-                                      signature=signature), inputs)
-    return plans.make(model, resolved, source, skip_unavailable)
+                                      signature=signature, name=name, weights_strict=weights_strict,
+                                      in_memory=in_memory), inputs)
+        check_declared_outputs(source, outputs)
+        the_plan = plans.make(model, resolved, source, skip_unavailable)
+        runnable = [t for t in resolved if t.name in the_plan.buildable]
+        if runnable and (calibration is not None or holdout is not None or synthetic):
+            load_data(calibration, runnable, source, synthetic, holdout)
+    if out is None:
+        return the_plan
+    out = Path(out)
+    for t in runnable:  # refused now as build would refuse it: an unsafe name, or a non-bundle in the way
+        bundles.check_destination(out / source.name / t.name)
+    return replace(the_plan, rows=tuple(replace(r, bundle=str(out / source.name / r.target)) if r.action == "build"
+                                        else r for r in the_plan.rows))
+
+
+def check_declared_outputs(source: Source, outputs: dict[str, "str | outspec.OutputSpec"] | None) -> None:
+    """Declared outputs (``--output``, the model config) must be outputs of the model, when the source knows them."""
+    names = [t.name for t in source.outputs]
+    for n, spec in (outputs or {}).items():
+        if isinstance(spec, str):
+            try:
+                outspec.parse(spec)
+            except ValueError as e:
+                raise ConfigError(f"--output {n}: {e}", hint="NAME=KIND[,batch_axis=N|none]") from None
+        if names and n not in names:
+            raise ConfigError(f"output '{n}' is declared, but the model's outputs are {', '.join(names)}",
+                              hint=f"use one of: {', '.join(names)}")
 
 
 def with_judge(target: Target, judge: str) -> Target:
@@ -133,6 +232,27 @@ def with_judge(target: Target, judge: str) -> Target:
     profile = target.profile.model_copy(update={"budgets": b.model_copy(update={
         "parity": b.parity.model_copy(update={"judge": judge})})})
     return replace(target, profile=profile)
+
+
+def budget_overrides(budgets: Mapping[str, Any] | None, sources: Mapping[str, str] | None = None
+                     ) -> dict[str, tuple[Any, str]]:
+    """The build's budgets (key → value, keys as ``--budget`` takes them) with where each came from (``sources``:
+    key → ``command line``, ``model config PATH``…; default ``budgets= argument``); every key is checked here."""
+    out: dict[str, tuple[Any, str]] = {}
+    for k, v in (budgets or {}).items():
+        same = [o for o in out if budget_key(o) == budget_key(k)]
+        if same:
+            raise ConfigError(f"budget '{k}' is given twice (also as '{same[0]}')", hint="give each budget once")
+        out[k] = (v, (sources or {}).get(k, "budgets= argument"))
+    return out
+
+
+def with_overrides(target: Target, overrides: dict[str, tuple[Any, str]]) -> Target:
+    """The target with the build's budgets set over its profile's (validated against the budget schema)."""
+    if not overrides:
+        return target
+    b = with_budgets(target.profile.budgets, overrides)
+    return replace(target, profile=target.profile.model_copy(update={"budgets": b}))
 
 
 def output_ops(source: Source) -> dict[str, str]:
@@ -371,7 +491,7 @@ def evaluate(target: Target, artifact: Artifact, bundle_dir: Path, inputs: Feeds
     ``specs``: each output's batch axis and channel groups (the manifest's ``output_specs``)."""
     profile = target.profile
     size = sum((bundle_dir / f).stat().st_size for f in model_files(bundle_dir, artifact))
-    progress(f"{profile.name}: running on host for parity and latency")
+    progress(Event(f"{profile.name}: running on host for parity and latency", stage="host", target=profile.name))
     try:
         host = run_isolated(_host_worker, target, artifact, str(bundle_dir), inputs,
                             profile.latency.warmup, profile.latency.repeats, profile.latency.threads,
@@ -459,7 +579,8 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
                    specs: dict[str, outspec.OutputSpec] | None = None,
                    searches: dict[str, dict[str, Any]] | None = None) -> Converted:
     backend, profile = target.backend, target.profile
-    progress(f"{profile.name}: converting with {backend.name} ({profile.precision})")
+    progress(Event(f"{profile.name}: converting with {backend.name} ({profile.precision})", stage="convert",
+                   target=profile.name))
     tunes = backend.tunes_on_data(profile, target.options) and bool(data.tuning)
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
     convert_data = ConvertData(
@@ -473,10 +594,17 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
         searches=dict(searches or {}) if tunes else {},
     )
     t0 = time.perf_counter()
-    art = run_isolated(_convert_worker, source, target, convert_data, str(staging),
-                       what=f"{profile.name} conversion", family=f"backend:{backend.name}")
+    watcher = _TrialWatcher(profile.name, progress) if tunes else None
+    try:
+        art = run_isolated(_convert_worker, source, target, convert_data, str(staging),
+                           watcher.path if watcher else None,
+                           what=f"{profile.name} conversion", family=f"backend:{backend.name}")
+    finally:
+        if watcher:
+            watcher.close()
     seconds = time.perf_counter() - t0
-    progress(f"{profile.name}: converted in {seconds:.1f} s")
+    progress(Event(f"{profile.name}: converted in {seconds:.1f} s", stage="converted", target=profile.name,
+                   seconds=seconds))
     if profile.precision.startswith("int8") and "float_reference" not in art.details:
         ref = float_reference(source)
         if ref:
@@ -486,8 +614,8 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
 
 def finish_target(c: Converted, source: Source, data: CalibrationData, golden: Feeds, out_root: Path,
                   archive: bool, kinds: dict[str, OutputKindInfo], progress: Progress,
-                  specs: dict[str, outspec.OutputSpec] | None = None, shape_warnings: list[str] | None = None
-                  ) -> TargetReport:
+                  specs: dict[str, outspec.OutputSpec] | None = None, shape_warnings: list[str] | None = None,
+                  budget_table: dict[str, EffectiveBudget] | None = None) -> TargetReport:
     """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place."""
     target, profile, art = c.target, c.target.profile, c.artifact
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
@@ -517,6 +645,7 @@ def finish_target(c: Converted, source: Source, data: CalibrationData, golden: F
         target=profile.name, status=ev.verdict, backend=profile.backend,
         precision=profile.precision, device=profile.device, size_bytes=ev.size_bytes, primary=art.primary,
         build_time_s=round(c.seconds, 3), latency=ev.latency, parity=ev.parity, limits=limits, checks=ev.checks,
+        budgets=budget_table if budget_table is not None else effective_budgets(profile.budgets, profile.name),
         warnings=warnings, notes=c.notes + list(art.notes) + device_notes(profile.budgets, profile.device)
         + ([more] if more else []) + pay_notes,
         artifact=art.details, calibration=data.describe(),
@@ -594,7 +723,8 @@ def _convert_all(targets: list[Target], sources: dict[str, tuple[Source, list[st
             except Exception as e:  # noqa: BLE001 - one target's failure is its verdict, not the build's
                 bundles.discard(staging)
                 errors[t.name] = _error_report(t, "conversion", e, src)
-                progress(f"{t.name}: ERROR in conversion: {errors[t.name].reason}")
+                progress(Event(f"{t.name}: ERROR in conversion: {errors[t.name].reason}", stage="error",
+                               target=t.name, verdict="error"))
             except BaseException:
                 bundles.discard(staging)
                 raise
@@ -682,6 +812,7 @@ def build(
     out: Path = Path("dist"),
     inputs: tuple[TensorSpec, ...] = (),
     weights: str | None = None,
+    weights_strict: bool = True,
     trust_code: bool = False,
     signature: str | None = None,
     synthetic: bool = False,
@@ -691,18 +822,30 @@ def build(
     outputs: dict[str, "str | outspec.OutputSpec"] | None = None,
     name: str | None = None,
     judge: str | None = None,
+    in_memory: dict[str, str] | None = None,
+    budgets: Mapping[str, Any] | None = None,
+    budget_sources: Mapping[str, str] | None = None,
     progress: Progress = _quiet,
 ) -> list[TargetReport]:
     """Plan, then build, check and report every target. Errors that concern the whole build (source, data, plan
     refusals) raise EdgepackError before any conversion; an error in one target is that target's ERROR report.
     ``judge`` (``evidence``, ``bound``, ``point``) overrides every profile's ``budgets.parity.judge`` (recorded in
-    each bundle's manifest)."""
-    resolved = [with_judge(t, judge) for t in resolve_targets(targets, targets_dir)] if judge else \
-        resolve_targets(targets, targets_dir)
+    each bundle's manifest). ``budgets``: the app's budgets over every profile's, key → value (``size_mb``,
+    ``latency_p50_ms``, ``parity.min_top1_agreement``, any key of the budget schema), validated before any work;
+    ``budget_sources``: key → where it came from (default ``budgets= argument``). Each target's report and
+    manifest record every budget with its source. ``in_memory`` (set by ``edgepack.build``): ``model`` is the
+    caller's in-memory object serialized into a staging file (keys ``object``, ``serialized_as``); it is trusted and
+    recorded as such."""
+    overrides = budget_overrides(budgets, budget_sources)
+    resolved = [with_overrides(t, overrides) for t in resolve_targets(targets, targets_dir)]
+    if judge:
+        resolved = [with_judge(t, judge) for t in resolved]
+    budget_table = {t.name: effective_budgets(t.profile.budgets, t.name, overrides) for t in resolved}
     with _workers():
-        progress(f"loading source {model}")
+        progress(Event(f"loading source {model}"))
         source = declared(load_source(model, weights=weights, inputs=inputs, trust_code=trust_code,
-                                      signature=signature, name=name), inputs)
+                                      signature=signature, name=name, weights_strict=weights_strict,
+                                      in_memory=in_memory), inputs)
         the_plan = plans.make(model, resolved, source, skip_unavailable)
         plans.refuse(the_plan)
         results: dict[str, TargetReport] = {}
@@ -711,6 +854,10 @@ def build(
                 t = next(t for t in resolved if t.name == row.target)
                 results[t.name] = _skipped_report(t, row.reason, row.hint, source)
         runnable = [t for t in resolved if t.name in the_plan.buildable]
+        progress(Event(f"plan: {len(runnable)} of {len(resolved)} target(s) to build", stage="plan",
+                       targets=tuple(t.name for t in resolved), quiet=True))
+        for name, r in results.items():
+            progress(Event(f"{name}: skipped", stage="done", target=name, verdict="skipped", quiet=True))
         if not runnable:
             return [results[t.name] for t in resolved]
         bridges = Bridges(source)
@@ -718,7 +865,7 @@ def build(
             return _build_planned(source, resolved, runnable, results, bridges, calibration=calibration,
                                   holdout=holdout, out=out,
                                   synthetic=synthetic, archive=archive, skip_unavailable=skip_unavailable,
-                                  outputs=outputs, progress=progress)
+                                  outputs=outputs, progress=progress, budget_table=budget_table)
         finally:
             bridges.close()
 
@@ -764,7 +911,8 @@ def _skipped_report(t: Target, reason: str | None, hint: str | None, source: Sou
 def _build_planned(source: Source, resolved: list[Target], runnable: list[Target], results: dict[str, TargetReport],
                    bridges: Bridges, *, calibration: str | None, holdout: str | None = None, out: Path, synthetic: bool, archive: bool,
                    skip_unavailable: bool, outputs: dict[str, "str | outspec.OutputSpec"] | None,
-                   progress: Progress) -> list[TargetReport]:
+                   progress: Progress, budget_table: dict[str, dict[str, EffectiveBudget]] | None = None
+                   ) -> list[TargetReport]:
     sources = _bridge_and_preflight(source, runnable, results, bridges, skip_unavailable)
     runnable = [t for t in runnable if t.name in sources]
     if not runnable:
@@ -772,12 +920,12 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     out_root = bundles.prepare_parent(out)
     for t in runnable:  # refused before any conversion: an unsafe name, or a non-bundle in the way
         bundles.check_destination(out_root / source.name / t.name)
-    progress("preparing calibration and holdout data")
+    progress(Event("preparing calibration and holdout data"))
     data = with_state_trajectories(source, load_data(calibration, runnable, source, synthetic, holdout))
     declared_specs = {n: outspec.parse(s) if isinstance(s, str) else s for n, s in (outputs or {}).items()}
-    progress("tracing the model's output shapes on the first calibration batch")
+    progress(Event("tracing the model's output shapes on the first calibration batch"))
     axes, shape_warnings = output_axes(source, data.calibration or data.holdout, declared_specs)
-    progress(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples")
+    progress(Event(f"computing golden outputs on {len(next(iter(data.holdout.values())))} holdout samples"))
     golden = golden_outputs(source, data.holdout, axes)
     check_reference(golden)
     # decided once per target, before any conversion (bad declarations are refused up front)
@@ -790,8 +938,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     holdout_tmp = stage_holdout(out_root / source.name, data, golden)
     try:
         if data.tuning and any(t.backend.tunes_on_data(t.profile, t.options) for t in runnable):
-            progress(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
-                     "(for the INT8 accuracy search)")
+            progress(Event(f"computing reference outputs on {len(next(iter(data.tuning.values())))} tuning samples "
+                           "(for the INT8 accuracy search)"))
             data = replace(data, tuning_reference=golden_outputs(source, data.tuning, axes))
         converted, errors = _convert_all(runnable, sources, data, out_root / source.name, progress, kinds,
                                          {n: s for n, (s, _) in specs.items()})
@@ -802,10 +950,15 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
                     spec, spec_warnings = specs[c.target.name]
                     results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
                                                            kinds[c.target.name], progress, spec,
-                                                           shape_warnings + spec_warnings)
+                                                           shape_warnings + spec_warnings,
+                                                           (budget_table or {}).get(c.target.name))
+                    status = results[c.target.name].status
+                    progress(Event(f"{c.target.name}: {status.upper()}", stage="done", target=c.target.name,
+                                   verdict=status, quiet=True))
                 except Exception as e:  # noqa: BLE001 - one target's failure is its verdict
                     results[c.target.name] = _error_report(c.target, "host run", e, source)
-                    progress(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}")
+                    progress(Event(f"{c.target.name}: ERROR in host run: {results[c.target.name].reason}",
+                                   stage="error", target=c.target.name, verdict="error"))
                 finally:
                     bundles.discard(c.staging)
                 converted[i] = None  # type: ignore[call-overload]
@@ -857,7 +1010,7 @@ def check(bundle_dir: Path, progress: Progress = _quiet) -> TargetReport:
         target=profile.name, status=verdict(checks), backend=profile.backend,
         precision=profile.precision, device=profile.device, bundle=str(bundle_dir), size_bytes=ev.size_bytes,
         primary=manifest.artifact.primary, latency=ev.latency, parity=ev.parity, limits=manifest.limits,
-        checks=checks, warnings=warnings, artifact=artifact.details, calibration=manifest.calibration,
+        budgets=manifest.budgets, checks=checks, warnings=warnings, artifact=artifact.details, calibration=manifest.calibration,
         source=manifest.source.model_dump(mode="json"),
     )
     bundles.write_report(bundle_dir, report)

@@ -7,7 +7,10 @@ backend's own preflight (ops, opset, shapes), the model's custom ops — before 
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +32,7 @@ class PlanRow:
     reason: str | None = None  # why a target is skipped or refused (short)
     hint: str | None = None  # what to do about it
     calibration: bool = False  # whether the target reads calibration data
+    bundle: str | None = None  # where build would write it (OUT/<model>/<target>; when the plan was given --out)
 
 
 @dataclass(frozen=True)
@@ -124,3 +128,15 @@ def refuse(plan: Plan) -> None:
 
 
 __all__ = ["Plan", "PlanRow", "make", "not_applicable", "refuse", "why_not"]
+
+
+class _CallableModule(types.ModuleType):
+    """``edgepack.plan`` is both this module (``from edgepack import plan as plans``) and the Python API's
+    ``edgepack.plan(model, targets, ...)``: a call is handed to ``edgepack.api.plan`` (docs/api.md). The API sits
+    above this layer, so it is looked up at call time, never imported here."""
+
+    def __call__(self, *args, **kwargs):
+        return importlib.import_module("edgepack.api").plan(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

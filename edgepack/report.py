@@ -16,6 +16,7 @@ from xml.etree import ElementTree as ET
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgepack.core.checks import Check, finite_json
+from edgepack.config import EffectiveBudget
 from edgepack.core.limits import Limits
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ class TargetReport(_Model):
     latency: LatencyReport | None = None
     parity: ParityReport | None = None
     limits: Limits | None = None
+    budgets: dict[str, EffectiveBudget] = Field(default_factory=dict, description="every budget the build set, by "
+                                                "schema key (max_size_mb, parity.min_cosine, …), with its value and "
+                                                "source: the profile, the model config or the command line / API")
     checks: list[Check] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
@@ -243,6 +247,9 @@ def render(console: "Console", results: list[TargetReport]) -> None:
             if m.get("nonfinite_samples"):
                 parts.append(f"NaN/Inf in {int(m['nonfinite_samples'])} samples")
             console.print(f"  output {escape(name)}: " + escape(", ".join(parts)))
+        for key, b in r.budgets.items():
+            if not b.source.startswith("profile "):
+                console.print(f"  budget {escape(key)} = {escape(_fmt(b.value))} (from {escape(b.source)})")
         for w in r.warnings:
             console.print(f"  [yellow]warning:[/] {escape(w)}")
         if r.bundle:

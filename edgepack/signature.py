@@ -41,23 +41,18 @@ class TensorSpec:
     def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
         """The shape with dynamic dimensions resolved (batch axis → ``batch``, declared dims → opt, others refused)."""
         opt = {a: o for a, _, o, _ in self.dims}
-        dims = []
-        for i, d in enumerate(self.shape):
-            if d is None:
-                if i == self.batch_axis:
-                    dims.append(batch)
-                elif i in opt:
-                    dims.append(opt[i])
-                else:
-                    raise ConfigError(
-                        f"input '{self.name}' has a dynamic dimension {i} in shape {self.shape_str()}",
-                        hint=f"give a concrete shape with --input {self.name}=" + "x".join(
-                            "1" if x is None else str(x) for x in self.shape
-                        ) + f", or its range with --input '{self.name}={self.shape_str()},dims={i}:MIN/OPT/MAX'",
-                    )
-            else:
-                dims.append(d)
-        return tuple(dims)
+        loose = [i for i, d in enumerate(self.shape) if d is None and i != self.batch_axis and i not in opt]
+        if loose:
+            which = f"dimension {loose[0]}" if len(loose) == 1 else f"dimensions {', '.join(map(str, loose))}"
+            raise ConfigError(
+                f"input '{self.name}' has a dynamic {which} in shape {self.shape_str()}",
+                hint=f"give a concrete shape with --input {self.name}=" + "x".join(
+                    "1" if x is None else str(x) for x in self.shape
+                ) + f", or their ranges with --input '{self.name}={self.shape_str()},"
+                + ",".join(f"dims={i}:MIN/OPT/MAX" for i in loose) + "'",
+            )
+        return tuple(batch if d is None and i == self.batch_axis else opt[i] if d is None else d
+                     for i, d in enumerate(self.shape))
 
     def sample_shape(self) -> tuple[int | None, ...]:
         """The shape of one sample as data files hold it: the model shape without its batch axis."""
@@ -247,28 +242,17 @@ def load_model_config(path: str) -> tuple[tuple[TensorSpec, ...], dict]:
         output = "probabilities"
         logits = "sequence,batch_axis=1"
         output0 = "regression[0:4]+scores[4:22],axis=1"
+        [budgets]                 # the app's budgets over the profiles' (see model_config_budgets)
+        size_mb = 100
 
     Returns the input declarations and ``{output: OutputSpec}``.
     """
-    import tomllib
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"model config not found: {path}", hint="give the path of a .toml file")
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML ({str(e).splitlines()[0]})") from None
-    return parse_model_config(doc, path)
+    return parse_model_config(_model_config(path), path)
 
 
 def parse_model_config(doc: dict, path: str) -> tuple[tuple[TensorSpec, ...], dict]:
-    """The tables of a model config (``{"inputs": {...}, "outputs": {...}}``, as :func:`load_model_config` reads
-    them) parsed; ``path`` names where they came from in errors (a file, or a zoo's model entry)."""
-    unknown = set(doc) - {"inputs", "outputs"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}", hint="sections: inputs, outputs")
+    """The ``inputs`` and ``outputs`` tables of a model config (as :func:`load_model_config` reads them) parsed;
+    ``path`` names where they came from in errors (a file, or a zoo's model entry)."""
     specs = []
     for name, table in (doc.get("inputs") or {}).items():
         if not isinstance(table, dict):
@@ -300,3 +284,54 @@ def parse_model_config(doc: dict, path: str) -> tuple[tuple[TensorSpec, ...], di
             raise ConfigError(f"{path}: outputs.{name}: {e}", hint='e.g. logits = "sequence,batch_axis=1" or '
                               'output0 = "regression[0:4]+scores[4:22],axis=1"') from None
     return tuple(specs), parsed
+
+
+def _model_config(path: str) -> dict:
+    """A model config file's tables (sections: inputs, outputs, budgets)."""
+    import tomllib
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"model config not found: {path}", hint="give the path of a .toml file")
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({str(e).splitlines()[0]})") from None
+    unknown = set(doc) - {"inputs", "outputs", "budgets"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}",
+                          hint="sections: inputs, outputs, budgets")
+    return doc
+
+
+def model_config_budgets(path: str) -> dict[str, object]:
+    """The ``[budgets]`` table of a model config, keys as ``--budget`` takes them (a ``[budgets.parity]`` table
+    becomes ``parity.KEY``)::
+
+        [budgets]
+        size_mb = 100
+        latency_p50_ms = 12
+        parity.min_top1_agreement = 0.97
+
+    Keys are checked against the budget schema here (values when the build applies them)."""
+    return budgets_table(_model_config(path).get("budgets") or {}, path)
+
+
+def budgets_table(table: object, path: str) -> dict[str, object]:
+    """A ``[budgets]`` table (a model config's, or a zoo model's) flattened to ``--budget`` keys and checked;
+    ``path`` names where it came from in errors."""
+    from edgepack.config import budget_key
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: budgets must be a table", hint="[budgets] with size_mb = 100, …")
+    flat: dict[str, object] = {}
+    for key, value in table.items():
+        items = [(f"{key}.{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(key, value)]
+        for k, v in items:
+            try:
+                budget_key(k)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: [budgets] {e.message}", hint=e.hint) from None
+            flat[k] = v
+    return flat

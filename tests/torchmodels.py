@@ -83,3 +83,23 @@ def make_yolo():
 
 def make_yolo_crushed():
     return TinyYolo(crushed=True).eval()
+
+
+class TwoHeads(nn.Module):
+    """A small detector head that returns a dict (class scores and boxes per cell), as many detection models do."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                                  nn.ReLU())
+        self.cls = nn.Conv2d(8, 4, 1)
+        self.box = nn.Conv2d(8, 4, 1)
+
+    def forward(self, image):
+        f = self.body(image)
+        return {"scores": self.cls(f).flatten(2), "boxes": self.box(f).flatten(2)}
+
+
+def make_twoheads():
+    return TwoHeads().eval()

@@ -27,11 +27,16 @@ class Source:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...] = ()
     weights: str | None = None
+    weights_key: str | None = None  # the state dict nested under this key of a checkpoint (--weights FILE:KEY)
+    weights_strict: bool = True  # False: keys in the file the model does not have are ignored (--weights-non-strict)
     trust_code: bool = False
     signature: str | None = None  # SavedModel signature
     sha256: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     trusted: tuple[str, ...] = ()  # why --trust-model-code was needed (recorded in the manifest)
+    # an in-memory object handed to ``edgepack.build`` (trusted: the caller's own): what it was and how it was
+    # serialized into the build's staging folder (recorded in the manifest as ``source.in_memory``)
+    in_memory: tuple[tuple[str, str], ...] = ()  # (key, value) pairs: object, serialized_as, trusted
 
     def with_inputs(self, inputs: tuple[TensorSpec, ...]) -> "Source":
         return replace(self, inputs=inputs)
@@ -43,10 +48,13 @@ class Source:
             "path": self.path,
             "name": self.name,
             "weights": self.weights,
+            **({"weights_key": self.weights_key} if self.weights_key else {}),
+            **({"weights_strict": False} if not self.weights_strict else {}),
             "sha256": self.sha256,
             "trusted_code": list(self.trusted),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
+            **({"in_memory": dict(self.in_memory)} if self.in_memory else {}),
         }
 
 
@@ -136,6 +144,14 @@ def screen(model: str, kind: str, trust_code: bool, named: bool = False) -> list
     return []
 
 
+def split_weights(weights: str) -> tuple[str, str | None]:
+    """``--weights FILE`` or ``FILE:KEY`` (the state dict nested under KEY of a checkpoint): (file, key or None)."""
+    if Path(weights).exists() or ":" not in weights:
+        return weights, None
+    file, _, key = weights.rpartition(":")
+    return file, key or None
+
+
 def load_source(
     model: str,
     *,
@@ -144,9 +160,16 @@ def load_source(
     trust_code: bool = False,
     signature: str | None = None,
     name: str | None = None,
+    in_memory: dict[str, str] | None = None,
+    weights_strict: bool = True,
 ) -> Source:
     """The model as a Source. ``name`` (``--name``) replaces the name taken from the file, which is then never
-    checked as a folder name (a model file called ``my model.onnx`` builds with ``--name my-model``)."""
+    checked as a folder name (a model file called ``my model.onnx`` builds with ``--name my-model``).
+    ``in_memory``: the file is the caller's own in-memory object serialized by ``edgepack.build`` (keys ``object``,
+    ``serialized_as``): it is trusted (it already runs in the caller's process), which is recorded instead of a
+    --trust-model-code opt-in.
+    ``weights``: a state dict file, or ``FILE:KEY`` for the state dict nested under KEY of a checkpoint;
+    ``weights_strict=False`` ignores keys in it the model does not have (PyTorch factories)."""
     from edgepack import safety
     from edgepack.errors import ConfigError
 
@@ -159,12 +182,24 @@ def load_source(
         raise UnsupportedConversion(f"{safety.shown(model)}: pickled models carry code and are never loaded",
                                     hint="export the model to ONNX/.keras/.pt2, or give module:factory + --weights")
     kind = detect_kind(model)
+    if in_memory is not None:
+        trust_code = True  # the caller's own object: nothing in the file is new code to them
+        in_memory = {**in_memory, "trusted": "the caller's own object, already running in its process"}
     trusted = screen(model, kind, trust_code, named=name is not None)
+    if in_memory is not None:
+        trusted = []
+    extra: dict = {}
     if weights is not None:
+        weights, key = split_weights(weights)
         safety.regular_file(weights, "weights file")
+        if kind == "torch":
+            extra = {"weights_key": key, "weights_strict": weights_strict}
+        elif key is not None:
+            raise ConfigError(f"--weights {safety.shown(weights)}:{safety.shown(key, 80)}: a key in a checkpoint "
+                              "goes with a PyTorch factory", hint="drop --weights for this model")
     mod = module_for(kind)
-    src = mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature)
+    src = mod.load(model, weights=weights, inputs=inputs, trust_code=trust_code, signature=signature, **extra)
     if name is not None:
-        return replace(src, name=name, trusted=tuple(trusted))
+        return replace(src, name=name, trusted=tuple(trusted), in_memory=tuple((in_memory or {}).items()))
     _model_name(src.name)
-    return replace(src, trusted=tuple(trusted))
+    return replace(src, trusted=tuple(trusted), in_memory=tuple((in_memory or {}).items()))

@@ -34,7 +34,8 @@ def _split_factory(spec: str) -> tuple[str, str]:
     return target, fn
 
 
-def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=None) -> Source:  # noqa: ARG001
+def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=None,  # noqa: ARG001
+         weights_key: str | None = None, weights_strict: bool = True) -> Source:
     if importlib.util.find_spec("torch") is None:
         raise MissingDependency("PyTorch sources need torch", hint="pip install -c constraints.txt -e '.[torch]'")
     p = Path(model)
@@ -63,6 +64,8 @@ def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=Non
         weights = str(Path(weights).resolve())
         digest = digest + ":" + sha256_file(Path(weights))
         name = f"{name}-{Path(weights).stem}"  # one factory, many trained weights: one folder each
+    else:
+        weights_key, weights_strict = None, True
     shapeless = [t.name for t in inputs if t.shape == MODEL_SHAPE]
     if fmt == "exported":  # the program knows its shapes; declarations are applied by name later
         inputs = tuple(t for t in inputs if t.shape != MODEL_SHAPE)
@@ -73,10 +76,10 @@ def load(model: str, *, weights=None, inputs=(), trust_code=False, signature=Non
         raise ConfigError(f"PyTorch model '{model}' needs its input shapes",
                           hint="add --input NAME=1x3x224x224 for each input (dtype defaults to float32)")
     src = Source(kind="torch", format=fmt, path=path, name=name, inputs=tuple(inputs), weights=weights,
-                 trust_code=trust_code, sha256=digest)
+                 weights_key=weights_key, weights_strict=weights_strict, trust_code=trust_code, sha256=digest)
     ins, outs = run_isolated(probe, src, what=f"loading PyTorch model '{model}'")
     return Source(kind="torch", format=fmt, path=path, name=name, inputs=ins, outputs=outs, weights=weights,
-                  trust_code=trust_code, sha256=digest)
+                  weights_key=weights_key, weights_strict=weights_strict, trust_code=trust_code, sha256=digest)
 
 
 # ------------------------------------------------------------------------------------------ worker side
@@ -121,13 +124,80 @@ def build_module(source: Source):
         except Exception as e:  # noqa: BLE001
             raise InputError(f"cannot read weights {source.weights}: {str(e).splitlines()[0][:200]}",
                              hint="weights must be a state dict saved with torch.save(model.state_dict(), path)") from None
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as e:
-            raise InputError(f"weights {source.weights} do not fit the model: {str(e).splitlines()[1:2] or e}") from None
+        load_weights(module, state_dict_of(state, source.weights, source.weights_key, set(module.state_dict())),
+                     source)
     return module.eval()
+
+
+STATE_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "net", "module", "ema", "weights")
+
+
+def _is_state_dict(obj) -> bool:
+    import torch
+
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _listing(keys, n: int = 8) -> str:
+    keys = [str(k) for k in keys]
+    return ", ".join(keys[:n]) + (f" … ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def state_dict_of(obj, file: str, key: str | None, own: set[str] = frozenset()):
+    """The state dict in a loaded weights file: the one nested under ``key`` (``--weights FILE:KEY``), the file
+    itself (all tensors, or sharing keys with the model's own state dict ``own``), or a checkpoint's
+    ``state_dict``. Anything else is refused saying what the file holds and which nested state dicts it has."""
+    where = f"{file}:{key}" if key else file
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj:
+            held = _listing(obj) if isinstance(obj, dict) else type(obj).__name__
+            raise InputError(f"weights {file} has no key '{key}' (it holds: {held})",
+                             hint="name one of its keys: --weights FILE:KEY")
+        obj = obj[key]
+        if not _is_state_dict(obj):
+            raise InputError(f"weights {where} is not a state dict (a {type(obj).__name__}"
+                             + (f" with keys {_listing(obj)})" if isinstance(obj, dict) else ")"),
+                             hint="name the key that holds the model's state dict (name → tensor)")
+        return obj
+    if _is_state_dict(obj) or (isinstance(obj, dict) and own & set(obj)):
+        return obj
+    if not isinstance(obj, dict):
+        raise InputError(f"weights {file} holds a {type(obj).__name__}, not a state dict",
+                         hint="save it with torch.save(model.state_dict(), path)")
+    if isinstance(obj.get("state_dict"), dict) and _is_state_dict(obj["state_dict"]):
+        return obj["state_dict"]
+    nested = [k for k, v in obj.items() if _is_state_dict(v)]
+    nested.sort(key=lambda k: (k not in STATE_KEYS, STATE_KEYS.index(k) if k in STATE_KEYS else 0))
+    hint = (f"select the model's state dict: --weights {file}:{nested[0]}" if nested
+            else "save the model's state dict with torch.save(model.state_dict(), path)")
+    if len(nested) > 1:
+        hint += f" (state dicts in it: {', '.join(map(str, nested))})"
+    raise InputError(f"weights {file} is a checkpoint, not a state dict: it holds {_listing(obj)}"
+                     + (f"; state dicts under {', '.join(map(str, nested))}" if nested else ""), hint=hint)
+
+
+def load_weights(module, state, source: Source) -> None:
+    """Load ``state`` into ``module``; missing and unexpected keys named as such (unexpected ones ignored when the
+    load is not strict), mismatched shapes named with both shapes."""
+    where = f"{source.weights}:{source.weights_key}" if source.weights_key else source.weights
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} (file {tuple(getattr(state[k], 'shape', ()))}, model {tuple(own[k].shape)})" for k in own
+              if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    if missing or shapes or (unexpected and source.weights_strict):
+        parts = ([f"missing keys (the model has, the file lacks): {_listing(missing)}"] if missing else []) + \
+                ([f"unexpected keys (the file has, the model lacks): {_listing(unexpected)}"] if unexpected else []) + \
+                ([f"shape mismatch: {_listing(shapes, 4)}"] if shapes else [])
+        if missing or shapes:
+            hint = ("these weights are for another model (or another version of it): check the factory and the file"
+                    + ("; a checkpoint's nested state dict is selected with --weights FILE:KEY"
+                       if not source.weights_key else ""))
+        else:
+            hint = ("if the extra keys are not the model's (a training loss's parameters, an EMA copy), pass "
+                    "--weights-non-strict to ignore them (recorded in the manifest)")
+        raise InputError(f"weights {where} do not fit the model: " + "; ".join(parts), hint=hint)
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
 
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32", "uint8": "uint8",
@@ -155,6 +225,35 @@ def _flatten(out) -> list[tuple[str, object]]:
     raise ConversionFailed(f"model returned {type(out).__name__}; edgepack needs tensors, tuples or dicts of tensors")
 
 
+def tensor_outputs(module):
+    """``module`` with its outputs as one tensor or a flat tuple, in the order edgepack names them (``_flatten``):
+    for converters that take tensors and tuples only (litert-torch's channel-last wrapper refuses a dict)."""
+    import torch
+
+    class FlatOutputs(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            out = self.inner(*args)
+            return out if isinstance(out, torch.Tensor) else tuple(o for _, o in _flatten(out))
+
+    return FlatOutputs(module).eval()
+
+
+def _dynamic_batch(ep) -> list[bool]:
+    """For each user input of an exported program, whether its first axis was exported as dynamic (a symbolic
+    size); other axes keep the example's sizes."""
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    out = []
+    for name in ep.graph_signature.user_inputs:
+        val = placeholders[name].meta.get("val") if name in placeholders else None
+        shape = getattr(val, "shape", ())
+        out.append(bool(len(shape)) and not isinstance(shape[0], int))
+    return out
+
+
 def probe(source: Source) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     import torch
 
@@ -162,7 +261,9 @@ def probe(source: Source) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
     inputs = source.inputs
     if not inputs and source.format == "exported":
         ep = torch.export.load(source.path)
-        inputs = tuple(TensorSpec(f"input_{i}" if len(ep.example_inputs[0]) > 1 else "input", tuple(a.shape),
+        dynamic = _dynamic_batch(ep)
+        inputs = tuple(TensorSpec(f"input_{i}" if len(ep.example_inputs[0]) > 1 else "input",
+                                  ((None,) + tuple(a.shape)[1:]) if dynamic[i] else tuple(a.shape),
                                   str(a.dtype).replace("torch.", "")) for i, a in enumerate(ep.example_inputs[0]))
         source = Source(**{**source.__dict__, "inputs": inputs})
     with torch.no_grad():

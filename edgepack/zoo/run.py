@@ -4,7 +4,6 @@ and its bundle as a tar archive (the driver unpacks it into ``--out``), so nothi
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import os
@@ -20,7 +19,6 @@ from typing import Any
 
 from edgepack import bundle as bundles
 from edgepack import pipeline
-from edgepack.errors import ConfigError
 from edgepack.zoo import spec
 from edgepack.zoo.cache import Cache
 from edgepack.zoo.cells import Cell, model_args
@@ -70,12 +68,10 @@ def summary(report_json: dict[str, Any]) -> dict[str, Any]:
 
 def _build_kwargs(zoo: spec.Zoo, m: spec.ModelEntry) -> dict[str, Any]:
     kwargs = model_args(zoo, m)
-    if m.budgets:
-        if "budgets" not in inspect.signature(pipeline.build).parameters:
-            raise ConfigError(f"{zoo.path}: model '{m.name}': budgets overrides need a pipeline.build that takes "
-                              "budgets= (not in this edgepack yet)",
-                              hint="remove the model's [model.budgets] table, or put the budgets in a target profile")
-        kwargs["budgets"] = m.budgets
+    overrides = spec.budgets(zoo, m)
+    if overrides:
+        kwargs["budgets"] = overrides
+        kwargs["budget_sources"] = {k: f"zoo {zoo.path}, model {m.name}" for k in overrides}
     return kwargs
 
 

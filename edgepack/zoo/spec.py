@@ -32,8 +32,9 @@ class ModelEntry(_Model):
     targets: list[str] | Literal["all"] = Field(..., description="profile names, profile paths, or \"all\"")
     inputs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="[inputs.NAME] as in --model-config")
     outputs: dict[str, str] = Field(default_factory=dict, description="NAME = \"KIND[,...]\" as in --model-config")
-    budgets: dict[str, Any] = Field(default_factory=dict, description="budget overrides for this model's targets "
-                                    "(the profile's [budgets] keys), passed to the build as budgets=")
+    budgets: dict[str, Any] = Field(default_factory=dict, description="budget overrides for this model's targets, "
+                                    "as a model config's [budgets] (size_mb, latency_p50_ms, parity.KEY, …), "
+                                    "passed to the build as budgets=")
 
     @field_validator("targets")
     @classmethod
@@ -105,7 +106,15 @@ def load(path: str | Path) -> Zoo:
         raise validation_message(e, Zoo, str(path)) from None
     for m in zoo.model:
         declarations(zoo, m)
+        budgets(zoo, m)
     return zoo
+
+
+def budgets(zoo: Zoo, m: ModelEntry) -> dict[str, object]:
+    """The model's budget overrides as ``--budget`` keys, checked by the model config's budgets parser."""
+    from edgepack.signature import budgets_table
+
+    return budgets_table(m.budgets, f"{zoo.path}: model '{m.name}'")
 
 
 def declarations(zoo: Zoo, m: ModelEntry) -> tuple[tuple, dict]:
@@ -121,4 +130,4 @@ def declarations(zoo: Zoo, m: ModelEntry) -> tuple[tuple, dict]:
         raise ConfigError(f"{where}: inputs: {e.message}", hint=e.hint) from None
 
 
-__all__ = ["ModelEntry", "Zoo", "declarations", "load"]
+__all__ = ["ModelEntry", "Zoo", "budgets", "declarations", "load"]

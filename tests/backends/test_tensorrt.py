@@ -750,7 +750,11 @@ def test_optimization_profile_follows_the_input_declarations():
     assert shapes["x"] == {"min": [1, 3, 32, 96], "opt": [1, 3, 48, 192], "max": [opts.max_batch, 3, 64, 320]}
     with pytest.raises(ConfigError, match="beyond the batch") as e:
         _shapes(model, opts, ())
-    assert "--input 'x=...,dims=2:MIN/OPT/MAX'" in e.value.hint
+    assert "--input 'x=...,dims=2:MIN/OPT/MAX,dims=3:MIN/OPT/MAX'" in e.value.hint  # every undeclared axis, one hint
+    assert "(axes 2, 3)" in e.value.message
+    with pytest.raises(ConfigError) as e:  # a declared axis is not asked for again
+        _shapes(model, opts, (TensorSpec("x", (None, 3, None, None), dims=((2, 32, 48, 64),)),))
+    assert "dims=3:MIN/OPT/MAX'" in e.value.hint and "dims=2" not in e.value.hint
 
 
 def _ctc_onnx(path: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_zoo
+from zoohelpers import make_zoo
 from tinymodels import make_tiny_onnx
 
 from edgepack.zoo import cells, spec
@@ -78,20 +78,11 @@ def test_exit_code_is_the_worst_verdict_and_a_fail_has_its_bundle(tmp_path, cli)
     md = (tmp_path / "out" / "zoo-report.md").read_text()
     assert "| alpha | tight | FAILED |" in md and "[report](alpha/tight/report.json)" in md
 
-    # per-model budget overrides are handed to pipeline.build(budgets=): they decide the verdict once the pipeline
-    # takes them (branch wip/ux); until then the cell is an ERROR saying so, never a silent drop
-    import inspect
-
-    from edgepack import pipeline
-
-    zoo_file.write_text(zoo_file.read_text() + "[model.budgets]\nmax_size_mb = 0.001\n")
+    # per-model budget overrides (a model config's [budgets] keys) are the build's budgets=: they decide the verdict
+    zoo_file.write_text(zoo_file.read_text() + "[model.budgets]\nsize_mb = 0.001\n")
     r = cli("zoo", "build", zoo_file, "--cell", "alpha/fast-ort", "--out", tmp_path / "out2")
     rec = _records(tmp_path / "out2")["alpha/fast-ort"]
-    if "budgets" in inspect.signature(pipeline.build).parameters:
-        assert r.exit_code == 1 and rec["verdict"] == "failed" and "size_mb" in rec["failed_checks"]
-    else:
-        assert r.exit_code == 2 and rec["verdict"] == "error"
-        assert "budgets overrides need a pipeline.build that takes budgets=" in rec["reason"]
+    assert r.exit_code == 1 and rec["verdict"] == "failed" and "size_mb" in rec["failed_checks"]
 
 def test_ci_cells_merge_into_one_dashboard_rendered_in_headless_chromium(tmp_path, cli):
     zoo_file = make_zoo(tmp_path / "zoo")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_zoo
+from zoohelpers import make_zoo
 from raycluster import Cluster
 
 pytest.importorskip("ray")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_zoo
+from zoohelpers import make_zoo
 from s3server import moto_s3
 
 

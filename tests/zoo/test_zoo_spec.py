@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_zoo
+from zoohelpers import make_zoo
 from tinymodels import make_tiny_onnx
 
 from edgepack.errors import ConfigError
@@ -30,6 +30,8 @@ def _write(tmp_path: Path, text: str) -> Path:
      "model 'a': inputs: cannot parse --input 'input=1x1xZ'", None),
     ('name = "a"\nsource = "a.onnx"\ntargets = "all"\n[model.outputs]\nlogits = "nonsense"\n',
      "model 'a': outputs.logits", None),
+    ('name = "a"\nsource = "a.onnx"\ntargets = "all"\n[model.budgets]\nsize_bm = 5\n',
+     "model 'a': [budgets]", None),
 ])
 def test_errors_name_the_model_and_the_key(tmp_path, body, message, hint):
     with pytest.raises(ConfigError) as e:

@@ -96,6 +96,7 @@ def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, o
 
     from edgepack import quantsearch
     from edgepack.backends.ort_mobile.search import OrtSpace
+    from edgepack.core.batching import per_sample
 
     if opts.quantization == "static" and not data.calibration:
         raise InputError("int8 needs calibration data", hint="pass --calibration RECIPE|file.npz")
@@ -108,13 +109,21 @@ def _quantize(model_in: Path, staged: Path, source: Source, data: ConvertData, o
         shutil.copyfile(model_in, pre)
     _drop_initializer_shapes(pre)
     space = OrtSpace(pre, original, source, data.calibration, opts, staged.parent / "search", per_channel)
+    tuning = data.search_tuning()
+    folds: list = []
+    if opts.quantization == "static" and opts.accuracy_search.enabled and not per_sample(space.axes):
+        # scarce data (tuning overlaps calibration): recipes are compared out of sample (quantsearch.crossfit)
+        folds = quantsearch.crossfit(lambda cal, j: OrtSpace(pre, original, source, cal, opts,
+                                                             staged.parent / f"search-fold{j}", per_channel),
+                                     data.calibration, tuning)
     try:
-        result = quantsearch.search(space, data.search_tuning(), opts.accuracy_search)
+        result = quantsearch.search(space, tuning, opts.accuracy_search, folds=folds)
         shutil.copyfile(result.candidate.path, staged)
         details = space.describe(result.candidate)
         details["accuracy_search"] = result.to_dict()
     finally:
         space.cleanup()
+        quantsearch.close_folds(folds)
     pre.unlink(missing_ok=True)
     if opset_note:
         details["opset"] = opset_note

@@ -187,6 +187,7 @@ def _shapes(model, options: TensorRTOptions,
     specs = {t.name: t for t in declared}
     shapes: dict[str, dict[str, list[int]]] = {}
     problems: list[str] = []
+    undeclared: dict[str, tuple[list, list[int]]] = {}  # input → (its dims, every dynamic axis nobody declared)
     for inp in model.graph.input:
         if inp.name in init:
             continue
@@ -213,9 +214,9 @@ def _shapes(model, options: TensorRTOptions,
                 elif axis == batch_axis:
                     lo_hi.append((1, 1, options.max_batch))
                 else:
-                    raise ConfigError(f"input '{inp.name}' has dynamic dimensions {dims} beyond the batch",
-                                      hint=f"declare them: --input '{inp.name}=...,dims={axis}:MIN/OPT/MAX' (or a fixed "
-                                           f"shape), or [options.shapes.{inp.name}] min/opt/max in the profile")
+                    undeclared.setdefault(inp.name, (dims, []))[1].append(axis)
+            if inp.name in undeclared:
+                continue
             shapes[inp.name] = {"min": [x[0] for x in lo_hi], "opt": [x[1] for x in lo_hi],
                                 "max": [x[2] for x in lo_hi]}
         else:
@@ -224,6 +225,13 @@ def _shapes(model, options: TensorRTOptions,
                 raise ConfigError(f"options.shapes.{inp.name} ({list(given.min)}..{list(given.max)}) does not fit "
                                   f"the model's input {dims}", hint="keep the static dimensions as they are")
             shapes[inp.name] = {"min": list(given.min), "opt": list(given.opt), "max": list(given.max)}
+    if undeclared:
+        raise ConfigError("; ".join(f"input '{n}' has dynamic dimensions {d} beyond the batch (axes "
+                                    f"{', '.join(map(str, axes))})" for n, (d, axes) in undeclared.items()),
+                          hint="declare them all: " + " ".join(
+                              f"--input '{n}=...," + ",".join(f"dims={a}:MIN/OPT/MAX" for a in axes) + "'"
+                              for n, (_, axes) in undeclared.items())
+                          + " (or fixed shapes), or [options.shapes.NAME] min/opt/max in the profile")
     if options.dla_core is not None:
         for name, s in shapes.items():
             if not (s["min"] == s["opt"] == s["max"]):
@@ -367,7 +375,14 @@ def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, da
                 except Exception:  # noqa: BLE001 - the earlier choice cannot be rebuilt here: search afresh
                     result = None
             if result is None:
-                result = quantsearch.search(space, tuning, options.accuracy_search)
+                # scarce data (tuning overlaps calibration): recipes are compared out of sample
+                folds = quantsearch.crossfit(lambda cal, j: TrtSpace(out_dir / MODEL, out_dir / f".search-fold{j}",
+                                                                     cal, batch, options), data.calibration, tuning)
+                try:
+                    result = quantsearch.search(space, tuning, options.accuracy_search, folds=folds)
+                finally:
+                    for j in range(len(folds)):
+                        shutil.rmtree(out_dir / f".search-fold{j}", ignore_errors=True)
             shutil.move(str(result.candidate), str(out_dir / QDQ_MODEL))
             shutil.rmtree(out_dir / ".search", ignore_errors=True)
             details["accuracy_search"] = {**result.to_dict(), "problem": key}

@@ -246,9 +246,9 @@ def _litert_fp32(source: "Source", in_idx: list[int], out_idx: list[int]) -> byt
     import litert_torch
     import torch
 
-    from edgepack.sources.torch import build_module, example_args
+    from edgepack.sources.torch import build_module, example_args, tensor_outputs
 
-    module = build_module(source)
+    module = tensor_outputs(build_module(source))
     args = example_args(source, batch=1)
     if in_idx or out_idx:
         module = litert_torch.to_channel_last_io(module, args=in_idx, outputs=out_idx)
