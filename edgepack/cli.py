@@ -546,6 +546,13 @@ def doctor() -> None:
         t.add_row(_line(row["backend"]), "[green]ready[/]" if row["ready"] else "[red]missing[/]",
                   _line(row["versions"]), _line(row["install"]))
     console.print(t)
+    from edgepack.zoo import scale_extra
+
+    scale = scale_extra()
+    missing = [d for d, v in scale.items() if v is None]
+    console.print("scale extra (edgepack zoo --executor ray, cache URLs): " + (
+        "[green]installed[/] (" + ", ".join(f"{d} {v}" for d, v in scale.items()) + ")" if not missing else
+        f"[red]missing[/] {', '.join(missing)}: pip install -c constraints.txt -e '.[scale]'"))
     console.print(f"python {sys.version.split()[0]} · edgepack {inspection.edgepack_version()}")
 
 
@@ -554,6 +561,12 @@ from edgepack.devices.cli import app as _device_app  # noqa: E402 - typer + rich
 for _command in _device_app.registered_commands:  # `edgepack device …` shares the build's error contract
     _command.callback = _handle_errors(_command.callback)
 app.add_typer(_device_app, name="device")
+
+from edgepack.zoo.cli import app as _zoo_app  # noqa: E402 - typer + rich only; commands import lazily
+
+for _command in _zoo_app.registered_commands:  # `edgepack zoo …` shares the build's error contract
+    _command.callback = _handle_errors(_command.callback)
+app.add_typer(_zoo_app, name="zoo")
 
 
 def main() -> None:

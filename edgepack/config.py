@@ -139,6 +139,25 @@ class Metadata(_Model):
     description: str = ""
 
 
+class Resources(_Model):
+    """What one build of this target needs from the machine that runs it, when a zoo is built on a cluster
+    (``edgepack zoo build --executor ray``): CPUs, memory, GPUs and custom resources (a node that can build it
+    declares them, e.g. ``ray start --resources '{"tensorrt": 1}'``). Not part of the bundle or its content key."""
+
+    num_cpus: float = Field(1.0, ge=0, le=1024)
+    memory_mb: int | None = Field(None, ge=1, le=16 * 1024 * 1024, description="memory reserved for the build")
+    gpus: float = Field(0.0, ge=0, le=64, description="GPUs (e.g. 1 for a TensorRT engine built on the host)")
+    custom: dict[str, float] = Field(default_factory=dict, description="custom resource name → amount")
+
+    @field_validator("custom")
+    @classmethod
+    def _names(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", k) or not 0 < x <= 1024]
+        if bad:
+            raise ValueError(f"custom resources are [A-Za-z0-9_.:-] names with an amount in (0, 1024]: {bad}")
+        return v
+
+
 class TargetProfile(_Model):
     """One deployment target: a backend, a precision, a device class and its budgets."""
 
@@ -163,6 +182,7 @@ class TargetProfile(_Model):
     latency: LatencySettings = LatencySettings()
     metadata: Metadata = Metadata()
     options: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Resources()
     path: str | None = Field(None, description="file the profile was read from (set by the loader)")
 
     @property

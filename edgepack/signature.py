@@ -247,7 +247,12 @@ def load_model_config(path: str) -> tuple[tuple[TensorSpec, ...], dict]:
 
     Returns the input declarations and ``{output: OutputSpec}``.
     """
-    doc = _model_config(path)
+    return parse_model_config(_model_config(path), path)
+
+
+def parse_model_config(doc: dict, path: str) -> tuple[tuple[TensorSpec, ...], dict]:
+    """The ``inputs`` and ``outputs`` tables of a model config (as :func:`load_model_config` reads them) parsed;
+    ``path`` names where they came from in errors (a file, or a zoo's model entry)."""
     specs = []
     for name, table in (doc.get("inputs") or {}).items():
         if not isinstance(table, dict):
@@ -310,9 +315,14 @@ def model_config_budgets(path: str) -> dict[str, object]:
         parity.min_top1_agreement = 0.97
 
     Keys are checked against the budget schema here (values when the build applies them)."""
+    return budgets_table(_model_config(path).get("budgets") or {}, path)
+
+
+def budgets_table(table: object, path: str) -> dict[str, object]:
+    """A ``[budgets]`` table (a model config's, or a zoo model's) flattened to ``--budget`` keys and checked;
+    ``path`` names where it came from in errors."""
     from edgepack.config import budget_key
 
-    table = _model_config(path).get("budgets") or {}
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: budgets must be a table", hint="[budgets] with size_mb = 100, …")
     flat: dict[str, object] = {}
