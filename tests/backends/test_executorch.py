@@ -53,7 +53,8 @@ def test_tiny_cnn_builds_and_passes(built, target):
     assert app["executorch_version"] == version
     assert app["android"]["gradle"] == f"org.pytorch:executorch-android:{version}"
     assert app["ios"]["branch"] == f"swiftpm-{version}"
-    assert manifest["artifact"]["runtime"] == {"program": "model.pte", "method": "forward", "delegate": "XnnpackBackend"}
+    runtime = manifest["artifact"]["runtime"]
+    assert runtime == {"program": "model.pte", "method": "forward", "delegate": "XnnpackBackend"}
     d = manifest["artifact"]["details"]["delegation"]
     # the tiny CNN's convolutions and linear layer all go to XNNPACK; adaptive pooling falls back to portable kernels
     assert d["delegated_mac_share"] == 1.0 and d["delegated_ops"] > d["portable_ops"] >= 1

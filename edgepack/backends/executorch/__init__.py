@@ -51,7 +51,8 @@ class ExecuTorchBackend(Backend):
     precisions = frozenset({"fp32", "int8", "int8-dynamic"})
     Options = ExecuTorchOptions
     Runtime: ClassVar[type[RuntimeSpec]] = ExecuTorchRuntime
-    description = "ExecuTorch (.pte, XNNPACK delegate) for Android/iOS apps; checked on the host with executorch.runtime"
+    description = ("ExecuTorch (.pte, XNNPACK delegate) for Android/iOS apps; checked on the host with "
+                   "executorch.runtime")
     refusals: ClassVar[dict[str, str]] = REFUSALS
 
     def host_checks(self, artifact: Artifact) -> list[Check]:

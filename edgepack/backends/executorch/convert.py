@@ -4,6 +4,7 @@ graph XNNPACK took (by op count and by MACs) and the app-integration coordinates
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ import numpy as np
 from edgepack.artifact import Artifact, ConvertData
 from edgepack.backends.executorch.spec import PROGRAM, ExecuTorchOptions, ExecuTorchRuntime, app_integration
 from edgepack.core.checks import Check
-from edgepack.errors import ConversionFailed, InputError, NotApplicable, UnsupportedConversion, converter_error, explain
+from edgepack.errors import InputError, NotApplicable, UnsupportedConversion, converter_error, explain
 
 if TYPE_CHECKING:
     from edgepack.config import TargetProfile
@@ -244,8 +245,6 @@ def convert(source: "Source", profile: "TargetProfile", options: ExecuTorchOptio
         notes += more
     details["float_reference"] = {"size_bytes": len(fp32), "what": "the fp32 .pte of the same model"}
     (out_dir / PROGRAM).write_bytes(buf)
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     details["convert_s"] = round(time.perf_counter() - t0, 3)
     details["delegation"] = {k: facts[k] for k in ("delegated_ops", "portable_ops", "delegated_op_share",

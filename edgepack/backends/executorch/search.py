@@ -23,7 +23,6 @@ from edgepack.backends.executorch.device import load
 from edgepack.quantsearch import Recipe, Space
 
 Feeds = dict[str, np.ndarray]
-COMPUTE = ("conv", "linear", "addmm", "mm", "bmm", "matmul")
 
 
 @dataclass
@@ -33,21 +32,6 @@ class Candidate:
     float_layers: tuple[str, ...] = ()
     delegation: dict[str, Any] = field(default_factory=dict)
     _infer: Callable | None = None
-
-
-def compute_layers(gm) -> list[str]:
-    """Module names of the convolutions and linear layers in an exported graph, graph order."""
-    out: list[str] = []
-    for n in gm.graph.nodes:
-        if n.op != "call_function" or not any(k in str(n.target) for k in ("conv", "linear")):
-            continue
-        stack = n.meta.get("nn_module_stack") or {}
-        if stack:
-            name = list(stack.values())[-1][0]
-            name = name.replace("L['self'].", "").replace("L__self__.", "")
-            if name and name not in out:
-                out.append(name)
-    return out
 
 
 class ETSpace(Space):
@@ -62,7 +46,6 @@ class ETSpace(Space):
         self.lower = lower  # exported program → (.pte bytes, delegation facts)
         self.feed1 = feed1
         self.fp32 = fp32
-        self.prebuilt: dict[tuple[str, tuple[str, ...]], Candidate] = {}
         self._n = 0
 
     def recipes(self) -> list[Recipe]:
@@ -104,9 +87,6 @@ class ETSpace(Space):
         return torch.export.export(converted, self.args)
 
     def build(self, recipe: Recipe, float_layers: tuple[str, ...]) -> Candidate:
-        key = (recipe.name, tuple(float_layers))
-        if key in self.prebuilt:
-            return self.prebuilt.pop(key)
         buf, facts = self.lower(self.quantized_program(recipe, tuple(float_layers)))
         self._n += 1
         path = self.work / f"candidate-{self._n}.pte"
