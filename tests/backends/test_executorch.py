@@ -97,6 +97,19 @@ def test_plan_refuses_onnx_with_the_reason(tmp_path, cli):
     assert row["action"] == "skip" and "not onnx" in row["reason"] and "PyTorch model" in row["hint"]
 
 
+def test_a_program_that_mostly_falls_back_gets_a_warning():
+    """The census of a program XNNPACK barely took (an LSTM-like graph: its matmuls on portable kernels)."""
+    from edgepack.backends.executorch.convert import _rows
+    from edgepack.backends.executorch.spec import ExecuTorchOptions
+
+    facts = {"delegated_ops": 3, "portable_ops": 9, "delegated_op_share": 0.25, "delegated_mac_share": 0.2,
+             "portable_op_types": {"mm": 4, "sigmoid": 3, "tanh": 2}, "int8_mac_share": None}
+    rows, warnings = _rows(facts, ExecuTorchOptions(), "fp32")
+    assert rows[0]["measured"] == 0.2 and not rows[0]["applied"] and "mm×4" in rows[0]["note"]
+    assert len(warnings) == 1 and "XNNPACK took only 20% of the compute" in warnings[0]
+    assert _rows({**facts, "delegated_mac_share": 0.9}, ExecuTorchOptions(), "fp32")[1] == []
+
+
 # ------------------------------------------------------------------------------------------ slow: the dwsilu network
 
 UNMEETABLE = """backend = "executorch"
