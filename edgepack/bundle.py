@@ -42,7 +42,7 @@ RUNNER_TEMPLATE = RUNNER_DIR / "run_bundle.py"
 CORE_DIR = Path(__file__).parent / "core"
 
 TOOLCHAIN_DISTS = ("numpy", "onnx", "onnxruntime", "onnxscript", "torch", "tensorflow", "keras", "tf2onnx",
-                   "ai-edge-litert", "litert-torch", "openvino", "nncf", "coremltools")
+                   "ai-edge-litert", "litert-torch", "openvino", "nncf", "coremltools", "executorch", "torchao")
 
 
 def toolchain_versions() -> dict[str, str]:

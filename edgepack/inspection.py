@@ -105,7 +105,7 @@ def _version(dist: str) -> str | None:
 
 DIST_OF = {"onnxruntime": "onnxruntime", "onnx": "onnx", "tensorflow": "tensorflow", "ai_edge_litert": "ai-edge-litert",
            "litert_torch": "litert-torch", "openvino": "openvino", "nncf": "nncf", "coremltools": "coremltools",
-           "torch": "torch", "tf2onnx": "tf2onnx", "onnxscript": "onnxscript"}
+           "torch": "torch", "tf2onnx": "tf2onnx", "onnxscript": "onnxscript", "executorch": "executorch"}
 
 
 def doctor() -> list[dict[str, Any]]:

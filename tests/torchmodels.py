@@ -103,3 +103,36 @@ class TwoHeads(nn.Module):
 
 def make_twoheads():
     return TwoHeads().eval()
+
+
+class TinyCNN(nn.Module):
+    """A small digits-shaped classifier (1x1x32x32 → 10 logits): conv, depthwise conv, pooling and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1, groups=8),
+                                      nn.ReLU(), nn.Conv2d(8, 16, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def make_tiny_cnn():
+    return TinyCNN().eval()
+
+
+class Branchy(TinyCNN):
+    """TinyCNN whose path depends on the input's values: torch.export cannot capture that (data-dependent control
+    flow); a tracing exporter follows the branch the example input takes."""
+
+    def forward(self, x):
+        y = self.features(x).flatten(1)
+        if y.sum() > 0:
+            y = y * 2
+        return self.head(y)
+
+
+def make_branchy():
+    return Branchy().eval()

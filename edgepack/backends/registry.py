@@ -23,6 +23,7 @@ BACKENDS: dict[str, str] = {
     "tflite": "edgepack.backends.tflite:TFLiteBackend",
     "coreml": "edgepack.backends.coreml:CoreMLBackend",
     "tensorrt": "edgepack.backends.tensorrt:TensorRTBackend",
+    "executorch": "edgepack.backends.executorch:ExecuTorchBackend",
 }
 
 

@@ -17,12 +17,12 @@ from edgepack.signature import TensorSpec
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = ["android-ort-fp32", "android-ort-int8", "android-tflite-fp32", "android-tflite-int8",
-           "intel-openvino-fp32", "intel-openvino-int8"]
+           "intel-openvino-fp32", "intel-openvino-int8", "android-executorch-fp32", "android-executorch-int8"]
 
 
 @pytest.fixture(scope="module")
 def bundles(trained_digits, tmp_path_factory):
-    for mod in ("onnxruntime", "ai_edge_litert", "openvino", "litert_torch"):
+    for mod in ("onnxruntime", "ai_edge_litert", "openvino", "litert_torch", "executorch"):
         pytest.importorskip(mod)
     out = tmp_path_factory.mktemp("identity")
     results = pipeline.build(f"{REPO}/examples/digits.py:make_cnn", TARGETS, weights=str(trained_digits / "cnn.pt"),

@@ -11,7 +11,7 @@ import time
 import edgepack
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "onnxruntime", "openvino", "coremltools", "onnx", "nncf",
-              "ai_edge_litert", "litert_torch", "tf2onnx", "jax")
+              "ai_edge_litert", "litert_torch", "tf2onnx", "jax", "executorch", "torchao")
 
 
 def _loaded_after(code: str) -> set[str]:
