@@ -134,9 +134,9 @@ def _fold_constants(gm, args):
 
     with torch.no_grad():
         Recorder(gm).run(*args)
-    folded = 0
+    folded = _static_slices(gm, env, static)
     for n in list(gm.graph.nodes):
-        if n.op in ("placeholder", "output", "get_attr") or not static.get(n) or not n.users:
+        if n.op in ("placeholder", "output") or not static.get(n) or not n.users:
             continue
         v = env.get(n)
         if not isinstance(v, torch.Tensor) or v.numel() > FOLD_MAX_NUMEL:
@@ -150,6 +150,44 @@ def _fold_constants(gm, args):
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return folded
+
+
+def _slice(x, flip_dims: list, pos: list, neg: list):
+    """onnx2torch's Slice with its starts/ends/axes/steps already read (python slices, not tensors)."""
+    from onnx2torch.node_converters.slice import _do_slice
+
+    return _do_slice(x, flip_dims, pos, neg)
+
+
+def _static_slices(gm, env: dict, static: dict) -> int:
+    """``Slice`` nodes whose starts/ends/axes/steps are constants become python slices (onnx2torch reads them with
+    ``.numpy()``, which ``torch.export`` cannot trace)."""
+    from onnx2torch.node_converters.slice import _get_slices
+
+    done = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_module" or type(gm.get_submodule(n.target)).__name__ != "OnnxSlice":
+            continue
+        params = ["starts", "ends", "axes", "steps"]
+        given = dict(zip(params, n.args[1:]))
+        given.update({k: v for k, v in n.kwargs.items() if k in params})
+        if not all(static.get(v, False) for v in given.values() if v is not None):
+            continue
+        vals = {k: (env[v] if v is not None else None) for k, v in given.items()}
+        flip, pos, neg = _get_slices(vals["starts"], vals["ends"], vals.get("axes"), vals.get("steps"))
+
+        def py(x):
+            return slice(*(None if v is None else int(v) for v in (x.start, x.stop, x.step))) \
+                if isinstance(x, slice) else x
+
+        with gm.graph.inserting_after(n):
+            new = gm.graph.call_function(_slice, (n.args[0], [int(d) for d in flip], [py(x) for x in pos],
+                                                  [py(x) for x in neg]))
+        n.replace_all_uses_with(new)
+        gm.graph.erase_node(n)
+        static[new] = False
+        done += 1
+    return done
 
 
 def _named_outputs(gm, names: list[str]) -> None:
@@ -177,6 +215,67 @@ def _named_outputs(gm, names: list[str]) -> None:
     gm.recompile()
 
 
+def _constants_as_initializers(model):
+    """Tensor ``Constant`` nodes of the main graph as initializers (exporters such as Paddle's store every weight
+    that way; onnx2torch's Conv/Gemm converters read weights from initializers only). Same values, same names."""
+    keep, lifted = [], []
+    for node in model.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and set(attrs) == {"value"} and node.domain in ("", "ai.onnx"):
+            t = type(attrs["value"].t)()
+            t.CopyFrom(attrs["value"].t)
+            t.name = node.output[0]
+            lifted.append(t)
+        else:
+            keep.append(node)
+    if lifted:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        model.graph.initializer.extend(lifted)
+    return model
+
+
+def _static_inputs(model, source: Source):
+    """The graph inputs with the shapes the program is exported for (batch 1, declared dims at their opt): shape
+    inference then knows every rank (onnx2torch reads ranks from it, e.g. for BatchNormalization)."""
+    shapes = {t.name: t.concrete_shape(1) for t in source.inputs}
+    for value in model.graph.input:
+        if value.name in shapes and value.type.HasField("tensor_type"):
+            dims = value.type.tensor_type.shape.dim
+            del dims[:]
+            for d in shapes[value.name]:
+                dims.add().dim_value = int(d)
+    del model.graph.value_info[:]
+    return _measured_value_info(model, source)
+
+
+def _measured_value_info(model, source: Source):
+    """Every intermediate value's shape and type, measured by one ONNX Runtime run on the static example inputs
+    (ONNX shape inference stops at ops whose output shape depends on values, and onnx2torch reads ranks from it)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    probe = type(model)()
+    probe.CopyFrom(model)
+    known = {v.name for v in (*probe.graph.input, *probe.graph.output)} | {i.name for i in probe.graph.initializer}
+    inner = [o for n in probe.graph.node for o in n.output if o and o not in known]
+    for name in inner:
+        probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {t.name: np.zeros(t.concrete_shape(1), dtype=t.dtype) for t in source.inputs}
+        values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    except Exception:  # noqa: BLE001 - fall back on ONNX shape inference alone (onnx2torch runs it)
+        return model
+    for name in inner:
+        v = values.get(name)
+        if isinstance(v, np.ndarray):
+            model.graph.value_info.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)))
+    return model
+
+
 def _drop_dead_reads(ep) -> None:
     """Remove the unused scalar reads (``aten.item`` of a folded literal, from onnx2torch's ``if torch.any(...)``)
     and what fed only them: the program serializes and loads without them."""
@@ -199,7 +298,7 @@ def _to_torch(source: Source, pt2: str) -> list[str]:
     import torch._subclasses.fake_tensor as fake_tensor
 
     o2t = _onnx2torch()
-    model = onnx.load(source.path)
+    model = _static_inputs(_constants_as_initializers(onnx.load(source.path)), source)
     try:
         gm = o2t.convert(model, attach_onnx_mapping=True)
     except NotImplementedError as e:

@@ -12,7 +12,7 @@ from edgepack.artifact import RuntimeSpec
 PRIMARY = "model.mlpackage"
 ACCEPTS = frozenset({"torch", "tf"})
 REFUSALS = {"onnx": "ONNX models reach Core ML through the onnx → torch bridge, which needs onnx2torch: "
-                    "pip install -c constraints.txt -e '.[bridge]' (or give the original PyTorch/Keras model)"}
+                    "pip install --no-deps -c constraints.txt onnx2torch (as scripts/setup-env.sh does; docs/bridge.md) (or give the original PyTorch/Keras model)"}
 COMPRESSED = {"w8": "8-bit linear (symmetric, per-channel)", "palette6": "6-bit palette (k-means)",
               "palette4": "4-bit palette (k-means)"}
 ComputeUnits = Literal["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"]

@@ -82,7 +82,7 @@ class TFLiteBackend(Backend):
     Runtime: ClassVar[type[RuntimeSpec]] = TFLiteRuntime
     description = "TensorFlow Lite / LiteRT (.tflite) for Android apps; checked on the host with ai_edge_litert"
     refusals = {"onnx": "ONNX models reach TFLite through the onnx → torch bridge, which needs onnx2torch: "
-                        "pip install -c constraints.txt -e '.[bridge]' (or give the Keras/PyTorch source; ONNX files "
+                        "pip install --no-deps -c constraints.txt onnx2torch (as scripts/setup-env.sh does; docs/bridge.md) (or give the Keras/PyTorch source; ONNX files "
                         "also go to the ort_mobile/openvino targets)"}
 
     def convert(self, source: "Source", profile: "TargetProfile", options: TFLiteOptions, data: ConvertData,
