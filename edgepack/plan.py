@@ -87,6 +87,14 @@ def why_not(target: Target, source: Source, custom_ops: list[str],
     foreign = [op for op in custom_ops if not (backend.name == "ort_mobile" and op.startswith("com.microsoft::"))]
     if foreign:
         return route, f"ops outside the ONNX standard: {', '.join(foreign)}", "only ort_mobile runs com.microsoft ops"
+    if route == TORCH_ROUTE:
+        loose = [f"{t.name} {t.shape_str()}" for t in source.inputs
+                 if any(d is None and i != t.batch_axis and i not in {a for a, *_ in t.dims}
+                        for i, d in enumerate(t.shape))]
+        if loose:
+            return route, (f"the {TORCH_ROUTE} exports one static shape, and input {', '.join(loose)} has dynamic "
+                           "dimensions"), ("declare them: --input NAME=1x3x256x256 (or dims=AXIS:MIN/OPT/MAX; the "
+                                           "bridge exports at OPT)")
     if route == TORCH_ROUTE and bridge_gaps:
         return route, f"the {TORCH_ROUTE} has no converter for: {', '.join(bridge_gaps)}", \
             "build the ort_mobile/openvino targets, which take the ONNX model directly (docs/bridge.md)"

@@ -276,6 +276,23 @@ def _measured_value_info(model, source: Source):
     return model
 
 
+def _own_storage(gm) -> None:
+    """Every tensor the module holds as a dense copy of its own (onnx2torch can leave expanded or shared views,
+    which the ``.pt2`` writer cannot package)."""
+    import torch
+
+    for m in gm.modules():
+        for store in (m._parameters, m._buffers):  # noqa: SLF001
+            for k, v in list(store.items()):
+                if isinstance(v, torch.Tensor):
+                    fresh = v.detach().contiguous().clone()
+                    store[k] = torch.nn.Parameter(fresh, requires_grad=False) if isinstance(v, torch.nn.Parameter) \
+                        else fresh
+        for k, v in list(vars(m).items()):
+            if isinstance(v, torch.Tensor) and not k.startswith("_"):
+                setattr(m, k, v.detach().contiguous().clone())
+
+
 def _drop_dead_reads(ep) -> None:
     """Remove the unused scalar reads (``aten.item`` of a folded literal, from onnx2torch's ``if torch.any(...)``)
     and what fed only them: the program serializes and loads without them."""
@@ -307,6 +324,7 @@ def _to_torch(source: Source, pt2: str) -> list[str]:
     args = _example_args(source)
     _named_outputs(gm, [t.name for t in source.outputs])
     folded = _fold_constants(gm.eval(), args)
+    _own_storage(gm)
     # literals the folding made (shapes, axes) are known values to torch.export up to this size
     old = fake_tensor.CONSTANT_NUMEL_LIMIT
     fake_tensor.CONSTANT_NUMEL_LIMIT = FOLD_MAX_NUMEL
