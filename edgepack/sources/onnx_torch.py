@@ -217,9 +217,12 @@ def _named_outputs(gm, names: list[str]) -> None:
 
 def _constants_as_initializers(model):
     """Tensor ``Constant`` nodes of the main graph as initializers (exporters such as Paddle's store every weight
-    that way; onnx2torch's Conv/Gemm converters read weights from initializers only). Same values, same names."""
+    that way; onnx2torch's Conv/Gemm converters read weights from initializers only), and trailing empty optional
+    inputs dropped (onnx2torch's Clip reads ``""`` as a dynamic max). Same values, same names."""
     keep, lifted = [], []
     for node in model.graph.node:
+        while len(node.input) and node.input[-1] == "":  # a trailing "" is an omitted optional input
+            node.input.pop()
         attrs = {a.name: a for a in node.attribute}
         if node.op_type == "Constant" and set(attrs) == {"value"} and node.domain in ("", "ai.onnx"):
             t = type(attrs["value"].t)()

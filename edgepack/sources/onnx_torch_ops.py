@@ -1,5 +1,6 @@
 """Converters added to onnx2torch's own registry (``add_converter``) for what its 1.5.15 release lacks: ``LSTM`` and
-``GRU`` (→ ``torch.nn.LSTM`` / ``torch.nn.GRU``) and ``Reshape`` with ``allowzero=1``.
+``GRU`` (→ ``torch.nn.LSTM`` / ``torch.nn.GRU``), ``Reshape`` with ``allowzero=1``, and ``Pad`` in reflect/edge
+mode on inputs whose leading axes are not padded (onnx2torch's own refuses a 2-D input).
 
 Used only inside the ONNX → torch bridge worker (:mod:`edgepack.sources.onnx_torch`), after its torchvision guard:
 importing this module imports no framework; :func:`register` imports torch and onnx2torch, defines the torch modules
@@ -26,6 +27,7 @@ LSTM_GATES = [0, 2, 3, 1]  # ONNX i, o, f, c → torch i, f, g, o
 GRU_GATES = [1, 0, 2]  # ONNX z, r, h → torch r, z, n
 DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 RESHAPE_VERSIONS = (5, 13, 14)
+PAD_VERSIONS = (11, 13)  # the tensor-pads forms onnx2torch registers
 
 _DEFINED: dict = {}
 
@@ -135,7 +137,34 @@ def _define() -> dict:
         def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
             return torch.reshape(x, torch.Size(shape))
 
+    class OnnxPadEdges(nn.Module):
+        """``Pad`` in reflect/edge mode: only the padded trailing axes go to torch (onnx2torch passes all but two
+        axes' zero pads, which torch's reflect/replicate refuse on a 2-D input)."""
+
+        def __init__(self, mode: str) -> None:
+            super().__init__()
+            self.mode = mode
+
+        def forward(self, x: torch.Tensor, pads: torch.Tensor, constant_value: torch.Tensor | None = None,
+                    axes: torch.Tensor | None = None) -> torch.Tensor:
+            p = [int(v) for v in pads.tolist()]
+            rank = x.dim()
+            if axes is not None:
+                full = [0] * (2 * rank)
+                for i, a in enumerate(int(v) % rank for v in axes.tolist()):
+                    full[a], full[a + rank] = p[i], p[i + len(p) // 2]
+                p = full
+            pairs = [(p[i], p[i + rank]) for i in range(rank)][::-1]  # last axis first, as torch takes them
+            while pairs and pairs[-1] == (0, 0):
+                pairs.pop()
+            if not pairs:
+                return x
+            if len(pairs) >= rank:
+                raise NotImplementedError(f"{self.mode} Pad of the first axis of a {rank}-D tensor")
+            return torch.nn.functional.pad(x, [v for pair in pairs for v in pair], mode=self.mode)
+
     _DEFINED.update(OnnxRecurrent=OnnxRecurrent, OnnxReshapeAllowZero=OnnxReshapeAllowZero, recurrent=_recurrent,
+                    OnnxPadEdges=OnnxPadEdges,
                     OnnxMapping=OnnxMapping, OperationConverterResult=OperationConverterResult)
     return _DEFINED
 
@@ -165,3 +194,20 @@ def register() -> None:
             return plain(node, graph)
 
         add_converter(operation_type="Reshape", version=version)(reshape)
+    for version in PAD_VERSIONS:
+        key = OperationDescription("", "Pad", version)
+        plain = registry._CONVERTER_REGISTRY.pop(key, None)  # noqa: SLF001
+
+        def pad(node, graph, plain=plain):  # (OnnxNode, OnnxGraph) -> OperationConverterResult
+            mode = node.attributes.get("mode", "constant")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            if mode in ("reflect", "edge") or plain is None:
+                torch_mode = {"reflect": "reflect", "edge": "replicate"}.get(mode)
+                if torch_mode is None:
+                    raise NotImplementedError(f"Pad mode {mode}")
+                return OperationConverterResult(torch_module=d["OnnxPadEdges"](torch_mode),
+                                                onnx_mapping=OnnxMapping(inputs=node.input_values,
+                                                                         outputs=node.output_values))
+            return plain(node, graph)
+
+        add_converter(operation_type="Pad", version=version)(pad)

@@ -178,6 +178,26 @@ def test_reshape_allowzero_keeps_the_zero_sized_axis(tmp_path):
     assert ref[0].shape == got[0].shape == (0, 4)
 
 
+def _reflect_pad(path: Path, mode: str) -> Path:
+    """Pad (opset 13, tensor pads) of a 2-D (N, L) input on its last axis: onnx2torch's own converter refuses it."""
+    pads = numpy_helper.from_array(np.array([0, 3, 0, 2], np.int64), "pads")
+    node = helper.make_node("Pad", ["X", "pads"], ["Y"], mode=mode)
+    graph = helper.make_graph([node], "p", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 16])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 21])], initializer=[pads])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    return path
+
+
+def test_reflect_and_edge_pad_of_a_2d_input_match_onnx_runtime(tmp_path):
+    x = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+    jobs = [(str(_reflect_pad(tmp_path / f"{m}.onnx", m)), {"X": x}) for m in ("reflect", "edge")]
+    got = run_isolated(_bridged_outputs, jobs, what="bridge", family="bridge:onnx-torch")
+    for (path, feeds), g in zip(jobs, got):
+        ref = _ort(Path(path), feeds)
+        assert g[0].shape == ref[0].shape == (2, 21)
+        np.testing.assert_array_equal(g[0], ref[0])
+
+
 def test_torchvision_guard_is_a_stub_in_the_bridge_worker_only():
     facts = run_isolated(_guard_facts, what="bridge", family="bridge:onnx-torch")
     assert facts["stub"] is True
