@@ -29,6 +29,21 @@ DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "
 RESHAPE_VERSIONS = (5, 13, 14)
 PAD_VERSIONS = (11, 13)  # the tensor-pads forms onnx2torch registers
 
+
+def _dilated(node) -> str:
+    d = node.attributes.get("dilations")
+    return f"dilations {list(d)}" if d and any(int(v) != 1 for v in d) else ""
+
+
+def _nothing(node) -> str:  # noqa: ARG001 - the newer schema only widened the types
+    return ""
+
+
+# Newer ONNX schema versions (what torch's exporter writes at opset 18-21) whose semantics are the registered
+# version's for every case the check lets through: (op, newer since-versions, registered version, check)
+NEWER_SCHEMAS = (("Reshape", (19, 21), 14, _nothing),  # 19/21: more tensor types (float8, int4)
+                 ("AveragePool", (19,), 11, _dilated))  # 19: a dilations attribute (only 1s convert)
+
 _DEFINED: dict = {}
 
 
@@ -194,6 +209,19 @@ def register() -> None:
             return plain(node, graph)
 
         add_converter(operation_type="Reshape", version=version)(reshape)
+    for op, newer, known, check in NEWER_SCHEMAS:
+        base = registry._CONVERTER_REGISTRY.get(OperationDescription("", op, known))  # noqa: SLF001
+        for version in newer:
+            if base is None or OperationDescription("", op, version) in registry._CONVERTER_REGISTRY:  # noqa: SLF001
+                continue
+
+            def alias(node, graph, base=base, check=check, op=op, version=version):
+                problem = check(node)
+                if problem:
+                    raise NotImplementedError(f"{op}-{version} with {problem}")
+                return base(node, graph)
+
+            add_converter(operation_type=op, version=version)(alias)
     for version in PAD_VERSIONS:
         key = OperationDescription("", "Pad", version)
         plain = registry._CONVERTER_REGISTRY.pop(key, None)  # noqa: SLF001

@@ -217,6 +217,17 @@ def _with_unconvertible_op(path: Path) -> Path:
     return path
 
 
+def _opset20_pool(path: Path) -> Path:
+    """AveragePool + Reshape at opset 20 (what torch's exporter writes): schema versions 19 of both."""
+    shape = numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
+    nodes = [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["p", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], initializer=[shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9), path)
+    return path
+
+
 def test_plan_routes_onnx_through_the_bridge_and_refuses_unconvertible_ops(tmp_path, cli):
     from tinymodels import make_tiny_onnx
 
@@ -225,6 +236,10 @@ def test_plan_routes_onnx_through_the_bridge_and_refuses_unconvertible_ops(tmp_p
     assert res.exit_code == 0, res.stdout + res.stderr
     rows = json.loads((tmp_path / "ok.json").read_text())["targets"]
     assert [(r["action"], r["route"]) for r in rows] == [("build", "onnx → torch bridge")] * 2
+    pool = _opset20_pool(tmp_path / "pool20.onnx")
+    res = cli("plan", pool, "-t", "android-tflite-fp32", "--json", tmp_path / "pool.json")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert json.loads((tmp_path / "pool.json").read_text())["targets"][0]["action"] == "build"
 
     bad = _with_unconvertible_op(tmp_path / "dft.onnx")
     out = tmp_path / "dist"
