@@ -777,7 +777,14 @@ def bridge_fidelity(source: Source, bridges: Bridges, sources: dict[str, tuple[S
     n = min(FIDELITY_SAMPLES, len(next(iter(split.values()))))
     feeds = take(split, np.arange(n))
     progress(f"checking the {onnx_torch.ROUTE} on {n} calibration samples")
-    row = onnx_torch.fidelity(golden_outputs(source, feeds, axes), onnx_torch.run(bridged, feeds, axes), n)
+    reference = golden_outputs(source, feeds, axes)
+    try:
+        row = onnx_torch.fidelity(reference, onnx_torch.run(bridged, feeds, axes), n)
+    except Exception as e:  # noqa: BLE001 - the bridged program not running is the ERROR of the targets using it
+        for t in users:
+            results[t.name] = _error_report(t, "bridge fidelity", e, source)
+            progress(f"{t.name}: ERROR in bridge fidelity: {results[t.name].reason}")
+        return {}
     if row.passed:
         return {t.name: [row] for t in users}
     for t in users:
