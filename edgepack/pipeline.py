@@ -615,11 +615,15 @@ def convert_target(target: Target, source: Source, notes: list[str], data: Calib
 def finish_target(c: Converted, source: Source, data: CalibrationData, golden: Feeds, out_root: Path,
                   archive: bool, kinds: dict[str, OutputKindInfo], progress: Progress,
                   specs: dict[str, outspec.OutputSpec] | None = None, shape_warnings: list[str] | None = None,
-                  budget_table: dict[str, EffectiveBudget] | None = None) -> TargetReport:
-    """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place."""
+                  budget_table: dict[str, EffectiveBudget] | None = None,
+                  source_checks: list[Check] | None = None) -> TargetReport:
+    """Host parity + budgets on the staged bundle, then the bundle written (manifest last) and moved into place.
+    ``source_checks`` are rows about the source the backend received (the onnx → torch bridge's fidelity)."""
     target, profile, art = c.target, c.target.profile, c.artifact
     limits = parity_limits(profile.backend, profile.precision, profile.budgets.parity)
     ev = evaluate(target, art, c.staging, data.holdout, golden, data.holdout_labels, limits, kinds, progress, specs)
+    if source_checks:
+        ev = replace(ev, checks=[*source_checks, *ev.checks])
     warnings = list(shape_warnings or []) + list(art.warnings) + ev.warnings
     if data.synthetic:
         warnings.insert(0, "parity ran on SYNTHETIC random inputs, not real data: it cannot vouch for accuracy")
@@ -881,7 +885,7 @@ def _bridge_and_preflight(source: Source, runnable: list[Target], results: dict[
         try:
             sources[t.name] = bridges.for_backend(t.backend.name, t.backend.accepts, t.backend.refusals)
         except Exception as e:  # noqa: BLE001 - a failed bridge is the verdict of the targets needing it
-            results[t.name] = _error_report(t, "bridge to ONNX", e, source)
+            results[t.name] = _error_report(t, f"bridge ({t.backend.route(source.kind)[1]})", e, source)
             continue
         bridged = sources[t.name][0]
         if bridged is source or not t.backend.has_preflight():
@@ -900,6 +904,49 @@ def _bridge_and_preflight(source: Source, runnable: list[Target], results: dict[
                                              hint=e.hint or None))
     plans.refuse(plans.Plan(model=source.name, source=source.describe(), rows=tuple(refused)))
     return sources
+
+
+FIDELITY_SAMPLES = 64  # calibration samples the onnx → torch bridge is compared on
+
+
+def bridge_fidelity(source: Source, bridges: Bridges, sources: dict[str, tuple[Source, list[str]]],
+                    runnable: list[Target], data: CalibrationData, axes: dict[str, int | None],
+                    results: dict[str, TargetReport], progress: Progress) -> dict[str, list[Check]]:
+    """The onnx → torch bridged program against the ONNX model on the calibration split, once, before any target
+    is converted from it: its row for each target built from it; a failing row is those targets' FAILED verdict
+    (in ``results``) and they are not converted."""
+    bridged = bridges.torch_bridged()
+    users = [t for t in runnable if t.name in sources and sources[t.name][0] is bridged]
+    if bridged is None or not users:
+        return {}
+    from edgepack.sources import onnx_torch
+
+    split = data.calibration or data.holdout
+    n = min(FIDELITY_SAMPLES, len(next(iter(split.values()))))
+    feeds = take(split, np.arange(n))
+    progress(Event(f"checking the {onnx_torch.ROUTE} on {n} calibration samples", stage="source"))
+    reference = golden_outputs(source, feeds, axes)
+    try:
+        row = onnx_torch.fidelity(reference, onnx_torch.run(bridged, feeds, axes), n)
+    except Exception as e:  # noqa: BLE001 - the bridged program not running is the ERROR of the targets using it
+        for t in users:
+            results[t.name] = _error_report(t, "bridge fidelity", e, source)
+            progress(Event(f"{t.name}: ERROR in bridge fidelity: {results[t.name].reason}", stage="error",
+                           target=t.name, verdict="error"))
+        return {}
+    if row.passed:
+        return {t.name: [row] for t in users}
+    for t in users:
+        p = t.profile
+        results[t.name] = TargetReport(
+            target=t.name, status="failed", backend=p.backend, precision=p.precision, device=p.device,
+            stage="bridge fidelity", checks=[row], source=source.describe(),
+            reason=f"the {onnx_torch.ROUTE} changes the model's numbers ({row.note}); nothing was converted",
+            hint="build the ort_mobile/openvino targets, which take the ONNX model directly, or report the ops to "
+                 "edgepack (docs/bridge.md)")
+        progress(Event(f"{t.name}: FAILED bridge fidelity: {row.note}", stage="done", target=t.name,
+                       verdict="failed"))
+    return {}
 
 
 def _skipped_report(t: Target, reason: str | None, hint: str | None, source: Source) -> TargetReport:
@@ -933,6 +980,10 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
     hints = output_ops(source)
     kinds = {t.name: output_kinds(t, golden, data.holdout_labels, declared_kinds, hints) for t in runnable}
     specs = {t.name: output_specs(golden, declared_specs, axes, kinds[t.name]) for t in runnable}
+    bridge_rows = bridge_fidelity(source, bridges, sources, runnable, data, axes, results, progress)
+    runnable = [t for t in runnable if t.name not in results]
+    if not runnable:
+        return [results[t.name] for t in resolved]
     # staged now, moved into place when the build ends: an interrupted build leaves no holdout/ behind
     check_holdout_folder(out_root / source.name / "holdout")
     holdout_tmp = stage_holdout(out_root / source.name, data, golden)
@@ -951,7 +1002,8 @@ def _build_planned(source: Source, resolved: list[Target], runnable: list[Target
                     results[c.target.name] = finish_target(c, source, data, golden, out_root, archive,
                                                            kinds[c.target.name], progress, spec,
                                                            shape_warnings + spec_warnings,
-                                                           (budget_table or {}).get(c.target.name))
+                                                           (budget_table or {}).get(c.target.name),
+                                                           bridge_rows.get(c.target.name, []))
                     status = results[c.target.name].status
                     progress(Event(f"{c.target.name}: {status.upper()}", stage="done", target=c.target.name,
                                    verdict=status, quiet=True))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from edgepack.backends.base import TORCH_BRIDGE_ROUTE as TORCH_ROUTE
 from edgepack.backends.registry import Target
 from edgepack.errors import ConfigError, EdgepackError, NotApplicable
 from edgepack.sources import Source
@@ -66,7 +67,18 @@ def _custom_ops(source: Source) -> list[str]:
     return sorted(op for op in ops if "::" in op)
 
 
-def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str, str | None, str | None]:
+def _bridge_gaps(targets: list[Target], source: Source) -> list[str]:
+    """The ONNX ops the onnx → torch bridge has no converter for (checked only when a target goes that way)."""
+    if source.kind != "onnx" or not any(not t.backend.missing() and t.backend.route(source.kind) == (True, TORCH_ROUTE)
+                                        for t in targets):
+        return []
+    from edgepack.sources.onnx_torch import census
+
+    return census(source)
+
+
+def why_not(target: Target, source: Source, custom_ops: list[str],
+            bridge_gaps: list[str] | None = None) -> tuple[str, str | None, str | None]:
     """(route, reason it cannot be built or None, hint). A preflight's :class:`NotApplicable` comes back as a reason
     too; :func:`make` skips those targets (see :func:`not_applicable`)."""
     backend = target.backend
@@ -79,6 +91,17 @@ def why_not(target: Target, source: Source, custom_ops: list[str]) -> tuple[str,
     foreign = [op for op in custom_ops if not (backend.name == "ort_mobile" and op.startswith("com.microsoft::"))]
     if foreign:
         return route, f"ops outside the ONNX standard: {', '.join(foreign)}", "only ort_mobile runs com.microsoft ops"
+    if route == TORCH_ROUTE:
+        loose = [f"{t.name} {t.shape_str()}" for t in source.inputs
+                 if any(d is None and i != t.batch_axis and i not in {a for a, *_ in t.dims}
+                        for i, d in enumerate(t.shape))]
+        if loose:
+            return route, (f"the {TORCH_ROUTE} exports one static shape, and input {', '.join(loose)} has dynamic "
+                           "dimensions"), ("declare them: --input NAME=1x3x256x256 (or dims=AXIS:MIN/OPT/MAX; the "
+                                           "bridge exports at OPT)")
+    if route == TORCH_ROUTE and bridge_gaps:
+        return route, f"the {TORCH_ROUTE} has no converter for: {', '.join(bridge_gaps)}", \
+            "build the ort_mobile/openvino targets, which take the ONNX model directly (docs/bridge.md)"
     if backend.has_preflight() and source.kind in backend.accepts:  # bridged sources: checked after the bridge
         try:
             backend.preflight(source, target.profile, target.options)
@@ -99,9 +122,10 @@ def not_applicable(reason: str | None) -> bool:
 
 def make(model: str, targets: list[Target], source: Source, skip_unavailable: bool) -> Plan:
     custom = _custom_ops(source)
+    gaps = _bridge_gaps(targets, source)
     rows = []
     for t in targets:
-        route, reason, hint = why_not(t, source, custom)
+        route, reason, hint = why_not(t, source, custom, gaps)
         action: Action = ("build" if reason is None else
                           "skip" if skip_unavailable or not_applicable(reason) else "refuse")
         rows.append(PlanRow(target=t.name, backend=t.backend.name, precision=t.profile.precision, action=action,

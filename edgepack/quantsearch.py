@@ -453,6 +453,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
             trial.error = explain(str(e)) or type(e).__name__
         trial.seconds = time.monotonic() - t0
         trials.append(trial)
+        record_trial(trial, len(trials))
         progress(f"recipe {recipe.name} (cross-fitted)" + (
             f": {'meets' if trial.passed else 'misses'} the budget out of sample (score {trial.score:.3f})"
             if trial.error is None else f": {trial.error}"))

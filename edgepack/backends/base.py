@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 # what the pipeline's ONNX bridge needs per source kind (import names, checked with find_spec)
 BRIDGE_NEEDS: dict[str, tuple[str, ...]] = {"torch": ("torch", "onnxscript"), "tf": ("tensorflow", "tf2onnx")}
+# the other direction: ONNX sources reach backends that take torch (but not onnx) through onnx2torch
+# (edgepack.sources.onnx_torch; its import names are repeated here so this module imports no source code)
+TORCH_BRIDGE_NEEDS: tuple[str, ...] = ("torch", "onnx2torch")
+TORCH_BRIDGE_ROUTE = "onnx → torch bridge"
 
 
 def _installed(mod: str) -> bool:
@@ -179,7 +183,8 @@ class Backend(abc.ABC):
             raise validation_message(e, self.Options, where, prefix="options.") from None
 
     def route(self, kind: str) -> tuple[bool, str]:
-        """Whether this backend can take a source kind (directly or through the ONNX bridge), and how / why not."""
+        """Whether this backend can take a source kind (directly, through the torch/tf → ONNX bridge, or for a
+        backend that takes torch but not onnx, through the onnx → torch bridge), and how / why not."""
         if kind in self.accepts:
             return True, f"direct ({kind})"
         if "onnx" in self.accepts and kind in BRIDGE_NEEDS:
@@ -187,6 +192,11 @@ class Backend(abc.ABC):
             if need:
                 return False, f"the {kind} → onnx bridge needs {', '.join(need)} (not installed)"
             return True, f"{kind} → onnx bridge"
+        if kind == "onnx" and "torch" in self.accepts:
+            need = [m for m in TORCH_BRIDGE_NEEDS if not _installed(m)]
+            if need:
+                return False, f"the {TORCH_BRIDGE_ROUTE} needs {', '.join(need)} (not installed)"
+            return True, TORCH_BRIDGE_ROUTE
         return False, f"{self.name} takes {', '.join(sorted(self.accepts))} sources, not {kind}"
 
     def needs_calibration(self, profile: "TargetProfile", options: BaseModel) -> bool:

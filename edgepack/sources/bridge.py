@@ -1,5 +1,6 @@
-"""The ONNX bridge: source conversions shared by every target of one build (one torch → ONNX export, one
-TF → ONNX export), for backends that take ONNX but not the source's own framework."""
+"""The bridges: source conversions shared by every target of one build — one torch → ONNX or TF → ONNX export for
+backends that take ONNX but not the source's own framework, and one ONNX → torch conversion
+(:mod:`edgepack.sources.onnx_torch`) for backends that take torch but not ONNX (tflite, coreml, …)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class Bridges:
         """The source as the backend takes it, and notes saying how it was bridged."""
         if self.source.kind in accepts:
             return self.source, []
+        if self.source.kind == "onnx" and "torch" in accepts:
+            return self.to_torch()
         if "onnx" not in accepts:
             raise UnsupportedConversion(f"backend '{name}' cannot take {self.source.kind} sources",
                                         hint=refusals.get(self.source.kind) or f"it accepts: {', '.join(sorted(accepts))}")
@@ -36,6 +39,18 @@ class Bridges:
                              inputs=ins, outputs=outs, sha256=self.source.sha256)
             self.cache["onnx"] = (bridged, [f"bridged {self.source.kind} → onnx", *notes])
         return self.cache["onnx"]
+
+    def to_torch(self) -> tuple[Source, list[str]]:
+        """The ONNX source as a torch source (converted once per build, in the bridge's worker)."""
+        if "torch" not in self.cache:
+            from edgepack.sources.onnx_torch import to_torch
+
+            self.cache["torch"] = to_torch(self.source, self.dir / f"{self.source.name}.pt2")
+        return self.cache["torch"]
+
+    def torch_bridged(self) -> Source | None:
+        """The onnx → torch bridged source, when this build made one."""
+        return self.cache["torch"][0] if "torch" in self.cache else None
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

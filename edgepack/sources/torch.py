@@ -3,6 +3,7 @@
 * ``package.module:factory`` or ``path/to/file.py:factory`` (+ optional ``--weights``, a state dict read with
   ``torch.load(..., weights_only=True)``): the user's own code, named explicitly on the command line.
 * ``.pt2`` (``torch.export``) and TorchScript files carry code: refused without ``--trust-model-code``.
+* format ``onnx-bridged``: the ``.pt2`` the onnx → torch bridge made from an ONNX source (never a user file).
 
 Everything that imports torch runs in a worker process (see ``edgepack.isolation``).
 """
@@ -113,6 +114,9 @@ def build_module(source: Source):
 
     if source.format == "exported":
         return torch.export.load(source.path).module()
+    if source.format == BRIDGED:  # the onnx → torch bridge's program: a plain GraphModule (eval(), re-export)
+        unlifted = torch.export.load(source.path).module()
+        return torch.fx.GraphModule(unlifted, unlifted.graph).eval()
     if source.format == "torchscript":
         return torch.jit.load(source.path, map_location="cpu").eval()
     module = _import_factory(source.path)()
@@ -199,6 +203,8 @@ def load_weights(module, state, source: Source) -> None:
         raise InputError(f"weights {where} do not fit the model: " + "; ".join(parts), hint=hint)
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
 
+
+BRIDGED = "onnx-bridged"  # format of the torch source edgepack.sources.onnx_torch makes from an ONNX model
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32", "uint8": "uint8",
                  "int8": "int8", "bool": "bool"}

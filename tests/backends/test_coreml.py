@@ -550,7 +550,9 @@ def test_onnx_sources_are_refused_naming_what_works(tmp_path):
     src = Source(kind="onnx", format="onnx", path="m.onnx", name="m", inputs=(TensorSpec("x", (1, 4)),))
     with pytest.raises(UnsupportedConversion, match="PyTorch and Keras/TensorFlow") as e:
         _convert(src, TargetProfile(name="t", backend="coreml", precision="fp16"), tmp_path)
-    assert "original model" in e.value.hint and CoreMLBackend.refusals["onnx"] == e.value.hint
+    # the pipeline bridges ONNX sources (onnx → torch); a direct convert call names that route and its extra
+    assert "onnx → torch bridge" in e.value.hint and "onnx2torch" in e.value.hint
+    assert CoreMLBackend.refusals["onnx"] == e.value.hint
 
 
 def test_keras_image_inputs_and_nchw_layout_are_refused(tmp_path):

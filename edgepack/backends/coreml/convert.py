@@ -101,6 +101,19 @@ def _hidden(*packages: str):
                 del sys.modules[p]
 
 
+def _source_output_names(ct: Any, mlmodel: Any, source: "Source", opts: CoreMLOptions) -> Any:
+    """The source's output names back on the program when coremltools made them identifiers (an ONNX model's
+    ``softmax_11.tmp_0`` or ``name/0`` reached through the onnx → torch bridge); order is the source's."""
+    if opts.class_labels:
+        return mlmodel
+    spec = mlmodel.get_spec()
+    got, want = [o.name for o in spec.description.output], [t.name for t in source.outputs]
+    if got == want or len(got) != len(want):
+        return mlmodel
+    _rename(spec, dict(zip(got, want)))
+    return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+
+
 def _rename(spec: Any, names: dict[str, str]) -> None:
     """Rename I/O features and the program variables behind them in one pass (so swaps and classifiers work)."""
     taken = {o.name for f in spec.mlProgram.functions.values() for b in f.block_specializations.values()
@@ -248,6 +261,7 @@ def _convert_torch(source: "Source", profile: "TargetProfile", opts: CoreMLOptio
         r, e, _ = failures[0]
         warnings.append(f"{r} route failed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
                         f"converted via {route}")
+    mlmodel = _source_output_names(ct, mlmodel, source, opts)
 
     compression: dict[str, Any] = {}
     if profile.precision in COMPRESSED:

@@ -11,8 +11,8 @@ from edgepack.artifact import RuntimeSpec
 
 PRIMARY = "model.mlpackage"
 ACCEPTS = frozenset({"torch", "tf"})
-REFUSALS = {"onnx": "Core ML converts PyTorch and Keras/TensorFlow models: give the original model, not its ONNX "
-                    "export"}
+REFUSALS = {"onnx": "ONNX models reach Core ML through the onnx → torch bridge, which needs onnx2torch: "
+                    "pip install --no-deps -c constraints.txt onnx2torch (as scripts/setup-env.sh does; docs/bridge.md) (or give the original PyTorch/Keras model)"}
 COMPRESSED = {"w8": "8-bit linear (symmetric, per-channel)", "palette6": "6-bit palette (k-means)",
               "palette4": "4-bit palette (k-means)"}
 ComputeUnits = Literal["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"]

@@ -14,7 +14,8 @@ int8 runs the accuracy search (``search.py``, :mod:`edgepack.quantsearch`) on th
 recipe first, then the other weight granularity and 16x8, then layers kept in float (per-op recipes /
 QuantizationDebugger ``denylisted_nodes``). fp16 keeps ops whose constants float16 cannot hold in float32
 (``fp16.py``) and fails a file that answers NaN/inf where float32 does not.
-* onnx sources: refused; there is no dependable ONNX → TFLite route here (onnx2tf would downgrade numpy/TF).
+* onnx sources: the pipeline's onnx → torch bridge (``edgepack.sources.onnx_torch``, onnx2torch) makes them a torch
+  source (a ``torch.export`` program), which takes the torch route above; see docs/bridge.md.
 
 Select-TF ("Flex") and custom ops are refused unless the profile allows them. After an int8 build the share of
 compute ops that really run in int8 is measured; a build that came out float fails. Calibration data that looks
@@ -80,9 +81,9 @@ class TFLiteBackend(Backend):
     Options = TFLiteOptions
     Runtime: ClassVar[type[RuntimeSpec]] = TFLiteRuntime
     description = "TensorFlow Lite / LiteRT (.tflite) for Android apps; checked on the host with ai_edge_litert"
-    refusals = {"onnx": "no dependable ONNX → TFLite route here (onnx2tf would downgrade numpy/onnx/TensorFlow): "
-                        "give the Keras .keras / SavedModel source or the PyTorch model (module:factory + --weights, "
-                        ".pt2) instead; ONNX files go to the ort_mobile/openvino targets"}
+    refusals = {"onnx": "ONNX models reach TFLite through the onnx → torch bridge, which needs onnx2torch: "
+                        "pip install --no-deps -c constraints.txt onnx2torch (as scripts/setup-env.sh does; docs/bridge.md) (or give the Keras/PyTorch source; ONNX files "
+                        "also go to the ort_mobile/openvino targets)"}
 
     def convert(self, source: "Source", profile: "TargetProfile", options: TFLiteOptions, data: ConvertData,
                 out_dir: Path) -> Artifact:
