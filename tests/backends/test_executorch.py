@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgepack import pipeline
@@ -84,17 +85,28 @@ def test_export_failure_is_that_targets_error_and_the_others_go_on(tmp_path):
     assert by["android-ort-fp32"].status == "passed"
 
 
-def test_plan_refuses_onnx_with_the_reason(tmp_path, cli):
+def test_an_onnx_model_reaches_executorch_through_the_bridge(tmp_path, cli):
+    """ExecuTorch takes torch sources; an ONNX model reaches it through the onnx → torch bridge (issue 22): the plan
+    shows the route, and the bundle passes with the bridge's fidelity row in its report."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx2torch") is None:
+        pytest.skip("the onnx → torch bridge needs onnx2torch")
     from tinymodels import make_tiny_onnx
 
     model = make_tiny_onnx(tmp_path / "tiny.onnx")
     res = cli("plan", model, "-t", "android-executorch-fp32", "--json", "-")
-    assert res.exit_code == 2
-    assert "executorch takes torch sources, not onnx" in res.stdout + res.stderr
-    assert "no ONNX → torch bridge here" in res.stdout + res.stderr
-    res = cli("plan", model, "-t", "android-executorch-fp32", "--skip-unavailable", "--json", "-")
+    assert res.exit_code == 0, res.stdout + res.stderr
     row = json.loads(res.stdout)["targets"][0]
-    assert row["action"] == "skip" and "not onnx" in row["reason"] and "PyTorch model" in row["hint"]
+    assert (row["action"], row["route"]) == ("build", "onnx → torch bridge")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", input=rng.random((120, 1, 32, 32), dtype=np.float32))
+    res = cli("build", model, "-t", "android-executorch-fp32", "-c", tmp_path / "x.npz", "--judge", "point",
+              "--out", tmp_path / "dist")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    rep = json.loads((tmp_path / "dist" / "tiny" / "android-executorch-fp32" / "report.json").read_text())
+    assert rep["status"] == "passed"
+    assert any(c["name"].startswith("bridge fidelity") and c["passed"] for c in rep["checks"]), rep["checks"]
 
 
 def test_a_program_that_mostly_falls_back_gets_a_warning():

@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 __all__ = ["ExecuTorchBackend", "ExecuTorchOptions", "ExecuTorchRuntime"]
 
 REFUSALS = {
-    "onnx": "ExecuTorch programs are exported from PyTorch (torch.export) and there is no ONNX → torch bridge here: "
-            "give the PyTorch model (module:factory + --weights, or a .pt2) instead; ONNX files go to the "
-            "ort_mobile/openvino/tensorrt targets",
+    "onnx": "ExecuTorch programs are exported from PyTorch (torch.export); an ONNX model reaches them through the "
+            "onnx → torch bridge, which is not available here: give the PyTorch model (module:factory + --weights, "
+            "or a .pt2) instead, or install onnx2torch (scripts/setup-env.sh); ONNX files go to the "
+            "ort_mobile/openvino/tensorrt targets directly",
     "tf": "ExecuTorch programs are exported from PyTorch (torch.export); Keras/TensorFlow models go to the tflite "
           "target (or to ort_mobile/openvino through the ONNX bridge)",
 }
