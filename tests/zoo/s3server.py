@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 
 import pytest
 
@@ -27,6 +28,9 @@ def moto_s3(bucket: str = "zoo-cache"):
         import fsspec
 
         fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        # moto keeps its buckets in process-wide memory, shared by every server started in this process: a bucket
+        # of its own per use, so an earlier test's cache entries are never seen
+        bucket = f"{bucket}-{uuid.uuid4().hex[:12]}"
         fs.mkdir(bucket)
         yield f"s3://{bucket}/zoo", fs
     finally:

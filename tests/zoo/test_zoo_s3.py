@@ -14,11 +14,12 @@ def test_s3_cache_second_run_is_all_hits(tmp_path, cli):
     with moto_s3() as (url, fs):
         r = cli("zoo", "build", zoo_file, "--cache", url, "--out", tmp_path / "out1")
         assert r.exit_code == 0, r.output
-        keys = fs.glob("zoo-cache/zoo/keys/*.json")
+        root = url.removeprefix("s3://")
+        keys = fs.glob(f"{root}/keys/*.json")
         assert len(keys) == 1
         for k in keys:  # every committed key points at an uploaded bundle
             obj = json.loads(fs.cat_file(k))["object"]
-            assert fs.exists(f"zoo-cache/zoo/{obj}/fast-ort/manifest.json")
+            assert fs.exists(f"{root}/{obj}/fast-ort/manifest.json")
         r = cli("zoo", "build", zoo_file, "--cache", url, "--out", tmp_path / "out2")
         assert r.exit_code == 0, r.output
         recs = [json.loads(p.read_text()) for p in (tmp_path / "out2" / "cells").glob("*/*.json")]

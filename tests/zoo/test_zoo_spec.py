@@ -85,7 +85,13 @@ def test_keys_are_stable_across_folders_and_change_with_what_the_cell_is_made_of
     assert _keys(moved / "zoo.toml") != again  # the resolved profile is
 
 
-def test_plan_cli_json_lists_every_cell_with_action_reason_and_key(tmp_path, cli, zoo_file):
+def test_plan_cli_json_lists_every_cell_with_action_reason_and_key(tmp_path, cli, zoo_file, monkeypatch):
+    # a machine without onnx2torch: the TFLite cells of these ONNX models cannot be built (the onnx → torch bridge
+    # is missing), so the plan skips them with that reason
+    from edgepack.backends import base
+
+    real = base._installed
+    monkeypatch.setattr(base, "_installed", lambda mod: False if mod == "onnx2torch" else real(mod))
     text = zoo_file.read_text().replace('targets = ["fast-ort.toml"]', 'targets = ["fast-ort.toml", '
                                         '"android-tflite-fp32"]')
     zoo_file.write_text(text)
@@ -96,7 +102,7 @@ def test_plan_cli_json_lists_every_cell_with_action_reason_and_key(tmp_path, cli
     assert set(by) == {"alpha/fast-ort", "alpha/android-tflite-fp32", "beta/fast-ort", "beta/android-tflite-fp32"}
     assert by["alpha/fast-ort"]["action"] == "build" and by["alpha/fast-ort"]["reason"] is None
     assert by["alpha/android-tflite-fp32"]["action"] == "skip"
-    assert "not onnx" in by["alpha/android-tflite-fp32"]["reason"]
+    assert "onnx → torch bridge needs onnx2torch" in by["alpha/android-tflite-fp32"]["reason"]
     assert by["alpha/fast-ort"]["versions"]["onnxruntime"]
     assert by["alpha/fast-ort"]["key"] == _keys(zoo_file)["alpha/fast-ort"]
     zoo_file.write_text(text.replace("skip_unavailable = true", "skip_unavailable = false"))
