@@ -301,7 +301,8 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "float_layers": list(self.float_layers), "stage": self.stage,
-                "passed": self.passed, **({"confident": True} if self.confident else {}), "score": None if not math.isfinite(self.score) else round(self.score, 6),
+                "passed": self.passed, **({"confident": True} if self.confident else {}),
+                "score": None if not math.isfinite(self.score) else round(self.score, 6),
                 "figures": self.figures, "seconds": round(self.seconds, 3),
                 **({"latency_vs_plain_int8": self.latency_vs_plain_int8}
                    if self.latency_vs_plain_int8 is not None else {}),
