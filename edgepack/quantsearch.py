@@ -135,6 +135,9 @@ class Space(abc.ABC):
     def release(self, candidate: Any) -> None:
         """Free a candidate that was not chosen."""
 
+    def cleanup(self) -> None:
+        """Free what the space itself holds (its work folder, sessions) once the search is over."""
+
 
 # ------------------------------------------------------------------------------------------------ scoring
 
@@ -247,22 +250,22 @@ def crossfit(make_space: Callable[[Feeds, int], "Space"], calibration: Feeds, tu
         held = {tune_keys[i] for i in rows}
         keep = np.array([i for i, key in enumerate(cal_keys) if key not in held], dtype=np.int64)
         if len(keep) < min_calibration or len(rows) == 0:
-            for f in out:
-                _close(f.space)
+            close_folds(out)
             return []
         out.append(Fold(make_space({k: v[keep] for k, v in calibration.items()}, j), rows))
     return out
 
 
-def _close(space: "Space") -> None:
-    cleanup = getattr(space, "cleanup", None)
-    if callable(cleanup):
-        cleanup()
+def _why(e: Exception) -> str:
+    """One line for a trial that a toolkit refused or that failed to run (the toolkit's message, explained)."""
+    from edgepack.errors import explain
+
+    return explain(str(e)) or type(e).__name__
 
 
 def close_folds(folds: list[Fold]) -> None:
     for f in folds:
-        _close(f.space)
+        f.space.cleanup()
 
 
 # ------------------------------------------------------------------------------------------------ the search
@@ -390,9 +393,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
         try:
             cand = space.build(recipe, floats)
         except Exception as e:  # noqa: BLE001 - a recipe the toolkit cannot apply is a failed trial, not a crash
-            from edgepack.errors import explain
-
-            trial.error = explain(str(e)) or type(e).__name__
+            trial.error = _why(e)
             trial.seconds = time.monotonic() - t0
             trials.append(trial)
             record_trial(trial, len(trials))
@@ -412,9 +413,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
                 if not trial.figures.get("latency_rejected"):
                     floor[0] = max(floor[0], trial.score)
             except Exception as e:  # noqa: BLE001
-                from edgepack.errors import explain
-
-                trial.error = explain(str(e)) or type(e).__name__
+                trial.error = _why(e)
         kept[(recipe.name, floats)] = cand
         trial.seconds = time.monotonic() - t0
         trials.append(trial)
@@ -449,9 +448,7 @@ def search(space: Space, tuning: Tuning | None, opts: AccuracySearch,
             trial.figures["cross_fitted"] = (f"{len(folds or [])} folds: each calibrated without the tuning rows it "
                                              "is judged on")
         except Exception as e:  # noqa: BLE001 - a recipe the toolkit cannot apply is a failed trial, not a crash
-            from edgepack.errors import explain
-
-            trial.error = explain(str(e)) or type(e).__name__
+            trial.error = _why(e)
         trial.seconds = time.monotonic() - t0
         trials.append(trial)
         record_trial(trial, len(trials))
@@ -723,9 +720,7 @@ def _cost(space: Space, cand: Any, trial: Trial, plain_size: int | None,
             m = interleaved(timer, float_timer)
             out["int8_ms"], out["float_ms"], out["latency_vs_float"] = m["a_ms"], m["b_ms"], m["ratio"]
     except Exception as e:  # noqa: BLE001 - a timing failure is reported, never fatal
-        from edgepack.errors import explain
-
-        out["latency_error"] = explain(str(e)) or type(e).__name__
+        out["latency_error"] = _why(e)
     return out
 
 

@@ -381,8 +381,7 @@ def convert(source: Source, profile: TargetProfile, options: TensorRTOptions, da
                 try:
                     result = quantsearch.search(space, tuning, options.accuracy_search, folds=folds)
                 finally:
-                    for j in range(len(folds)):
-                        shutil.rmtree(out_dir / f".search-fold{j}", ignore_errors=True)
+                    quantsearch.close_folds(folds)
             shutil.move(str(result.candidate), str(out_dir / QDQ_MODEL))
             shutil.rmtree(out_dir / ".search", ignore_errors=True)
             details["accuracy_search"] = {**result.to_dict(), "problem": key}

@@ -96,3 +96,9 @@ class TrtSpace(quantsearch.Space):
     def release(self, candidate: Path) -> None:
         self._sessions.pop(str(candidate), None)
         Path(candidate).unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        import shutil
+
+        self._sessions.clear()
+        shutil.rmtree(self.work, ignore_errors=True)
